@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from sentune._paths import cache_dir
+from sentune.errors import ConfigError
 from sentune.trainables._backbones import Tokenized, build_tokenizer, load_decoder, parse_backbone
 from sentune.trainables._common import (
     classification_metrics,
@@ -60,6 +61,15 @@ class LlamaTorchParams(BaseModel):
     seed: int = 0
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     monitor: Literal["val_macro_f1", "val_acc", "val_loss"] = "val_macro_f1"
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, v):
+        try:
+            parse_backbone(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("focal_alpha")
     @classmethod
@@ -311,7 +321,7 @@ def fit(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext | None = 
             lr_used = opt.param_groups[0]["lr"]
             opt.step()
             sched.step()
-            sums += (float(loss) * len(idx), float((logits.argmax(-1) == y).sum()), len(idx))
+            sums += (float(loss.detach()) * len(idx), float((logits.argmax(-1) == y).sum()), len(idx))
         sums = ctx.all_reduce_sum(sums)
         val_loss, val_pred = _evaluate(model, dev, data, device, loss_kw, params.batch_size)
         seconds = time.perf_counter() - t0

@@ -1,0 +1,183 @@
+"""Job spec -> Tuner: prepare the data once, run the sweep on Ray, aggregate, evaluate, export."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from sentune import results
+from sentune.data import DataConfig, load_splits
+from sentune.errors import ConfigError
+from sentune.search import Domain, make_scheduler, make_search_alg, to_tune
+from sentune.spec import JobSpec
+from sentune.trainables._registry import get_trainable
+
+__all__ = ["RunSummary", "run_job", "train_alone", "load_train_config"]
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    leaderboard: pd.DataFrame
+    best_config_path: Path | None
+    test_report: pd.DataFrame | None
+    wall_seconds: float
+
+
+def _init_ray(address: str | None, verbose: bool):
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    kwargs = {"address": address} if address else {}
+    if not address:  # the dashboard also serves the State API that Ray Train uses to clean up stopped trials
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+    ray.init(**kwargs, log_to_driver=verbose, configure_logging=True, logging_level="WARNING")
+
+
+def _max_concurrent(spec: JobSpec) -> int:
+    import ray
+
+    if spec.resources.max_concurrent_trials:
+        return spec.resources.max_concurrent_trials
+    res = spec.resources
+    total = ray.cluster_resources()
+    by_cpu = total.get("CPU", 1) // (res.cpus * res.workers_per_trial)
+    by_gpu = total.get("GPU", 0) // (res.gpus * res.workers_per_trial) if res.gpus else math.inf
+    return max(1, int(min(by_cpu, by_gpu)))
+
+
+def _constants(spec: JobSpec) -> dict:
+    return {k: v for k, v in spec.space.items() if not isinstance(v, Domain)}
+
+
+def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, verbose: bool = False,
+            run_id: str | None = None) -> RunSummary:
+    """Run a validated job on Ray (the embedded local Ray unless ``address`` is given)."""
+    t_start = time.perf_counter()
+    info = get_trainable(spec.trainable)
+    # Everything that can be wrong with the data is found here, before Ray starts.
+    splits = load_splits(spec.data)
+    constants = _constants(spec)
+    run_id = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = (Path(spec.storage_path) / spec.name / run_id).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metric, mode = spec.scheduler.metric, spec.scheduler.resolved_mode
+    tuned = [k for k, v in spec.space.items() if isinstance(v, Domain)]
+    results.write_run_info(run_dir, {
+        "job": spec.name, "run_id": run_id, "trainable": spec.trainable, "metric": metric, "mode": mode,
+        "label_names": splits.label_names, "tuned_params": tuned,
+        "data": spec.data.resolved().model_dump(mode="json", exclude_defaults=True),
+        "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test) if splits.test else 0},
+        "spec": spec.model_dump(mode="json"),
+    })
+    if echo:
+        print(f"[sentune] job {spec.name}: {spec.trainable} on {len(splits.train)}/{len(splits.dev)}/"
+              f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
+              f"results -> {run_dir}", flush=True)
+
+    _init_ray(address, verbose)
+    from ray import tune
+
+    from sentune.results import ParquetResultsCallback
+    from sentune.trainables._ray import make_trial_driver, predict_on_cluster, prepare_on_cluster
+
+    res = spec.resources
+    base_params = {k: v for k, v in constants.items()}
+    t0 = time.perf_counter()
+    import ray
+
+    data_ref = prepare_on_cluster(info, base_params, splits, cpus=res.cpus, gpus=res.gpus)
+    ray.wait([data_ref], fetch_local=False)
+    if echo:
+        print(f"[sentune] data prepared once in {time.perf_counter() - t0:.1f} s (shared through the object store)", flush=True)
+
+    concurrent = _max_concurrent(spec)
+    driver = make_trial_driver(info, data_ref, workers=res.workers_per_trial, cpus=res.cpus, gpus=res.gpus,
+                               storage_path=str(run_dir / "train"))
+    max_t = spec.scheduler.max_t or spec.epochs_max
+    callback = ParquetResultsCallback(run_dir, job=spec.name, run_id=run_id, metric=metric, mode=mode,
+                                      max_epochs=spec.epochs_max, echo=echo)
+    tuner = tune.Tuner(
+        tune.with_resources(driver, {"memory": 64 * 1024 * 1024}),  # the trial driver only waits on its workers
+        param_space=to_tune(spec.space),
+        tune_config=tune.TuneConfig(
+            metric=metric, mode=mode, num_samples=spec.num_samples,  # the search algorithm caps concurrency
+            scheduler=make_scheduler(spec.scheduler.type, max_t=max_t, grace_period=spec.scheduler.grace_period,
+                                     reduction_factor=spec.scheduler.reduction_factor),
+            search_alg=make_search_alg(spec.search.algorithm, spec.space, seed=spec.seed, metric=metric, mode=mode,
+                                       max_concurrent=concurrent),
+            trial_name_creator=lambda t: f"{spec.name}-{t.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(run_dir), callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=1), verbose=0,
+        ),
+    )
+    tuner.fit()
+
+    board = results.leaderboard(run_dir)
+    exported = results.export_run(run_dir)
+    report = None
+    best = results.best_trial(run_dir)
+    if best["checkpoint_path"]:
+        wanted = ["dev"] + (["test"] if splits.test is not None else [])
+        preds = predict_on_cluster(info, best["checkpoint_path"], data_ref, wanted, cpus=res.cpus, gpus=res.gpus)
+        for split_name in wanted:
+            ds = getattr(splits, split_name)
+            frame = results.write_evaluation(run_dir, splits.label_names, split_name, ds.texts, ds.labels,
+                                             preds[split_name][0])
+            if split_name == "test":
+                report = frame
+    wall = time.perf_counter() - t_start
+    return RunSummary(run_dir, board, exported["best_config"], report, wall)
+
+
+# --------------------------------------------------------------------------- a trainable alone
+
+def load_train_config(path: str | Path) -> tuple[str, DataConfig, dict]:
+    """Read a best_config.yaml (or any {trainable, data, params} file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = set(raw) - {"trainable", "data", "params", "source"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]}")
+    if "trainable" not in raw or "data" not in raw:
+        raise ConfigError(f"{path}: needs 'trainable' and 'data'")
+    info = get_trainable(raw["trainable"])
+    from pydantic import ValidationError
+
+    try:
+        data = DataConfig(**raw["data"])
+        info.params_model(**(raw.get("params") or {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    return raw["trainable"], data, dict(raw.get("params") or {})
+
+
+def train_alone(trainable: str, data: DataConfig, params: dict, *, echo: bool = True):
+    """Run a trainable's loop once, without Ray; returns its FitResult."""
+    info = get_trainable(trainable)
+    mod = info.load()
+    p = info.params_model(**params)
+    splits = load_splits(data)
+    prepared = mod.prepare(p, splits)
+
+    def report(metrics, save):
+        if echo:
+            print(f"epoch {metrics['epoch']:>3}  train_loss={metrics['train_loss']:.4f}  val_loss={metrics['val_loss']:.4f}  "
+                  f"val_acc={metrics['val_acc']:.4f}  val_macro_f1={metrics['val_macro_f1']:.4f}", flush=True)
+
+    return mod.fit(p, prepared, mod.LoopContext(report=report))
