@@ -150,7 +150,7 @@ def parse_job(raw: Any, *, source: str = "job") -> JobSpec:
     return spec
 
 
-def load_job(path: str | Path) -> JobSpec:
+def load_job(path: str | Path, *, storage_path: str | None = None) -> JobSpec:
     """Read and check a job file; every problem is a one-line :class:`ConfigError`."""
     path = Path(path)
     if not path.is_file():
@@ -159,4 +159,6 @@ def load_job(path: str | Path) -> JobSpec:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if storage_path and isinstance(raw, dict):
+        raw = {**raw, "storage_path": storage_path}
     return parse_job(raw, source=str(path))

@@ -69,7 +69,7 @@ def _fetch_movie_snippets() -> list[tuple[int, float, str]]:
 
 def five_class(rating: float) -> int:
     """Equal fifths of the -4..4 scale: [-4,-2.4) [-2.4,-0.8) [-0.8,0.8) [0.8,2.4) [2.4,4]."""
-    return int(min(4, max(0, np.floor((rating + 4.0) / 1.6))))
+    return int(min(4, max(0, np.floor((rating + 4.0) / 1.6 + 1e-9))))  # 1e-9: 0.8 is a boundary, not 0.7999
 
 
 def _split_and_write(out: Path, texts: list[str], labels: np.ndarray, names: list[str]) -> dict:

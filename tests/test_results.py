@@ -1,0 +1,77 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from sentune.results import best_config, best_trial, export_run, leaderboard, write_run_info
+from sentune.results._store import atomic_write_bytes, write_parquet
+
+
+def make_run(tmp_path, trials, mode="max", metric="val_macro_f1"):
+    write_run_info(tmp_path, {"job": "j", "run_id": "r", "trainable": "llama_torch", "metric": metric, "mode": mode,
+                              "label_names": ["neg", "pos"], "tuned_params": ["lr"], "data": {"builtin": "en-movie-5"}})
+    trial_rows, epoch_rows = [], []
+    for tid, lr, peaks in trials:
+        best = max(peaks) if mode == "max" else min(peaks)
+        trial_rows.append({"trial_id": tid, "status": "completed", "epochs_run": len(peaks), "peak_metric": best,
+                           "peak_epoch": peaks.index(best) + 1, "checkpoint_path": None,
+                           "config_json": json.dumps({"lr": lr, "epochs": len(peaks)}), "config/lr": lr})
+        for e, v in enumerate(peaks, 1):
+            epoch_rows.append({"trial_id": tid, "epoch": e, metric: v, "train_acc": 0.9, "val_acc": 0.7,
+                               "val_loss": 0.5})
+    write_parquet(tmp_path / "trials.parquet", trial_rows)
+    write_parquet(tmp_path / "epochs.parquet", epoch_rows)
+    return tmp_path
+
+
+def test_tie_break_metric_then_fewer_epochs_then_trial_id(tmp_path):
+    run = make_run(tmp_path, [
+        ("t3", 0.1, [0.5, 0.8, 0.7]),   # 0.8 at epoch 2
+        ("t2", 0.2, [0.8, 0.6, 0.6]),   # 0.8 at epoch 1  -> wins on fewer epochs
+        ("t1", 0.3, [0.6, 0.79, 0.7]),
+        ("t0", 0.4, [0.8, 0.6, 0.6]),   # same as t2 -> t0 wins on trial id
+    ])
+    board = leaderboard(run)
+    assert board.trial_id.tolist() == ["t0", "t2", "t3", "t1"]
+    assert board["rank"].tolist() == [1, 2, 3, 4]
+    assert board.train_val_gap.round(3).tolist() == [0.2] * 4
+    assert best_trial(run).name == "t0"
+    cfg = best_config(run)
+    assert cfg["params"] == {"lr": 0.4, "epochs": 3} and cfg["source"]["peak_epoch"] == 1
+
+
+def test_min_mode(tmp_path):
+    run = make_run(tmp_path, [("a", 0.1, [0.9, 0.5]), ("b", 0.2, [0.4, 0.6])], mode="min", metric="val_loss")
+    assert leaderboard(run).trial_id.tolist() == ["b", "a"]
+    paths = export_run(run, tmp_path / "out" / "best.yaml")
+    assert paths["best_config"].read_text().count("lr: 0.2") == 1
+    assert pd.read_csv(paths["leaderboard"]).trial_id.tolist() == ["b", "a"]
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.parquet"
+    write_parquet(target, [{"a": 1}])
+
+    def boom(tmp):
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("disk died")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_bytes(target, boom)
+    assert pd.read_parquet(target).a.tolist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]
+
+
+def test_mixed_config_values_are_stored_as_text(tmp_path):
+    write_parquet(tmp_path / "m.parquet", [{"config/focal_alpha": None}, {"config/focal_alpha": "auto"},
+                                           {"config/focal_alpha": [0.25, 0.75]}])
+    col = pd.read_parquet(tmp_path / "m.parquet")["config/focal_alpha"]
+    assert col.isna().tolist() == [True, False, False] and col.tolist()[1:] == ["auto", "[0.25, 0.75]"]
+
+
+def test_results_package_imports_neither_torch_nor_tensorflow():
+    code = "import sys, sentune.results; print(sorted(m for m in ('torch', 'tensorflow', 'ray') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,136 @@
+"""Sweeps on a real local Ray: Tune + Train V2 TorchTrainer, tiny random-init LLaMA, real Parquet."""
+
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from sentune.errors import DataError
+from sentune.jobs import load_train_config, run_job, train_alone
+from sentune.spec import parse_job
+
+pytestmark = pytest.mark.slow
+
+DESIGN_METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "grad_norm",
+                  "epoch_seconds", "samples_per_second"]
+
+
+def make_job(sst_dir, tmp_path, **changes):
+    raw = dict(
+        name="tiny", trainable="llama_torch",
+        data={"train": str(sst_dir / "train.txt"), "dev": str(sst_dir / "dev.txt"), "test": str(sst_dir / "test.txt")},
+        search_space={"lr": {"grid": [3.0e-3, 1.0e-7]}},
+        params={"backbone": "random:tiny", "option": "finetune", "epochs": 4, "batch_size": 16, "max_len": 24, "seed": 1},
+        search={"algorithm": "grid"}, num_samples=2,
+        scheduler={"type": "asha", "metric": "val_macro_f1", "mode": "max", "grace_period": 1, "reduction_factor": 2},
+        # one trial at a time: ASHA then sees the good lr's rung before the bad one reaches it
+        resources={"cpus": 1, "workers_per_trial": 1, "max_concurrent_trials": 1},
+        storage_path=str(tmp_path / "results"), seed=0,
+    )
+    raw.update(changes)
+    return parse_job(raw)
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_local, sst_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    return run_job(make_job(sst_dir, tmp), echo=False, run_id="r1")
+
+
+def test_asha_stops_the_bad_lr_early(sweep):
+    trials = pd.read_parquet(sweep.run_dir / "trials.parquet")
+    assert len(trials) == 4
+    stopped = trials[trials.status == "stopped_early"]
+    assert len(stopped) >= 1
+    assert (stopped.epochs_run < 4).all()
+    assert (stopped["config/lr"] == 1.0e-7).all()
+    done = trials[trials.status == "completed"]
+    assert (done.epochs_run == 4).all() and len(done) >= 2
+
+
+def test_parquet_has_one_row_per_trial_epoch(sweep):
+    epochs = pd.read_parquet(sweep.run_dir / "epochs.parquet")
+    trials = pd.read_parquet(sweep.run_dir / "trials.parquet")
+    assert len(epochs) == trials.epochs_run.sum()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    for col in ["trial_id", "epoch", "config/lr", "config/epochs", "trial_status", *DESIGN_METRICS]:
+        assert col in epochs.columns, col
+    for name in ("0", "1"):
+        for kind in ("precision", "recall", "f1", "pred_count"):
+            assert f"val_{kind}/{name}" in epochs.columns
+    assert epochs.groupby("trial_id").epoch.apply(lambda e: sorted(e) == list(range(1, len(e) + 1))).all()
+
+
+def test_plain_pandas_reads_the_store_without_sentune(sweep):
+    code = ("import sys, pandas as pd; e = pd.read_parquet(sys.argv[1] + '/epochs.parquet'); "
+            "t = pd.read_parquet(sys.argv[1] + '/trials.parquet'); "
+            "assert 'sentune' not in sys.modules; print(len(e), len(t))")
+    out = subprocess.run([sys.executable, "-c", code, str(sweep.run_dir)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(sum(pd.read_parquet(sweep.run_dir / "trials.parquet").epochs_run)), "4"]
+
+
+def test_leaderboard_and_exports(sweep):
+    board = sweep.leaderboard
+    assert board["rank"].tolist() == [1, 2, 3, 4]
+    peaks = board["peak_val_macro_f1"].tolist()
+    assert peaks == sorted(peaks, reverse=True)
+    assert board.iloc[0]["lr"] == 3.0e-3
+    for col in ("status", "peak_epoch", "train_val_gap", "final_train_acc", "final_val_acc"):
+        assert col in board.columns
+    for name in ("leaderboard.csv", "best_config.yaml", "classification_report.csv", "predictions_dev.csv",
+                 "predictions_test.csv"):
+        assert (sweep.run_dir / name).is_file(), name
+    report = pd.read_csv(sweep.run_dir / "classification_report.csv").set_index("class")
+    assert report.loc["macro avg", "support"] == 80
+    assert len(pd.read_csv(sweep.run_dir / "predictions_test.csv")) == 80
+
+
+def test_best_config_reruns_alone_and_reproduces(sweep):
+    cfg = yaml.safe_load(sweep.best_config_path.read_text())
+    assert cfg["trainable"] == "llama_torch" and cfg["params"]["lr"] == 3.0e-3
+    trainable, data, params = load_train_config(sweep.best_config_path)
+    result = train_alone(trainable, data, params, echo=False)
+    epoch = cfg["source"]["peak_epoch"]
+    assert result.history[epoch - 1]["val_macro_f1"] == pytest.approx(cfg["source"]["peak"], abs=0.01)
+
+
+def test_cli_results_and_export(sweep, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sentune.cli", "results", str(sweep.run_dir)],
+                         capture_output=True, text=True, check=True)
+    assert "peak_val_macro_f1" in out.stdout and "stopped_early" in out.stdout
+    target = tmp_path / "best.yaml"
+    subprocess.run([sys.executable, "-m", "sentune.cli", "export", str(sweep.run_dir), "-o", str(target)], check=True,
+                   capture_output=True)
+    assert yaml.safe_load(target.read_text())["params"]["lr"] == 3.0e-3
+    bad = subprocess.run([sys.executable, "-m", "sentune.cli", "results", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == f"sentune: error: {tmp_path} is not a sentune run folder (no run.json)"
+
+
+def test_ddp_trial_with_two_workers(ray_local, sst_dir, tmp_path):
+    spec = make_job(sst_dir, tmp_path, name="ddp", search_space={}, search={"algorithm": "random"}, num_samples=1,
+                    scheduler={"type": "fifo"},
+                    params={"backbone": "random:tiny", "option": "finetune", "epochs": 2, "batch_size": 8,
+                            "max_len": 24, "lr": 3.0e-3, "lr_scaling": "sqrt"},
+                    resources={"cpus": 1, "workers_per_trial": 2})
+    summary = run_job(spec, echo=False)
+    epochs = pd.read_parquet(summary.run_dir / "epochs.parquet")
+    assert len(epochs) == 2
+    for col in DESIGN_METRICS:
+        assert epochs[col].notna().all(), col
+    assert (epochs.workers == 2).all() and (epochs.global_batch_size == 16).all()
+    assert epochs.lr_scale.iloc[0] == pytest.approx(math.sqrt(2))
+    # every train sample is seen once per epoch across the two workers
+    assert epochs.samples_per_second.iloc[0] * epochs.epoch_seconds.iloc[0] == pytest.approx(240)
+    assert pd.read_parquet(summary.run_dir / "trials.parquet").status.tolist() == ["completed"]
+
+
+def test_bad_data_stops_the_job_before_any_trial(sst_dir, tmp_path):
+    bad = tmp_path / "dev.txt"
+    bad.write_text("0 ||| fine\n1 no separator here\n")
+    spec = make_job(sst_dir, tmp_path, data={"train": str(sst_dir / "train.txt"), "dev": str(bad)})
+    with pytest.raises(DataError, match=r"dev\.txt:2: line has no '\|\|\|' separator"):
+        run_job(spec, echo=False)
+    assert not (tmp_path / "results").exists()
