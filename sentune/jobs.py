@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from sentune import results
+from sentune._yaml import read_yaml
 from sentune.data import DataConfig, load_splits
-from sentune.errors import ConfigError
+from sentune.errors import ConfigError, SentuneError
 from sentune.search import Domain, make_scheduler, make_search_alg, to_tune
 from sentune.spec import JobSpec
 from sentune.trainables._registry import get_trainable
@@ -61,10 +61,6 @@ def _max_concurrent(spec: JobSpec) -> int:
     return max(1, int(min(by_cpu, by_gpu)))
 
 
-def _constants(spec: JobSpec) -> dict:
-    return {k: v for k, v in spec.space.items() if not isinstance(v, Domain)}
-
-
 def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, verbose: bool = False,
             run_id: str | None = None) -> RunSummary:
     """Run a validated job on Ray (the embedded local Ray unless ``address`` is given)."""
@@ -72,7 +68,6 @@ def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, ver
     info = get_trainable(spec.trainable)
     # Everything that can be wrong with the data is found here, before Ray starts.
     splits = load_splits(spec.data)
-    constants = _constants(spec)
     run_id = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (Path(spec.storage_path) / spec.name / run_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,18 +86,21 @@ def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, ver
               f"results -> {run_dir}", flush=True)
 
     init_ray(address, verbose=verbose)
+    import ray
     from ray import tune
 
     from sentune.results import ParquetResultsCallback
     from sentune.trainables._ray import make_trial_driver, predict_on_cluster, prepare_on_cluster
 
     res = spec.resources
-    base_params = {k: v for k, v in constants.items()}
+    constants = {k: v for k, v in spec.space.items() if not isinstance(v, Domain)}
     t0 = time.perf_counter()
-    import ray
-
-    data_ref = prepare_on_cluster(info, base_params, splits, cpus=res.cpus, gpus=res.gpus)
-    ray.wait([data_ref], fetch_local=False)
+    data_ref = prepare_on_cluster(info, constants, splits, cpus=res.cpus, gpus=res.gpus)
+    try:  # a backbone that fails to load fails the job here, once, not every trial
+        ray.get(data_ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.as_instanceof_cause()
+        raise SentuneError(f"preparing the data failed: {type(cause).__name__}: {str(cause).strip().splitlines()[-1]}") from None
     if echo:
         print(f"[sentune] data prepared once in {time.perf_counter() - t0:.1f} s (shared through the object store)", flush=True)
 
@@ -151,10 +149,9 @@ def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, ver
 
 def load_train_config(path: str | Path) -> tuple[str, DataConfig, dict]:
     """Read a best_config.yaml (or any {trainable, data, params} file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path, "config file") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping")
     unknown = set(raw) - {"trainable", "data", "params", "source"}
     if unknown:
         raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]}")

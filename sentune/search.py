@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from sentune._yaml import read_yaml
 from sentune.errors import ConfigError
 
 __all__ = ["Domain", "parse_search_space", "load_search_space", "to_tune", "make_scheduler", "make_search_alg"]
@@ -123,14 +123,7 @@ def parse_search_space(
 
 
 def load_search_space(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search space file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return data or {}
+    return read_yaml(path, "search space file") or {}
 
 
 def to_tune(parsed: Mapping[str, Domain | Any]) -> dict:

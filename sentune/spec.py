@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sentune._yaml import read_yaml
 from sentune.data import DataConfig
 from sentune.errors import ConfigError
 from sentune.search import Domain, load_search_space, parse_search_space
@@ -152,13 +152,7 @@ def parse_job(raw: Any, *, source: str = "job") -> JobSpec:
 
 def load_job(path: str | Path, *, storage_path: str | None = None) -> JobSpec:
     """Read and check a job file; every problem is a one-line :class:`ConfigError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"job file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml(path, "job file")
     if storage_path and isinstance(raw, dict):
         raw = {**raw, "storage_path": storage_path}
     return parse_job(raw, source=str(path))
