@@ -1,0 +1,35 @@
+"""Results: the Parquet store of a run and its aggregation. Imports neither TensorFlow nor torch."""
+
+from sentune.results._aggregate import (
+    best_config,
+    best_trial,
+    export_run,
+    format_leaderboard,
+    leaderboard,
+    write_best_config,
+    write_evaluation,
+)
+from sentune.results._store import (
+    STATUS_COMPLETED,
+    STATUS_ERRORED,
+    STATUS_RUNNING,
+    STATUS_STOPPED,
+    read_epochs,
+    read_run_info,
+    read_trials,
+    write_run_info,
+)
+
+__all__ = [
+    "STATUS_COMPLETED", "STATUS_ERRORED", "STATUS_RUNNING", "STATUS_STOPPED", "ParquetResultsCallback",
+    "best_config", "best_trial", "export_run", "format_leaderboard", "leaderboard", "read_epochs",
+    "read_run_info", "read_trials", "write_best_config", "write_evaluation", "write_run_info",
+]
+
+
+def __getattr__(name):  # the Tune callback needs Ray; load it only when asked for
+    if name == "ParquetResultsCallback":
+        from sentune.results._callback import ParquetResultsCallback
+
+        return ParquetResultsCallback
+    raise AttributeError(name)
