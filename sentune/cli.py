@@ -11,11 +11,19 @@ __all__ = ["main"]
 
 
 def _cmd_run(args) -> int:
-    from sentune.jobs import run_job
+    from sentune.jobs import run_job, run_range_test
     from sentune.results import format_leaderboard
     from sentune.spec import load_job
 
     spec = load_job(args.job, storage_path=args.storage)
+    if spec.kind == "lr_range_test":
+        run_dir, s = run_range_test(spec, address=args.address, verbose=args.verbose)
+        print(f"\nSuggested lr: {s['suggested_lr']:.3g} (steepest fall of the loss; minimum at {s['min_loss_lr']:.3g}; "
+              f"{s['steps_run']} steps{', diverged' if s['stopped_before_lr_max'] else ''})")
+        print(f"It would search lr in [{s['search_low']:.3g}, {s['search_high']:.3g}]: "
+              f"lr: {{from_range_test: {run_dir}}}")
+        print(f"Curve: {run_dir / 'lr_range.png'}")
+        return 0
     summary = run_job(spec, address=args.address, verbose=args.verbose)
     print("\nLeaderboard")
     print(format_leaderboard(summary.leaderboard))
@@ -24,6 +32,7 @@ def _cmd_run(args) -> int:
         print(f"\nBest trial on the test split: accuracy {row.loc['accuracy', 'precision']:.4f}, "
               f"macro-F1 {row.loc['macro avg', 'f1-score']:.4f}")
     print(f"Best config: {summary.best_config_path}")
+    print(f"Report:      {summary.run_dir / 'report.html'}")
     print(f"Run folder:  {summary.run_dir}  ({summary.wall_seconds:.0f} s)")
     return 0
 
@@ -32,6 +41,13 @@ def _cmd_results(args) -> int:
     from sentune.results import format_leaderboard, leaderboard
 
     print(format_leaderboard(leaderboard(args.run_dir), limit=args.limit))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from sentune.results import write_report
+
+    print(f"report -> {write_report(args.run_dir)}")
     return 0
 
 
@@ -80,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=_cmd_results)
+
+    p = sub.add_parser("report", help="write a run's self-contained report.html")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="write a run's best config (and leaderboard.csv)")
     p.add_argument("run_dir")

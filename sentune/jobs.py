@@ -19,7 +19,7 @@ from sentune.search import Domain, make_scheduler, make_search_alg, to_tune
 from sentune.spec import JobSpec
 from sentune.trainables._registry import get_trainable
 
-__all__ = ["RunSummary", "init_ray", "run_job", "train_alone", "load_train_config"]
+__all__ = ["RunSummary", "init_ray", "run_job", "run_range_test", "train_alone", "load_train_config"]
 
 
 @dataclass
@@ -61,21 +61,27 @@ def _max_concurrent(spec: JobSpec) -> int:
     return max(1, int(min(by_cpu, by_gpu)))
 
 
-def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, verbose: bool = False,
-            run_id: str | None = None) -> RunSummary:
-    """Run a validated job on Ray (the embedded local Ray unless ``address`` is given)."""
-    t_start = time.perf_counter()
+@dataclass
+class _Started:
+    info: object
+    splits: object
+    run_dir: Path
+    run_id: str
+    data_ref: object
+    constants: dict
+
+
+def _start(spec: JobSpec, *, address, echo, verbose, run_id) -> _Started:
+    """Read and check the data (before Ray starts), open the run folder, prepare the data once on Ray."""
     info = get_trainable(spec.trainable)
-    # Everything that can be wrong with the data is found here, before Ray starts.
     splits = load_splits(spec.data)
     run_id = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (Path(spec.storage_path) / spec.name / run_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    metric, mode = spec.scheduler.metric, spec.scheduler.resolved_mode
-    tuned = [k for k, v in spec.space.items() if isinstance(v, Domain)]
     results.write_run_info(run_dir, {
-        "job": spec.name, "run_id": run_id, "trainable": spec.trainable, "metric": metric, "mode": mode,
-        "label_names": splits.label_names, "tuned_params": tuned,
+        "job": spec.name, "kind": spec.kind, "run_id": run_id, "trainable": spec.trainable,
+        "metric": spec.scheduler.metric, "mode": spec.scheduler.resolved_mode,
+        "label_names": splits.label_names, "tuned_params": [k for k, v in spec.space.items() if isinstance(v, Domain)],
         "data": spec.data.resolved().model_dump(mode="json", exclude_defaults=True),
         "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test) if splits.test else 0},
         "spec": spec.model_dump(mode="json"),
@@ -84,18 +90,14 @@ def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, ver
         print(f"[sentune] job {spec.name}: {spec.trainable} on {len(splits.train)}/{len(splits.dev)}/"
               f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
               f"results -> {run_dir}", flush=True)
-
     init_ray(address, verbose=verbose)
     import ray
-    from ray import tune
 
-    from sentune.results import ParquetResultsCallback
-    from sentune.trainables._ray import make_trial_driver, predict_on_cluster, prepare_on_cluster
+    from sentune.trainables._ray import prepare_on_cluster
 
-    res = spec.resources
     constants = {k: v for k, v in spec.space.items() if not isinstance(v, Domain)}
     t0 = time.perf_counter()
-    data_ref = prepare_on_cluster(info, constants, splits, cpus=res.cpus, gpus=res.gpus)
+    data_ref = prepare_on_cluster(info, constants, splits, cpus=spec.resources.cpus, gpus=spec.resources.gpus)
     try:  # a backbone that fails to load fails the job here, once, not every trial
         ray.get(data_ref)
     except ray.exceptions.RayTaskError as exc:
@@ -103,13 +105,33 @@ def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, ver
         raise SentuneError(f"preparing the data failed: {type(cause).__name__}: {str(cause).strip().splitlines()[-1]}") from None
     if echo:
         print(f"[sentune] data prepared once in {time.perf_counter() - t0:.1f} s (shared through the object store)", flush=True)
+    return _Started(info, splits, run_dir, run_id, data_ref, constants)
+
+
+def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, verbose: bool = False,
+            run_id: str | None = None) -> RunSummary:
+    """Run a validated tune job on Ray (the embedded local Ray unless ``address`` is given)."""
+    if spec.kind != "tune":
+        raise ConfigError(f"job {spec.name} is a {spec.kind}; use run_range_test")
+    t_start = time.perf_counter()
+    st = _start(spec, address=address, echo=echo, verbose=verbose, run_id=run_id)
+    info, splits, run_dir, run_id, data_ref = st.info, st.splits, st.run_dir, st.run_id, st.data_ref
+    metric, mode = spec.scheduler.metric, spec.scheduler.resolved_mode
+    res = spec.resources
+    from ray import tune
+
+    from sentune.diagnostics import DiagnosticsTracker
+    from sentune.results import ParquetResultsCallback
+    from sentune.results._callback import DiagnosticsStopper
+    from sentune.trainables._ray import make_trial_driver, predict_on_cluster
 
     concurrent = _max_concurrent(spec)
     driver = make_trial_driver(info, data_ref, workers=res.workers_per_trial, cpus=res.cpus, gpus=res.gpus,
                                storage_path=str(run_dir / "train"))
     max_t = spec.scheduler.max_t or spec.epochs_max
+    tracker = DiagnosticsTracker(spec.diagnostics, splits.dev.class_counts().tolist(), splits.label_names)
     callback = ParquetResultsCallback(run_dir, job=spec.name, run_id=run_id, metric=metric, mode=mode,
-                                      max_epochs=spec.epochs_max, echo=echo)
+                                      max_epochs=spec.epochs_max, tracker=tracker, echo=echo)
     tuner = tune.Tuner(
         tune.with_resources(driver, {"memory": 64 * 1024 * 1024}),  # the trial driver only waits on its workers
         param_space=to_tune(spec.space),
@@ -122,7 +144,7 @@ def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, ver
             trial_name_creator=lambda t: f"{spec.name}-{t.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(run_dir), callbacks=[callback],
+            name="tune", storage_path=str(run_dir), callbacks=[callback], stop=DiagnosticsStopper(tracker),
             failure_config=tune.FailureConfig(max_failures=1), verbose=0,
         ),
     )
@@ -141,8 +163,21 @@ def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, ver
                                              preds[split_name][0])
             if split_name == "test":
                 report = frame
+    results.write_report(run_dir)
     wall = time.perf_counter() - t_start
     return RunSummary(run_dir, board, exported["best_config"], report, wall)
+
+
+def run_range_test(spec: JobSpec, *, address: str | None = None, echo: bool = True, verbose: bool = False,
+                   run_id: str | None = None) -> tuple[Path, dict]:
+    """``kind: lr_range_test``: one run, lr raised exponentially; returns (run folder, suggestion)."""
+    st = _start(spec, address=address, echo=echo, verbose=verbose, run_id=run_id)
+    from sentune.trainables._ray import range_test_on_cluster
+
+    rt = spec.range_test
+    rows = range_test_on_cluster(st.info, st.constants, st.data_ref, rt.model_dump(), cpus=spec.resources.cpus,
+                                 gpus=spec.resources.gpus)
+    return st.run_dir, results.write_range_test(st.run_dir, rows, lr_max=rt.lr_max)
 
 
 # --------------------------------------------------------------------------- a trainable alone

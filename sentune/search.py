@@ -5,6 +5,7 @@ A search space maps option names to a constant or to one domain::
 
     lr:             {loguniform: [1.0e-5, 1.0e-2]}
     hidden_dropout: {uniform: [0.0, 0.5]}
+    lr:             {from_range_test: results/my_range_test/<run>}   # centred on its suggestion
     epochs:         {randint: [4, 9]}          # high is exclusive, as in Ray Tune
     warmup_epochs:  {quniform: [0, 2, 0.5]}
     batch_size:     {choice: [16, 32, 64]}
@@ -57,6 +58,12 @@ def _parse_one(name: str, spec) -> Domain | Any:
     if len(spec) != 1:
         raise ConfigError(f"search space: {name}: give exactly one of {sorted([*RANGE_KINDS, *LIST_KINDS])}, got {sorted(spec)}")
     kind, args = next(iter(spec.items()))
+    if kind == "from_range_test":
+        if name != "lr":
+            raise ConfigError(f"search space: {name}: from_range_test applies to lr only")
+        from sentune.results import lr_search_range
+
+        return Domain("loguniform", lr_search_range(args))
     if kind in LIST_KINDS:
         if not isinstance(args, list) or not args:
             raise ConfigError(f"search space: {name}: {kind} needs a non-empty list")

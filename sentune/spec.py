@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sentune._yaml import read_yaml
 from sentune.data import DataConfig
+from sentune.diagnostics import DiagnosticsConfig
 from sentune.errors import ConfigError
 from sentune.search import Domain, load_search_space, parse_search_space
 from sentune.trainables._registry import get_trainable
@@ -64,8 +65,22 @@ class ResourcesConfig(_Strict):
         return self
 
 
+class RangeTestConfig(_Strict):
+    lr_min: float = Field(1e-7, gt=0)
+    lr_max: float = Field(1e-2, gt=0)
+    steps: int = Field(100, ge=10)
+    diverge_factor: float = Field(4.0, gt=1)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.lr_min >= self.lr_max:
+            raise ValueError(f"lr_min ({self.lr_min}) must be below lr_max ({self.lr_max})")
+        return self
+
+
 class JobSpec(_Strict):
     name: str
+    kind: Literal["tune", "lr_range_test"] = "tune"
     trainable: str
     data: DataConfig
     search_space: Path | dict[str, Any] = Field(default_factory=dict)
@@ -76,6 +91,8 @@ class JobSpec(_Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     storage_path: str = "results"
     seed: int = 0
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    range_test: RangeTestConfig = Field(default_factory=RangeTestConfig)
 
     @field_validator("name")
     @classmethod
@@ -145,7 +162,11 @@ def parse_job(raw: Any, *, source: str = "job") -> JobSpec:
     spec._space = parsed
     if spec.scheduler.max_t is not None and spec.scheduler.max_t > spec.epochs_max:
         raise ConfigError(f"{source}: scheduler.max_t ({spec.scheduler.max_t}) exceeds epochs ({spec.epochs_max})")
-    if spec.search.algorithm == "grid" and not any(isinstance(d, Domain) for d in parsed.values()):
+    if spec.kind == "lr_range_test":
+        tuned = sorted(k for k, v in parsed.items() if isinstance(v, Domain))
+        if tuned:
+            raise ConfigError(f"{source}: an lr range test runs one config; fix {', '.join(tuned)} to a value")
+    elif spec.search.algorithm == "grid" and not any(isinstance(d, Domain) for d in parsed.values()):
         raise ConfigError(f"{source}: search.algorithm grid needs at least one grid parameter")
     return spec
 

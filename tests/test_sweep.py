@@ -134,3 +134,46 @@ def test_bad_data_stops_the_job_before_any_trial(sst_dir, tmp_path):
     with pytest.raises(DataError, match=r"dev\.txt:2: line has no '\|\|\|' separator"):
         run_job(spec, echo=False)
     assert not (tmp_path / "results").exists()
+
+
+def test_optuna_tpe_sweep(ray_local, sst_dir, tmp_path):
+    spec = make_job(sst_dir, tmp_path, name="tpe", search_space={"lr": {"loguniform": [1.0e-4, 1.0e-2]},
+                                                                  "hidden_dropout": {"uniform": [0.0, 0.5]}},
+                    search={"algorithm": "optuna"}, num_samples=3, scheduler={"type": "fifo"},
+                    params={"backbone": "random:tiny", "option": "finetune", "epochs": 1, "batch_size": 16, "max_len": 24},
+                    resources={"cpus": 1, "max_concurrent_trials": 2})
+    summary = run_job(spec, echo=False)
+    trials = pd.read_parquet(summary.run_dir / "trials.parquet")
+    assert len(trials) == 3 and (trials.status == "completed").all()
+    assert trials["config/lr"].between(1.0e-4, 1.0e-2).all() and trials["config/lr"].nunique() == 3
+
+
+def test_report_html_has_every_plot_and_no_external_url(sweep):
+    import re
+
+    page = (sweep.run_dir / "report.html").read_text()
+    ids = re.findall(r'<figure class="plot" id="([^"]+)"', page)
+    best = sweep.leaderboard.iloc[0]["trial_id"]
+    expected = {"curves-loss", "curves-acc", "curves-f1", "metric-vs-lr", "parallel-coordinates",
+                f"pred-dist-{best}", "confusion-matrix"}
+    assert expected <= set(ids), ids
+    assert page.count("data:image/png;base64,") == len(ids) >= 7
+    assert 'id="leaderboard"' in page and "stopped_early" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?https?:|@import""", page)
+
+
+def test_nan_trial_is_flagged_and_stopped(ray_local, sst_dir, tmp_path):
+    spec = make_job(sst_dir, tmp_path, name="nan", search_space={"focal_alpha": {"grid": [[1.0, 1.0], [3.0e38, 3.0e38]]}},
+                    num_samples=1, scheduler={"type": "fifo"},
+                    params={"backbone": "random:tiny", "option": "finetune", "epochs": 4, "batch_size": 16, "max_len": 24,
+                            "loss": "focal", "lr": 3.0e-3},
+                    resources={"cpus": 1, "max_concurrent_trials": 2}, diagnostics={"stop_on": ["nan"]})
+    summary = run_job(spec, echo=False)
+    trials = pd.read_parquet(summary.run_dir / "trials.parquet").set_index("config/focal_alpha")
+    bad, good = trials.loc["[3e+38, 3e+38]"], trials.loc["[1.0, 1.0]"]
+    assert bad.status == "stopped_early" and bad.stop_reason == "nan" and bad.epochs_run < 4
+    assert "nan" in bad.diagnostics
+    assert good.status == "completed" and "nan" not in good.diagnostics
+    epochs = pd.read_parquet(summary.run_dir / "epochs.parquet")
+    assert epochs.loc[epochs["config/focal_alpha"] == "[3e+38, 3e+38]", "diag_nan"].any()
+    assert "diagnostics" in summary.leaderboard.columns

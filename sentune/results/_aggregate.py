@@ -31,7 +31,8 @@ def leaderboard(run_dir: str | Path) -> pd.DataFrame:
     trials = read_trials(run_dir)
     epochs = read_epochs(run_dir) if (Path(run_dir) / "epochs.parquet").exists() else pd.DataFrame()
     last = epochs.sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id") if len(epochs) else pd.DataFrame()
-    board = trials[["trial_id", "status", "epochs_run", "peak_metric", "peak_epoch"]].copy()
+    extra = [c for c in ("stop_reason", "diagnostics", "overfit") if c in trials.columns]
+    board = trials[["trial_id", "status", "epochs_run", "peak_metric", "peak_epoch", *extra]].copy()
     for col in _tuned_columns(trials, info):
         board[col.removeprefix("config/")] = trials[col].values
     for src, dst in (("train_acc", "final_train_acc"), ("val_acc", "final_val_acc"), ("val_loss", "final_val_loss")):

@@ -6,7 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
+
+from sentune.diagnostics import DiagnosticsTracker, summarize
 
 from sentune.results._store import (
     STATUS_COMPLETED,
@@ -17,7 +19,7 @@ from sentune.results._store import (
     write_parquet,
 )
 
-__all__ = ["ParquetResultsCallback"]
+__all__ = ["ParquetResultsCallback", "DiagnosticsStopper"]
 
 # Tune's own bookkeeping keys that are not metrics of the model.
 _TUNE_KEYS = {
@@ -37,7 +39,8 @@ class ParquetResultsCallback(Callback):
     """A Ray Tune callback on the driver: every trial result becomes a row; flushed atomically."""
 
     def __init__(self, run_dir: Path, *, job: str, run_id: str, metric: str, mode: str, max_epochs: int,
-                 flush_every_s: float = 2.0, echo: bool = True):
+                 tracker: DiagnosticsTracker | None = None, flush_every_s: float = 2.0, echo: bool = True):
+        self.tracker = tracker
         self.run_dir = Path(run_dir)
         self.job, self.run_id = job, run_id
         self.metric, self.mode, self.max_epochs = metric, mode, max_epochs
@@ -58,6 +61,8 @@ class ParquetResultsCallback(Callback):
             if key not in _TUNE_KEYS and key not in row and not isinstance(value, dict):
                 row[key] = _plain(value)
         row["time_total_s"] = result.get("time_total_s")
+        if self.tracker is not None:
+            row.update(self.tracker.update(trial.trial_id, result))
         # a trial retried after a failure starts again from epoch 1: its new rows replace the old ones
         rows = [r for r in self.rows.get(trial.trial_id, []) if r["epoch"] < row["epoch"]] + [row]
         self.rows[trial.trial_id] = rows
@@ -70,14 +75,22 @@ class ParquetResultsCallback(Callback):
                 t["peak_metric"], t["peak_epoch"] = float(value), r["epoch"]
             if r.get("checkpoint_path"):
                 t["checkpoint_path"] = r["checkpoint_path"]
+        if self.tracker is not None:
+            t.update(summarize(rows))
         if self.echo:
+            raised = [k[5:] for k in ("diag_nan", "diag_collapse", "diag_stagnation", "diag_grad_spike") if row.get(k)]
+            if row.get("diag_overfit", "none") != "none":
+                raised.append(f"overfit:{row['diag_overfit']}")
             shown = "  ".join(f"{k}={_fmt(result.get(k))}" for k in dict.fromkeys([self.metric, "val_loss", "train_loss", "lr"]))
-            print(f"[sentune] {trial.trial_id} epoch {row['epoch']:>3}  {shown}", flush=True)
+            note = f"  [{', '.join(raised)}]" if raised else ""
+            print(f"[sentune] {trial.trial_id} epoch {row['epoch']:>3}  {shown}{note}", flush=True)
         self._maybe_flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         t = self._trial_row(trial)
         t["status"] = STATUS_COMPLETED if t["epochs_run"] >= self._epochs_of(trial) else STATUS_STOPPED
+        if t["status"] == STATUS_STOPPED:
+            t["stop_reason"] = (self.tracker.stop_reasons.get(trial.trial_id) if self.tracker else None) or "scheduler"
         self._maybe_flush(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -98,7 +111,8 @@ class ParquetResultsCallback(Callback):
             self.trials[trial.trial_id] = {
                 "job": self.job, "run": self.run_id, "trial_id": trial.trial_id, "status": STATUS_RUNNING,
                 "epochs_run": 0, "epochs_max": self._epochs_of(trial), "metric": self.metric,
-                "peak_metric": None, "peak_epoch": None, "checkpoint_path": None, "error": None,
+                "peak_metric": None, "peak_epoch": None, "stop_reason": None, "diagnostics": None, "overfit": None,
+                "checkpoint_path": None, "error": None,
                 "config_json": json.dumps(trial.config, default=str),
                 **{f"config/{k}": _plain(v) for k, v in trial.config.items()},
             }
@@ -115,3 +129,18 @@ class ParquetResultsCallback(Callback):
             write_parquet(self.run_dir / "epochs.parquet", rows)
         if self.trials:
             write_parquet(self.run_dir / "trials.parquet", list(self.trials.values()))
+
+
+class DiagnosticsStopper(Stopper):
+    """Stops a trial when the job's ``diagnostics.stop_on`` says so (NaN loss, lasting collapse)."""
+
+    def __init__(self, tracker: DiagnosticsTracker):
+        self.tracker = tracker
+
+    def __call__(self, trial_id, result):
+        if "val_macro_f1" not in result:
+            return False
+        return self.tracker.update(trial_id, result)["diag_stop"] is not None
+
+    def stop_all(self):
+        return False

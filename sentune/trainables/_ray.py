@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["prepare_on_cluster", "predict_on_cluster", "make_trial_driver", "task_resources"]
+__all__ = ["prepare_on_cluster", "predict_on_cluster", "range_test_on_cluster", "make_trial_driver", "task_resources"]
 
 
 def task_resources(cpus: float, gpus: float) -> dict:
@@ -65,6 +65,19 @@ def predict_on_cluster(info, checkpoint_dir: str, data_ref, splits: list[str], *
 
     task = ray.remote(_predict_task).options(**task_resources(cpus, gpus), name="sentune-evaluate")
     return ray.get(task.remote(info, checkpoint_dir, data_ref, splits))
+
+
+def _range_task(info, params: dict, data, options: dict) -> list[dict]:
+    _use_task_cpus()
+    mod = info.load()
+    return mod.lr_range_test(info.params_model(**params), data, ctx=mod.LoopContext(device=_device()), **options)
+
+
+def range_test_on_cluster(info, params: dict, data_ref, options: dict, *, cpus: float, gpus: float) -> list[dict]:
+    import ray
+
+    task = ray.remote(_range_task).options(**task_resources(cpus, gpus), name="sentune-lr-range-test")
+    return ray.get(task.remote(info, params, data_ref, options))
 
 
 def _worker_loop(cfg: dict):

@@ -33,7 +33,8 @@ from sentune.trainables._common import (
     warmup_cosine,
 )
 
-__all__ = ["LlamaTorchParams", "PreparedData", "LoopContext", "FitResult", "prepare", "fit", "predict", "load_checkpoint"]
+__all__ = ["LlamaTorchParams", "PreparedData", "LoopContext", "FitResult", "prepare", "fit", "lr_range_test", "predict",
+           "load_checkpoint"]
 
 CHECKPOINT_FILE = "classifier.pt"
 
@@ -277,26 +278,60 @@ def _evaluate(model, split: SplitArrays, data: PreparedData, device, loss_kw, ba
     return total / max(1, len(split.y)), preds
 
 
+@dataclass
+class _Setup:
+    model: LlamaClassifier
+    train_model: nn.Module
+    trainable: list
+    optimizer: torch.optim.Optimizer
+    loss_kw: dict
+    per_rank: int
+    scale: float
+
+
+def _setup(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext) -> _Setup:
+    """Model (wrapped for DDP), AdamW at the scaled lr, and the loss options: shared by fit and the range test."""
+    torch.manual_seed(params.seed + 7919 * ctx.rank)
+    model = build_model(params, data).to(ctx.device)
+    train_model = ctx.wrap_model(model)
+    train_y = data.splits["train"].y
+    alpha = resolve_alpha(params.focal_alpha, np.bincount(train_y, minlength=data.num_classes)) if params.loss == "focal" else None
+    loss_kw = dict(kind=params.loss, gamma=params.focal_gamma,
+                   alpha=None if alpha is None else torch.tensor(alpha, dtype=torch.float32, device=ctx.device))
+    scale = lr_scale_factor(params.lr_scaling, ctx.world_size)
+    trainable = [p for p in train_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=params.lr * scale, weight_decay=params.weight_decay)
+    return _Setup(model, train_model, trainable, opt, loss_kw, len(train_y) // ctx.world_size, scale)
+
+
+def _shard(params: LlamaTorchParams, n: int, per_rank: int, ctx: LoopContext, epoch: int) -> np.ndarray:
+    """This worker's rows for an epoch: the same seeded permutation everywhere, split by rank."""
+    perm = np.random.default_rng([params.seed, epoch]).permutation(n)[: per_rank * ctx.world_size]
+    return perm[ctx.rank :: ctx.world_size]
+
+
+def _step(su: _Setup, params: LlamaTorchParams, data: PreparedData, idx, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """One optimizer step on rows ``idx``: returns (loss, logits, labels, grad norm before clipping)."""
+    x, lens, y = _tensors(data.splits["train"], idx, device, data.features)
+    logits = su.train_model(x, lens)
+    loss = loss_fn(logits, y, **su.loss_kw)
+    su.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(su.trainable, params.grad_clip or float("inf")))
+    su.optimizer.step()
+    return loss.detach(), logits.detach(), y, norm
+
+
 def fit(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext | None = None) -> FitResult:
     """Train; report each epoch; restore the best epoch's weights at the end."""
     ctx = ctx or LoopContext()
     device = ctx.device
-    torch.manual_seed(params.seed + 7919 * ctx.rank)
-    model = build_model(params, data).to(device)
-    train_model = ctx.wrap_model(model)
+    su = _setup(params, data, ctx)
+    model, train_model, opt, world, scale = su.model, su.train_model, su.optimizer, ctx.world_size, su.scale
     train, dev = data.splits["train"], data.splits["dev"]
-    class_counts = np.bincount(train.y, minlength=data.num_classes)
-    alpha = resolve_alpha(params.focal_alpha, class_counts) if params.loss == "focal" else None
-    loss_kw = dict(kind=params.loss, gamma=params.focal_gamma,
-                   alpha=None if alpha is None else torch.tensor(alpha, dtype=torch.float32, device=device))
-    world = ctx.world_size
-    per_rank = len(train.y) // world
-    steps_per_epoch = math.ceil(per_rank / params.batch_size)
+    steps_per_epoch = math.ceil(su.per_rank / params.batch_size)
     total_steps = steps_per_epoch * params.epochs
     warmup_steps = round(params.warmup_epochs * steps_per_epoch)
-    scale = lr_scale_factor(params.lr_scaling, world)
-    trainable = [p for p in train_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=params.lr * scale, weight_decay=params.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup_steps, total_steps))
     mode = monitor_mode(params.monitor)
     best_metric, best_epoch, best_state = -math.inf if mode == "max" else math.inf, 0, None
@@ -304,26 +339,19 @@ def fit(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext | None = 
     for epoch in range(1, params.epochs + 1):
         t0 = time.perf_counter()
         train_model.train()
-        perm = np.random.default_rng([params.seed, epoch]).permutation(len(train.y))[: per_rank * world]
-        shard = perm[ctx.rank :: world]
+        shard = _shard(params, len(train.y), su.per_rank, ctx, epoch)
         sums = np.zeros(3)  # loss * n, correct, n
         norms = []
         lr_used = opt.param_groups[0]["lr"]
         for i in range(0, len(shard), params.batch_size):
             idx = shard[i : i + params.batch_size]
-            x, lens, y = _tensors(train, idx, device, data.features)
-            logits = train_model(x, lens)
-            loss = loss_fn(logits, y, **loss_kw)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip or float("inf"))
-            norms.append(float(norm))
             lr_used = opt.param_groups[0]["lr"]
-            opt.step()
+            loss, logits, y, norm = _step(su, params, data, idx, device)
+            norms.append(norm)
             sched.step()
-            sums += (float(loss.detach()) * len(idx), float((logits.argmax(-1) == y).sum()), len(idx))
+            sums += (float(loss) * len(idx), float((logits.argmax(-1) == y).sum()), len(idx))
         sums = ctx.all_reduce_sum(sums)
-        val_loss, val_pred = _evaluate(model, dev, data, device, loss_kw, params.batch_size)
+        val_loss, val_pred = _evaluate(model, dev, data, device, su.loss_kw, params.batch_size)
         seconds = time.perf_counter() - t0
         metrics = {
             "epoch": epoch,
@@ -351,6 +379,36 @@ def fit(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext | None = 
             ctx.report(metrics, save)
     model.load_state_dict(best_state)
     return FitResult(history, best_epoch, best_metric, model)
+
+
+def lr_range_test(params: LlamaTorchParams, data: PreparedData, *, lr_min: float = 1e-7, lr_max: float = 1e-2,
+                  steps: int = 100, diverge_factor: float = 4.0, smoothing: float = 0.1,
+                  ctx: LoopContext | None = None) -> list[dict]:
+    """Raise the lr exponentially from ``lr_min`` to ``lr_max`` over ``steps`` optimizer steps (cycling
+    through the train split), recording the loss; stop once the smoothed loss exceeds ``diverge_factor``
+    times its minimum or turns NaN. Returns one row per step: step, lr, loss, smoothed_loss."""
+    ctx = ctx or LoopContext()
+    su = _setup(params, data, ctx)
+    su.train_model.train()
+    n = len(data.splits["train"].y)
+    rows, avg, best, epoch, shard, pos = [], 0.0, math.inf, 0, np.array([], dtype=np.int64), 0
+    for step in range(steps):
+        lr = lr_min * (lr_max / lr_min) ** (step / max(1, steps - 1))
+        for group in su.optimizer.param_groups:
+            group["lr"] = lr
+        if pos >= len(shard):
+            epoch, pos = epoch + 1, 0
+            shard = _shard(params, n, su.per_rank, ctx, epoch)
+        idx = shard[pos : pos + params.batch_size]
+        pos += params.batch_size
+        loss = float(ctx.all_reduce_sum(np.array([float(_step(su, params, data, idx, ctx.device)[0])]))[0] / ctx.world_size)
+        avg = smoothing * loss + (1 - smoothing) * avg
+        smoothed = avg / (1 - (1 - smoothing) ** (step + 1))  # bias-corrected moving average
+        rows.append({"step": step, "lr": lr, "loss": loss, "smoothed_loss": smoothed})
+        if not math.isfinite(smoothed) or (step > 5 and smoothed > diverge_factor * best):
+            break
+        best = min(best, smoothed)
+    return rows
 
 
 # --------------------------------------------------------------------------- checkpoints

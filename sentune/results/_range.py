@@ -1,0 +1,75 @@
+"""The LR range test's outputs: the loss-vs-lr curve, its plot, the suggested lr and search range."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sentune.errors import ConfigError
+from sentune.results._store import atomic_write_bytes, write_parquet
+
+__all__ = ["suggest_lr", "write_range_test", "lr_search_range"]
+
+SUGGESTION_FILE = "lr_suggestion.json"
+
+
+def suggest_lr(rows: list[dict]) -> dict:
+    """The lr where the smoothed loss fell fastest (per decade of lr), before its minimum; and the
+    decade either side of it to search."""
+    df = pd.DataFrame(rows)
+    df = df[np.isfinite(df.smoothed_loss)]
+    if len(df) < 5:
+        raise ConfigError("the range test recorded fewer than 5 finite losses; raise lr_min or steps")
+    upto = df.loc[: df.smoothed_loss.idxmin()]
+    log_lr = np.log10(upto.lr.to_numpy())
+    if len(upto) >= 3:
+        slope = np.gradient(upto.smoothed_loss.to_numpy(), log_lr)
+        lr = float(upto.lr.iloc[int(np.argmin(slope))])
+    else:
+        lr = float(upto.lr.iloc[-1]) / 10
+    min_lr = float(df.lr[df.smoothed_loss.idxmin()])
+    return {"suggested_lr": lr, "min_loss_lr": min_lr, "search_low": lr / 10, "search_high": lr * 10,
+            "steps_run": int(len(rows)), "diverged": bool(len(rows) and not math.isfinite(rows[-1]["smoothed_loss"]))}
+
+
+def write_range_test(run_dir: str | Path, rows: list[dict], *, lr_max: float) -> dict:
+    """Write lr_range.parquet, lr_range.png and lr_suggestion.json; return the suggestion."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    suggestion = suggest_lr(rows)
+    suggestion["stopped_before_lr_max"] = bool(rows[-1]["lr"] < lr_max * 0.999)
+    write_parquet(run_dir / "lr_range.parquet", rows)
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(df.lr, df.loss, alpha=0.35, label="loss")
+    ax.plot(df.lr, df.smoothed_loss, label="smoothed loss")
+    ax.axvline(suggestion["suggested_lr"], color="C3", ls="--", label=f"suggested {suggestion['suggested_lr']:.2e}")
+    ax.axvspan(suggestion["search_low"], suggestion["search_high"], color="C3", alpha=0.08, label="search range")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("train loss")
+    finite = df.smoothed_loss[np.isfinite(df.smoothed_loss)]
+    ax.set_ylim(top=float(min(finite.max(), finite.min() * 4 + 1e-9)) if len(finite) else None)
+    ax.legend(fontsize=8)
+    atomic_write_bytes(run_dir / "lr_range.png", lambda tmp: fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight"))
+    plt.close(fig)
+    text = json.dumps(suggestion, indent=1)
+    atomic_write_bytes(run_dir / SUGGESTION_FILE, lambda tmp: Path(tmp).write_text(text))
+    return suggestion
+
+
+def lr_search_range(run_dir) -> tuple[float, float]:
+    """``lr: {from_range_test: RUN_DIR}``: the decade either side of that run's suggested lr."""
+    path = Path(str(run_dir)) / SUGGESTION_FILE
+    if not path.is_file():
+        raise ConfigError(f"search space: lr: from_range_test: {path} not found (run a job with kind: lr_range_test)")
+    s = json.loads(path.read_text())
+    return float(s["search_low"]), float(s["search_high"])
