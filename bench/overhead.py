@@ -66,13 +66,21 @@ def main() -> None:
         lt.fit(lt.LlamaTorchParams(**config), ray.get(refs[0]), lt.LoopContext(report=lambda m, s: tune.report(m)))
 
     t0 = time.perf_counter()
-    tune.Tuner(
+    grid = tune.Tuner(
         tune.with_resources(bare, {"cpu": 1}),
         param_space={**fixed, "lr": tune.grid_search(lrs)},
         tune_config=tune.TuneConfig(metric="val_macro_f1", mode="max", max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(storage_path=str(tmp / "bare"), verbose=0),
     ).fit()
     bare_s = time.perf_counter() - t0
+    import pandas as pd
+
+    epochs = pd.read_parquet(summary.run_dir / "epochs.parquet")
+    first_service = epochs.loc[epochs.epoch == 1, "time_total_s"].mean()
+    per_epoch_service = epochs.groupby("trial_id").time_total_s.apply(lambda t: t.diff().mean()).mean()
+    bare_frames = [r.metrics_dataframe for r in grid]
+    first_bare = sum(f.time_total_s.iloc[0] for f in bare_frames) / len(bare_frames)
+    per_epoch_bare = sum(f.time_total_s.diff().mean() for f in bare_frames) / len(bare_frames)
 
     n = args.trials
     print(f"trials={n} epochs={args.epochs} rows={args.rows} concurrency={concurrency} cpus={os.cpu_count()}")
@@ -80,6 +88,9 @@ def main() -> None:
     print(f"bare Ray Tune function trainable, same loop:             {bare_s:7.1f} s  ({bare_s / n:.1f} s/trial)")
     print(f"ratio service/bare: {service_s / bare_s:.2f}x; extra per trial: {(service_s - bare_s) / n * concurrency:.1f} s "
           f"of wall time per concurrent slot")
+    print(f"time to a trial's first result: service {first_service:.1f} s, bare {first_bare:.1f} s "
+          f"(ratio {first_service / first_bare:.1f}x); each further epoch: service {per_epoch_service:.2f} s, "
+          f"bare {per_epoch_bare:.2f} s")
     print(f"run folder: {summary.run_dir}")
     ray.shutdown()
 
