@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from sentune.data import DataConfig, load_splits, read_csv, read_label_names, read_sst

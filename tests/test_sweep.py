@@ -56,7 +56,7 @@ def test_parquet_has_one_row_per_trial_epoch(sweep):
     trials = pd.read_parquet(sweep.run_dir / "trials.parquet")
     assert len(epochs) == trials.epochs_run.sum()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    for col in ["trial_id", "epoch", "config/lr", "config/epochs", "trial_status", *DESIGN_METRICS]:
+    for col in ["trial_id", "epoch", "config/lr", "config/epochs", "trial_status", "node_id", *DESIGN_METRICS]:
         assert col in epochs.columns, col
     for name in ("0", "1"):
         for kind in ("precision", "recall", "f1", "pred_count"):

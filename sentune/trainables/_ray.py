@@ -105,7 +105,10 @@ def _worker_loop(cfg: dict):
         dist.all_reduce(t)
         return t.numpy()
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict, save):
+        metrics = {**metrics, "node_id": node_id}  # which node rank 0 ran on
         if save is not None and rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 save(Path(tmp))

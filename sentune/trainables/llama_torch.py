@@ -7,7 +7,6 @@ checkpoint. ``sentune.trainables._ray`` runs the same loop inside Ray Train's ``
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -372,7 +371,7 @@ def fit(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext | None = 
         improved = value > best_metric if mode == "max" else value < best_metric
         if improved or best_state is None:
             best_metric, best_epoch = value, epoch
-            best_state = copy.deepcopy(_saved_state(model, data))
+            best_state = _saved_state(model)
         history.append(metrics)
         if ctx.report is not None:
             save = (lambda d, s=best_state: _write_checkpoint(Path(d), s, params, data)) if improved else None
@@ -413,9 +412,9 @@ def lr_range_test(params: LlamaTorchParams, data: PreparedData, *, lr_min: float
 
 # --------------------------------------------------------------------------- checkpoints
 
-def _saved_state(model: LlamaClassifier, data: PreparedData) -> dict:
-    state = model.state_dict()
-    return {k: v.detach().cpu() for k, v in state.items()}
+def _saved_state(model: LlamaClassifier) -> dict:
+    """A copy of the weights on the CPU (the model keeps training)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _write_checkpoint(folder: Path, state: dict, params: LlamaTorchParams, data: PreparedData) -> None:
