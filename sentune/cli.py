@@ -18,8 +18,8 @@ def _cmd_run(args) -> int:
     spec = load_job(args.job, storage_path=args.storage)
     if spec.kind == "lr_range_test":
         run_dir, s = run_range_test(spec, address=args.address, verbose=args.verbose)
-        print(f"\nSuggested lr: {s['suggested_lr']:.3g} (steepest fall of the loss; minimum at {s['min_loss_lr']:.3g}; "
-              f"{s['steps_run']} steps{', diverged' if s['stopped_before_lr_max'] else ''})")
+        print(f"\nSuggested lr: {s['suggested_lr']:.3g} (the loss falls fastest at {s['steep_lr']:.3g} and is lowest at "
+              f"{s['min_loss_lr']:.3g}; {s['steps_run']} steps{', stopped when it diverged' if s['stopped_before_lr_max'] else ''})")
         print(f"It would search lr in [{s['search_low']:.3g}, {s['search_high']:.3g}]: "
               f"lr: {{from_range_test: {run_dir}}}")
         print(f"Curve: {run_dir / 'lr_range.png'}")

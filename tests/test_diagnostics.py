@@ -113,11 +113,15 @@ def test_range_test_suggests_within_10x_of_the_best_grid_lr(splits, tmp_path):
     assert (tmp_path / "lr_range.png").stat().st_size > 1000
     spec = parse_job({"name": "t", "trainable": "llama_torch", "data": {"builtin": "en-movie-5"},
                       "search_space": {"lr": {"from_range_test": str(tmp_path)}, "backbone": "random:tiny"}})
-    assert spec.space["lr"].args == pytest.approx((s["suggested_lr"] / 10, s["suggested_lr"] * 10))
+    assert spec.space["lr"].args == pytest.approx((s["search_low"], s["search_high"]))
+    assert s["search_low"] <= s["suggested_lr"] <= s["search_high"]
 
 
 def test_suggest_lr_on_a_textbook_curve():
     lrs = np.logspace(-7, 0, 50)
     loss = 1 / (1 + np.exp(3 * (np.log10(lrs) + 3))) + np.where(lrs > 1e-1, (lrs * 10) ** 2, 0)  # falls around 1e-3
     s = suggest_lr([{"step": i, "lr": lr, "loss": v, "smoothed_loss": v} for i, (lr, v) in enumerate(zip(lrs, loss))])
-    assert 3e-4 <= s["suggested_lr"] <= 3e-3
+    assert 3e-4 <= s["steep_lr"] <= 3e-3           # where it falls fastest
+    assert 1e-2 <= s["min_loss_lr"] <= 1e-1         # where it bottoms out before blowing up
+    assert s["search_low"] == s["steep_lr"] and s["search_high"] == s["min_loss_lr"]
+    assert s["suggested_lr"] == pytest.approx((s["steep_lr"] * s["min_loss_lr"]) ** 0.5)

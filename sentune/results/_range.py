@@ -18,21 +18,28 @@ SUGGESTION_FILE = "lr_suggestion.json"
 
 
 def suggest_lr(rows: list[dict]) -> dict:
-    """The lr where the smoothed loss fell fastest (per decade of lr), before its minimum; and the
-    decade either side of it to search."""
+    """Smith's reading of the curve: the loss falls fastest at ``steep_lr`` and bottoms out at
+    ``min_loss_lr``; suggest their geometric mean and search between them (at least half a decade
+    either side of the suggestion). Slopes are least-squares fits over windows of a tenth of the
+    steps, skipping the first window, so early noise does not count as a fall."""
     df = pd.DataFrame(rows)
-    df = df[np.isfinite(df.smoothed_loss)]
-    if len(df) < 5:
-        raise ConfigError("the range test recorded fewer than 5 finite losses; raise lr_min or steps")
-    upto = df.loc[: df.smoothed_loss.idxmin()]
-    log_lr = np.log10(upto.lr.to_numpy())
-    if len(upto) >= 3:
-        slope = np.gradient(upto.smoothed_loss.to_numpy(), log_lr)
-        lr = float(upto.lr.iloc[int(np.argmin(slope))])
-    else:
-        lr = float(upto.lr.iloc[-1]) / 10
-    min_lr = float(df.lr[df.smoothed_loss.idxmin()])
-    return {"suggested_lr": lr, "min_loss_lr": min_lr, "search_low": lr / 10, "search_high": lr * 10,
+    df = df[np.isfinite(df.smoothed_loss)].reset_index(drop=True)
+    if len(df) < 10:
+        raise ConfigError("the range test recorded fewer than 10 finite losses; raise lr_min or steps")
+    i_min = int(df.smoothed_loss.idxmin())
+    x, y = np.log10(df.lr.to_numpy()), df.smoothed_loss.to_numpy()
+    w = max(3, len(df) // 10)
+    best_slope, i_steep = np.inf, 0
+    for i in range(w, max(w + 1, i_min - w // 2 + 1)):
+        lo, hi = max(0, i - w // 2), min(len(df), i + w // 2 + 1)
+        slope = np.polyfit(x[lo:hi], y[lo:hi], 1)[0]
+        if slope < best_slope:
+            best_slope, i_steep = slope, i
+    steep_lr, min_lr = float(df.lr[i_steep]), float(df.lr[i_min])
+    lr = math.sqrt(steep_lr * min_lr)
+    half_decade = math.sqrt(10)
+    return {"suggested_lr": lr, "steep_lr": steep_lr, "min_loss_lr": min_lr,
+            "search_low": min(steep_lr, lr / half_decade), "search_high": max(min_lr, lr * half_decade),
             "steps_run": int(len(rows)), "diverged": bool(len(rows) and not math.isfinite(rows[-1]["smoothed_loss"]))}
 
 
@@ -67,7 +74,7 @@ def write_range_test(run_dir: str | Path, rows: list[dict], *, lr_max: float) ->
 
 
 def lr_search_range(run_dir) -> tuple[float, float]:
-    """``lr: {from_range_test: RUN_DIR}``: the decade either side of that run's suggested lr."""
+    """``lr: {from_range_test: RUN_DIR}``: the search range that run suggested."""
     path = Path(str(run_dir)) / SUGGESTION_FILE
     if not path.is_file():
         raise ConfigError(f"search space: lr: from_range_test: {path} not found (run a job with kind: lr_range_test)")
