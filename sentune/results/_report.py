@@ -116,6 +116,7 @@ def _pred_distribution(epochs: pd.DataFrame, trial_id: str, names: list[str], wh
         ax.bar(g.epoch, vals, bottom=bottom, label=n)
         bottom += vals
     ax.set_xlabel("epoch")
+    ax.set_xticks(g.epoch.tolist())
     ax.set_ylabel("dev predictions")
     ax.legend(fontsize=7)
     return _figure(f"pred-dist-{trial_id}", f"prediction distribution over epochs: {trial_id} ({why})", fig)
