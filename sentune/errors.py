@@ -1,11 +1,11 @@
 """Errors that separate "the job is misconfigured" from "this trial failed".
 
 A :class:`ConfigError` (and its :class:`DataError` kind) is raised before Ray starts and carries
-one line a user can act on. A :class:`TrialError` is raised inside a trial; Ray Tune records it
-against that trial and the sweep goes on.
+one line a user can act on. A trial that fails inside Ray is not one of these: Ray Tune records it
+against that trial (status ``errored`` in trials.parquet) and the sweep goes on.
 """
 
-__all__ = ["SentuneError", "ConfigError", "DataError", "TrialError"]
+__all__ = ["SentuneError", "ConfigError", "DataError"]
 
 
 class SentuneError(Exception):
@@ -24,7 +24,3 @@ class DataError(ConfigError):
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.line = line
-
-
-class TrialError(SentuneError):
-    """One trial failed (diverged, ran out of memory, ...); other trials are unaffected."""

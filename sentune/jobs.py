@@ -75,6 +75,11 @@ def _start(spec: JobSpec, *, address, echo, verbose, run_id) -> _Started:
     """Read and check the data (before Ray starts), open the run folder, prepare the data once on Ray."""
     info = get_trainable(spec.trainable)
     splits = load_splits(spec.data)
+    values = {k: list(v.extremes()) if isinstance(v, Domain) else [v] for k, v in spec.space.items()}
+    try:
+        info.load().check_data(values, splits.train.class_counts())
+    except ConfigError as exc:
+        raise ConfigError(f"job {spec.name}: {exc}") from None
     run_id = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (Path(spec.storage_path) / spec.name / run_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -115,10 +115,6 @@ class JobSpec(_Strict):
         """The checked search space: name -> Domain or constant (``params`` merged in)."""
         return self._space
 
-    def constant(self, name: str, default=None):
-        value = self._space.get(name, default)
-        return None if isinstance(value, Domain) else value
-
     @property
     def epochs_max(self) -> int:
         value = self._space.get("epochs")

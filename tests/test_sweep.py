@@ -177,3 +177,13 @@ def test_nan_trial_is_flagged_and_stopped(ray_local, sst_dir, tmp_path):
     epochs = pd.read_parquet(summary.run_dir / "epochs.parquet")
     assert epochs.loc[epochs["config/focal_alpha"] == "[3e+38, 3e+38]", "diag_nan"].any()
     assert "diagnostics" in summary.leaderboard.columns
+
+
+def test_focal_alpha_of_the_wrong_length_stops_the_job_before_ray(sst_dir, tmp_path):
+    from sentune.errors import ConfigError
+
+    spec = make_job(sst_dir, tmp_path, search_space={"focal_alpha": {"choice": [[0.5, 0.5], [0.2, 0.3, 0.5]]}},
+                    search={"algorithm": "random"})
+    with pytest.raises(ConfigError, match=r"job tiny: focal_alpha \[0.2, 0.3, 0.5\]: focal_alpha has 3 values; this data has 2 classes"):
+        run_job(spec, echo=False)
+    assert not (tmp_path / "results").exists()

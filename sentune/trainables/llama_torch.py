@@ -32,8 +32,8 @@ from sentune.trainables._common import (
     warmup_cosine,
 )
 
-__all__ = ["LlamaTorchParams", "PreparedData", "LoopContext", "FitResult", "prepare", "fit", "lr_range_test", "predict",
-           "load_checkpoint"]
+__all__ = ["LlamaTorchParams", "PreparedData", "LoopContext", "FitResult", "check_data", "prepare", "fit", "lr_range_test",
+           "predict", "load_checkpoint"]
 
 CHECKPOINT_FILE = "classifier.pt"
 
@@ -85,6 +85,15 @@ class LlamaTorchParams(BaseModel):
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
         return self
+
+
+def check_data(values: dict[str, list], class_counts) -> None:
+    """Options that can only be checked against the data (every value a search may pick)."""
+    for alpha in values.get("focal_alpha", []):
+        try:
+            resolve_alpha(alpha, class_counts)
+        except ValueError as exc:
+            raise ConfigError(f"focal_alpha {alpha!r}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- data
