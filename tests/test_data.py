@@ -94,3 +94,20 @@ def test_builtin_movie_sets():
     assert counts[0] == 10605 - 5331
     assert counts[0] / counts[1] == pytest.approx(3.4, abs=0.01)
     assert [five_class(r) for r in (-4.0, -2.41, -2.4, 0.0, 0.79, 0.8, 2.4, 4.0)] == [0, 0, 1, 2, 2, 3, 4, 4]
+
+
+def test_a_cache_from_an_older_preparation_is_made_again(tmp_path, monkeypatch):
+    from sentune.data import _builtin
+
+    monkeypatch.setenv("SENTUNE_HOME", str(tmp_path))
+    made = []
+    monkeypatch.setattr(_builtin, "_fetch_movie_snippets", lambda: made.append(1) or [(1, 3.0, "great"), (2, -3.0, "awful"),
+                                                                                       (5400, 0.0, "fine")] * 20)
+    stale = tmp_path / "data" / "en-movie-5"
+    stale.mkdir(parents=True)
+    (stale / "counts.json").write_text(json.dumps({"train": [1]}))  # no version: an older sentune made it
+    _builtin.ensure_builtin("en-movie-5")
+    assert made == [1]
+    assert json.loads((stale / "counts.json").read_text())["version"] == _builtin.PREP_VERSION
+    _builtin.ensure_builtin("en-movie-5")
+    assert made == [1]  # up to date: not made again

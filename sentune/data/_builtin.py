@@ -30,6 +30,8 @@ FIVE_NAMES = ["very_negative", "negative", "neutral", "positive", "very_positive
 TWO_NAMES = ["negative", "positive"]
 LAST_POSITIVE_ID = 5331
 NEG_PER_POS = 3.4
+# Bump when the preparation changes, so a cache made by an older sentune is made again.
+PREP_VERSION = 2
 
 BUILTIN_DATASETS = {
     "en-movie-5": "10,605 movie-review snippets, 5 classes by fifths of the -4..4 mean rating",
@@ -85,14 +87,19 @@ def _split_and_write(out: Path, texts: list[str], labels: np.ndarray, names: lis
         write_sst(out / f"{split}.txt", [texts[i] for i in part], labels[part])
         counts[split] = np.bincount(labels[part], minlength=len(names)).tolist()
     (out / "labels.json").write_text(json.dumps(names) + "\n", encoding="utf-8")
-    (out / "counts.json").write_text(json.dumps(counts) + "\n", encoding="utf-8")
+    (out / "counts.json").write_text(json.dumps({**counts, "version": PREP_VERSION}) + "\n", encoding="utf-8")
     return counts
+
+
+def _is_prepared(name: str) -> bool:
+    path = builtin_dir(name) / "counts.json"
+    return path.exists() and json.loads(path.read_text()).get("version") == PREP_VERSION
 
 
 def prepare_builtin(names: list[str] | None = None, *, force: bool = False) -> dict[str, Path]:
     """Write every requested built-in data set as SST files; skip those already prepared."""
     names = list(names or BUILTIN_DATASETS)
-    todo = [n for n in names if force or not (builtin_dir(n) / "counts.json").exists()]
+    todo = [n for n in names if force or not _is_prepared(n)]
     if todo:
         rows = _fetch_movie_snippets()
         texts = [t for _, _, t in rows]
@@ -110,7 +117,6 @@ def prepare_builtin(names: list[str] | None = None, *, force: bool = False) -> d
 
 
 def ensure_builtin(name: str) -> Path:
-    path = builtin_dir(name)
-    if not (path / "counts.json").exists():
+    if not _is_prepared(name):
         prepare_builtin([name])
-    return path
+    return builtin_dir(name)
