@@ -102,9 +102,6 @@ def parse_backbone(text: str) -> BackboneSpec:
 
 # --------------------------------------------------------------------------- tokenizers
 
-Encoder = Callable[[Sequence[str], int], np.ndarray]
-
-
 @dataclass
 class Tokenized:
     ids: np.ndarray  # int32 [N, max_len], right-padded with pad_id
