@@ -39,6 +39,13 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _submit(fn, name: str, cpus: float, gpus: float, *args):
+    """Run ``fn(*args)`` as one Ray task sized by :func:`task_resources`; returns its ObjectRef."""
+    import ray
+
+    return ray.remote(fn).options(**task_resources(cpus, gpus), name=name).remote(*args)
+
+
 def _prepare_task(info, params: dict, splits):
     _use_task_cpus()
     return info.load().prepare(info.params_model(**params), splits, device=_device())
@@ -46,10 +53,7 @@ def _prepare_task(info, params: dict, splits):
 
 def prepare_on_cluster(info, params: dict, splits, *, cpus: float, gpus: float):
     """Tokenize / compute frozen features once, in one Ray task; returns the ObjectRef of the result."""
-    import ray
-
-    task = ray.remote(_prepare_task).options(**task_resources(cpus, gpus), name=f"sentune-prepare-{info.name}")
-    return task.remote(info, params, splits)
+    return _submit(_prepare_task, f"sentune-prepare-{info.name}", cpus, gpus, info, params, splits)
 
 
 def _predict_task(info, checkpoint_dir: str, data, splits: list[str]):
@@ -63,8 +67,7 @@ def _predict_task(info, checkpoint_dir: str, data, splits: list[str]):
 def predict_on_cluster(info, checkpoint_dir: str, data_ref, splits: list[str], *, cpus: float, gpus: float):
     import ray
 
-    task = ray.remote(_predict_task).options(**task_resources(cpus, gpus), name="sentune-evaluate")
-    return ray.get(task.remote(info, checkpoint_dir, data_ref, splits))
+    return ray.get(_submit(_predict_task, "sentune-evaluate", cpus, gpus, info, checkpoint_dir, data_ref, splits))
 
 
 def _range_task(info, params: dict, data, options: dict) -> list[dict]:
@@ -76,8 +79,7 @@ def _range_task(info, params: dict, data, options: dict) -> list[dict]:
 def range_test_on_cluster(info, params: dict, data_ref, options: dict, *, cpus: float, gpus: float) -> list[dict]:
     import ray
 
-    task = ray.remote(_range_task).options(**task_resources(cpus, gpus), name="sentune-lr-range-test")
-    return ray.get(task.remote(info, params, data_ref, options))
+    return ray.get(_submit(_range_task, "sentune-lr-range-test", cpus, gpus, info, params, data_ref, options))
 
 
 def _worker_loop(cfg: dict):

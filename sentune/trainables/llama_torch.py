@@ -274,16 +274,22 @@ def _tensors(split: SplitArrays, idx, device, features: bool):
 
 
 @torch.no_grad()
-def _evaluate(model, split: SplitArrays, data: PreparedData, device, loss_kw, batch_size: int):
+def _logits(model, split: SplitArrays, data: PreparedData, device, batch_size: int = 64) -> torch.Tensor:
+    """The model's logits [N, C] for every row of a split (eval mode, batched by length), on the CPU."""
     model.eval()
-    preds = np.zeros(len(split.y), dtype=np.int64)
-    total = 0.0
-    for idx in _batches_by_length(split.lengths if split.lengths is not None else np.zeros(len(split.y)), max(batch_size, 64)):
-        x, lens, y = _tensors(split, idx, device, data.features)
-        logits = model(x, lens)
-        total += float(loss_fn(logits, y, **loss_kw)) * len(idx)
-        preds[idx] = logits.argmax(-1).cpu().numpy()
-    return total / max(1, len(split.y)), preds
+    out = torch.zeros((len(split.y), data.num_classes), dtype=torch.float32)
+    lengths = split.lengths if split.lengths is not None else np.zeros(len(split.y))
+    for idx in _batches_by_length(lengths, max(batch_size, 64)):
+        x, lens, _ = _tensors(split, idx, device, data.features)
+        out[torch.from_numpy(idx)] = model(x, lens).float().cpu()
+    return out
+
+
+def _evaluate(model, split: SplitArrays, data: PreparedData, device, loss_kw, batch_size: int):
+    """Loss and predicted ids on a split."""
+    logits = _logits(model, split, data, device, batch_size)
+    kw = dict(loss_kw, alpha=None if loss_kw["alpha"] is None else loss_kw["alpha"].cpu())
+    return float(loss_fn(logits, torch.from_numpy(split.y), **kw)), logits.argmax(-1).numpy()
 
 
 @dataclass
@@ -444,12 +450,5 @@ def load_checkpoint(folder: str | Path, data: PreparedData) -> tuple[LlamaTorchP
 
 def predict(model: LlamaClassifier, data: PreparedData, split: str, *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities [N, C] and predicted ids [N] for a split."""
-    model.eval().to(device)
-    arrays = data.splits[split]
-    probs = np.zeros((len(arrays.y), data.num_classes), dtype=np.float32)
-    with torch.no_grad():
-        lengths = arrays.lengths if arrays.lengths is not None else np.zeros(len(arrays.y))
-        for idx in _batches_by_length(lengths, 64):
-            x, lens, _ = _tensors(arrays, idx, device, data.features)
-            probs[idx] = torch.softmax(model(x, lens).float(), -1).cpu().numpy()
+    probs = torch.softmax(_logits(model.to(device), data.splits[split], data, device), -1).numpy()
     return probs, probs.argmax(1)
