@@ -34,27 +34,32 @@ def _cmd_run(args) -> int:
     print(f"Best config: {summary.best_config_path}")
     print(f"Report:      {summary.run_dir / 'report.html'}")
     print(f"Run folder:  {summary.run_dir}  ({summary.wall_seconds:.0f} s)")
+    if summary.remote:
+        print(f"Uploaded to: {summary.remote}")
     return 0
 
 
 def _cmd_results(args) -> int:
-    from sentune.results import format_leaderboard, leaderboard
+    from sentune.results import format_leaderboard, leaderboard, resolve_run_dir
 
-    print(format_leaderboard(leaderboard(args.run_dir), limit=args.limit))
+    run_dir = resolve_run_dir(args.run_dir)
+    print(f"run {run_dir.name} ({args.run_dir})")
+    print(format_leaderboard(leaderboard(run_dir), limit=args.limit))
     return 0
 
 
 def _cmd_report(args) -> int:
-    from sentune.results import write_report
+    from sentune.results import resolve_run_dir, write_report
 
-    print(f"report -> {write_report(args.run_dir)}")
+    print(f"report -> {write_report(resolve_run_dir(args.run_dir))}")
     return 0
 
 
 def _cmd_export(args) -> int:
-    from sentune.results import export_run
+    from sentune.results import export_run, is_uri, resolve_run_dir
 
-    paths = export_run(args.run_dir, args.output)
+    out = args.output or ("best_config.yaml" if is_uri(args.run_dir) else None)  # a fetched copy lives in the cache
+    paths = export_run(resolve_run_dir(args.run_dir), out)
     print(f"best config -> {paths['best_config']}")
     return 0
 
@@ -77,6 +82,57 @@ def _cmd_cluster_check(args) -> int:
     if not problems:
         print(f"{args.file}: ok")
     return 1 if problems else 0
+
+
+def _cmd_submit(args) -> int:
+    from sentune.remote import submit_job
+
+    sid, url = submit_job(args.job, address=args.address, storage=args.storage)
+    print(f"submitted {sid}")
+    print(f"dashboard: {url}")
+    print(f"follow:    sentune logs {sid} --follow" + (f" --address {args.address}" if args.address else ""))
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from sentune.remote import job_status
+
+    st = job_status(args.job_id, address=args.address)
+    took = f" after {st['seconds']:.0f} s" if st["seconds"] is not None else ""
+    print(f"{st['job_id']}: {st['status']}{took}" + (f" ({st['message']})" if st["message"] else ""))
+    return 0 if st["status"] != "FAILED" else 1
+
+
+def _cmd_logs(args) -> int:
+    from sentune.remote import follow_logs, job_logs
+
+    if args.follow:
+        status = follow_logs(args.job_id, address=args.address)
+        print(f"[sentune] {args.job_id}: {status}")
+        return 0 if status == "SUCCEEDED" else 1
+    print(job_logs(args.job_id, address=args.address), end="")
+    return 0
+
+
+def _cmd_stop(args) -> int:
+    from sentune.remote import stop_job
+
+    print(f"{args.job_id}: " + ("stop requested" if stop_job(args.job_id, address=args.address) else "already ended"))
+    return 0
+
+
+def _cmd_dashboard(args) -> int:
+    from sentune.remote import check_dashboard, dashboard_url, find_token
+
+    url = dashboard_url(args.address)
+    if args.cluster:
+        print(f"port-forward: ray dashboard {args.cluster}   (then open {url})")
+    print(f"dashboard: {url}")
+    token = find_token()
+    version = check_dashboard(args.address, token)
+    print(f"token:     works ({token.source})" if token else "token:     none needed (this cluster has auth off)")
+    print(f"ray:       {version.get('ray_version', '?')}")
+    return 0
 
 
 def _cmd_data(args) -> int:
@@ -103,17 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="forward Ray worker logs")
     p.set_defaults(func=_cmd_run)
 
+    run_help = "a run folder, a job folder (its newest run), or either behind a URI (s3://, gs://, file://...)"
     p = sub.add_parser("results", help="print a run's leaderboard")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=run_help)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=_cmd_results)
 
     p = sub.add_parser("report", help="write a run's self-contained report.html")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=run_help)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="write a run's best config (and leaderboard.csv)")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=run_help)
     p.add_argument("-o", "--output", help="where to write best_config.yaml")
     p.set_defaults(func=_cmd_export)
 
@@ -126,6 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
     c = cluster.add_parser("check", help="validate a cluster file offline with Ray's schema, one line per problem")
     c.add_argument("file")
     c.set_defaults(func=_cmd_cluster_check)
+
+    address_help = "dashboard / Jobs API address (default: RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)"
+    p = sub.add_parser("submit", help="send a tune job to a Ray cluster through the Jobs API")
+    p.add_argument("job", help="tune job YAML (inside the current folder, which is uploaded)")
+    p.add_argument("--address", help=address_help)
+    p.add_argument("--storage", help="shared absolute path or URI for the results (default: the job's storage_path)")
+    p.set_defaults(func=_cmd_submit)
+    for name, func, text in (("status", _cmd_status, "a submitted job's status"),
+                             ("logs", _cmd_logs, "a submitted job's driver log"),
+                             ("stop", _cmd_stop, "stop a submitted job")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job_id")
+        p.add_argument("--address", help=address_help)
+        if name == "logs":
+            p.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("dashboard", help="the dashboard URL, and whether the token works")
+    p.add_argument("--address", help=address_help)
+    p.add_argument("--cluster", help="a cluster launcher file: also print the port-forward command")
+    p.set_defaults(func=_cmd_dashboard)
 
     p = sub.add_parser("data", help="prepare built-in data sets (and convert backbones) into the cache")
     p.add_argument("names", nargs="*", help="built-in data set names (default: all)")

@@ -5,7 +5,7 @@ one line a user can act on. A trial that fails inside Ray is not one of these: R
 against that trial (status ``errored`` in trials.parquet) and the sweep goes on.
 """
 
-__all__ = ["SentuneError", "ConfigError", "DataError"]
+__all__ = ["SentuneError", "ConfigError", "DataError", "ClusterError"]
 
 
 class SentuneError(Exception):
@@ -24,3 +24,7 @@ class DataError(ConfigError):
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.line = line
+
+
+class ClusterError(SentuneError):
+    """The cluster cannot be reached, refused our token, or does not know the job."""

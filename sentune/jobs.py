@@ -29,17 +29,21 @@ class RunSummary:
     best_config_path: Path | None
     test_report: pd.DataFrame | None
     wall_seconds: float
+    remote: str | None = None  # where the run folder was uploaded, for a URI storage_path
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, verbose: bool = False):
-    """Connect to ``address``, or start the embedded local Ray (dashboard on loopback)."""
+    """Connect to ``address`` (or ``RAY_ADDRESS``), or start the embedded local Ray (dashboard on loopback)."""
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    kwargs = {"address": address} if address else {}
+    # A job submitted through the Jobs API runs with RAY_ADDRESS set: join that cluster. Otherwise start
+    # the embedded one ("local": never attach to a stray `ray start` cluster on this machine by accident).
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs = {"address": address} if address else {"address": "local"}
     if not address:  # the dashboard also serves the State API that Ray Train uses to clean up stopped trials
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus)
     # Ray Train's controller collects worker reports when it polls them (every 2 s by default), which
@@ -69,6 +73,7 @@ class _Started:
     run_id: str
     data_ref: object
     constants: dict
+    remote: str | None = None  # the run folder behind a URI, when storage_path is one
 
 
 def _start(spec: JobSpec, *, address, echo, verbose, run_id) -> _Started:
@@ -81,7 +86,12 @@ def _start(spec: JobSpec, *, address, echo, verbose, run_id) -> _Started:
     except ConfigError as exc:
         raise ConfigError(f"job {spec.name}: {exc}") from None
     run_id = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = (Path(spec.storage_path) / spec.name / run_id).resolve()
+    if results.is_uri(spec.storage_path):  # written here, uploaded at the end; Ray writes its state there directly
+        remote = results.join_uri(spec.storage_path, spec.name, run_id)
+        run_dir = results.staging_dir(spec.name, run_id)
+    else:
+        remote = None
+        run_dir = (Path(spec.storage_path) / spec.name / run_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     results.write_run_info(run_dir, {
         "job": spec.name, "kind": spec.kind, "run_id": run_id, "trainable": spec.trainable,
@@ -92,9 +102,10 @@ def _start(spec: JobSpec, *, address, echo, verbose, run_id) -> _Started:
         "spec": spec.model_dump(mode="json"),
     })
     if echo:
+        where = f"{run_dir} (uploaded to {remote} at the end)" if remote else str(run_dir)
         print(f"[sentune] job {spec.name}: {spec.trainable} on {len(splits.train)}/{len(splits.dev)}/"
               f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
-              f"results -> {run_dir}", flush=True)
+              f"results -> {where}", flush=True)
     init_ray(address, verbose=verbose)
     import ray
 
@@ -110,7 +121,7 @@ def _start(spec: JobSpec, *, address, echo, verbose, run_id) -> _Started:
         raise SentuneError(f"preparing the data failed: {type(cause).__name__}: {str(cause).strip().splitlines()[-1]}") from None
     if echo:
         print(f"[sentune] data prepared once in {time.perf_counter() - t0:.1f} s (shared through the object store)", flush=True)
-    return _Started(info, splits, run_dir, run_id, data_ref, constants)
+    return _Started(info, splits, run_dir, run_id, data_ref, constants, remote)
 
 
 def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, verbose: bool = False,
@@ -128,11 +139,13 @@ def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, ver
     from sentune.diagnostics import DiagnosticsTracker
     from sentune.results import ParquetResultsCallback
     from sentune.results._callback import DiagnosticsStopper
-    from sentune.trainables._ray import make_trial_driver, predict_on_cluster
+    from sentune.trainables._ray import make_trial_driver
 
     concurrent = _max_concurrent(spec)
+    ray_storage = st.remote or str(run_dir)
     driver = make_trial_driver(info, data_ref, workers=res.workers_per_trial, cpus=res.cpus, gpus=res.gpus,
-                               storage_path=str(run_dir / "train"))
+                               storage_path=results.join_uri(ray_storage, "train") if st.remote else str(run_dir / "train"),
+                               job=spec.name)
     max_t = spec.scheduler.max_t or spec.epochs_max
     tracker = DiagnosticsTracker(spec.diagnostics, splits.dev.class_counts().tolist(), splits.label_names)
     callback = ParquetResultsCallback(run_dir, job=spec.name, run_id=run_id, metric=metric, mode=mode,
@@ -149,19 +162,33 @@ def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, ver
             trial_name_creator=lambda t: f"{spec.name}-{t.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(run_dir), callbacks=[callback], stop=DiagnosticsStopper(tracker),
+            name="tune", storage_path=ray_storage, callbacks=[callback], stop=DiagnosticsStopper(tracker),
             failure_config=tune.FailureConfig(max_failures=1), verbose=0,
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+        summary = _finish(spec, st, res)
+    finally:
+        if st.remote:
+            results.upload_run(run_dir, st.remote)
+    summary.wall_seconds = time.perf_counter() - t_start
+    return summary
 
+
+def _finish(spec: JobSpec, st: _Started, res) -> RunSummary:
+    """Leaderboard, best config, the best checkpoint on dev and test, report.html."""
+    from sentune.trainables._ray import predict_on_cluster
+
+    info, splits, run_dir, data_ref = st.info, st.splits, st.run_dir, st.data_ref
     board = results.leaderboard(run_dir)
     exported = results.export_run(run_dir)
     report = None
     best = results.best_trial(run_dir)
     if best["checkpoint_path"]:
         wanted = ["dev"] + (["test"] if splits.test is not None else [])
-        preds = predict_on_cluster(info, best["checkpoint_path"], data_ref, wanted, cpus=res.cpus, gpus=res.gpus)
+        preds = predict_on_cluster(info, best["checkpoint_path"], data_ref, wanted, cpus=res.cpus, gpus=res.gpus,
+                                   storage=st.remote)
         for split_name in wanted:
             ds = getattr(splits, split_name)
             frame = results.write_evaluation(run_dir, splits.label_names, split_name, ds.texts, ds.labels,
@@ -169,8 +196,7 @@ def run_job(spec: JobSpec, *, address: str | None = None, echo: bool = True, ver
             if split_name == "test":
                 report = frame
     results.write_report(run_dir)
-    wall = time.perf_counter() - t_start
-    return RunSummary(run_dir, board, exported["best_config"], report, wall)
+    return RunSummary(run_dir, board, exported["best_config"], report, 0.0, st.remote)
 
 
 def run_range_test(spec: JobSpec, *, address: str | None = None, echo: bool = True, verbose: bool = False,
@@ -182,7 +208,10 @@ def run_range_test(spec: JobSpec, *, address: str | None = None, echo: bool = Tr
     rt = spec.range_test
     rows = range_test_on_cluster(st.info, st.constants, st.data_ref, rt.model_dump(), cpus=spec.resources.cpus,
                                  gpus=spec.resources.gpus)
-    return st.run_dir, results.write_range_test(st.run_dir, rows, lr_max=rt.lr_max)
+    suggestion = results.write_range_test(st.run_dir, rows, lr_max=rt.lr_max)
+    if st.remote:
+        results.upload_run(st.run_dir, st.remote)
+    return st.run_dir, suggestion
 
 
 # --------------------------------------------------------------------------- a trainable alone

@@ -61,6 +61,7 @@ class ParquetResultsCallback(Callback):
             if key not in _TUNE_KEYS and key not in row and not isinstance(value, dict):
                 row[key] = _plain(value)
         row["time_total_s"] = result.get("time_total_s")
+        row["reported_at"] = time.time()  # wall clock on the driver when the epoch's result arrived
         if self.tracker is not None:
             row.update(self.tracker.update(trial.trial_id, result))
         # a trial retried after a failure starts again from epoch 1: its new rows replace the old ones

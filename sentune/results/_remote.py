@@ -1,0 +1,95 @@
+"""Runs stored behind a URI that pyarrow understands (``s3://``, ``gs://``, ``hdfs://``, ``file://``).
+
+A job whose ``storage_path`` is a URI writes its run folder on the driver (a staging folder in the
+sentune cache) and uploads it when the run ends; Ray Tune and Train write their state and checkpoints
+to the URI directly, so every node reaches them. ``sentune results`` / ``export`` / ``report`` fetch
+the small files of a run (Parquet, JSON, YAML, CSV, HTML, PNG; not checkpoints) into the cache and read
+them there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from sentune._paths import cache_dir
+from sentune.errors import ConfigError
+
+__all__ = ["is_uri", "join_uri", "staging_dir", "upload_run", "fetch_run", "resolve_run_dir"]
+
+_SKIP_DIRS = ("tune", "train")  # Ray's own state and the checkpoints: large, and not needed to read results
+
+
+def is_uri(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([str(base).rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def _filesystem(uri: str):
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ConfigError(f"{uri}: not a storage URI pyarrow can open ({str(exc).splitlines()[0]})") from None
+
+
+def staging_dir(job: str, run_id: str) -> Path:
+    return cache_dir("staging") / job / run_id
+
+
+def upload_run(local: Path, uri: str) -> None:
+    """Copy a run folder's own files (not Ray's state or checkpoints, already there) to ``uri``."""
+    import pyarrow.fs as pafs
+
+    fs, root = _filesystem(uri)
+    local_fs = pafs.LocalFileSystem()
+    for path in sorted(Path(local).rglob("*")):
+        rel = path.relative_to(local)
+        if not path.is_file() or rel.parts[0] in _SKIP_DIRS:
+            continue
+        dest = f"{root.rstrip('/')}/{rel.as_posix()}"
+        fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+        pafs.copy_files(str(path), dest, source_filesystem=local_fs, destination_filesystem=fs)
+
+
+def fetch_run(uri: str) -> Path:
+    """Download the small files of a run (or, given a job folder, of its newest run) into the cache."""
+    import pyarrow.fs as pafs
+
+    fs, root = _filesystem(uri)
+    root = root.rstrip("/")
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise ConfigError(f"{uri}: no such run folder")
+    if fs.get_file_info(f"{root}/trials.parquet").type == pafs.FileType.NotFound:
+        runs = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.Directory
+                      and fs.get_file_info(f"{i.path}/run.json").type == pafs.FileType.File)
+        if not runs:
+            raise ConfigError(f"{uri}: neither a run folder (trials.parquet) nor a job folder with runs")
+        root = runs[-1]
+    local = cache_dir("fetched") / hashlib.sha256(f"{uri}|{root}".encode()).hexdigest()[:16] / root.rsplit("/", 1)[-1]
+    local.mkdir(parents=True, exist_ok=True)
+    for item in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        rel = item.path[len(root):].lstrip("/")
+        if item.type != pafs.FileType.File or rel.split("/", 1)[0] in _SKIP_DIRS:
+            continue
+        dest = local / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(item.path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return local
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    """A run folder to read: a URI is fetched; a job folder means its newest run."""
+    if is_uri(path):
+        return fetch_run(str(path))
+    path = Path(path)
+    if not (path / "trials.parquet").is_file() and path.is_dir():
+        runs = sorted(p for p in path.iterdir() if (p / "run.json").is_file())
+        if runs:
+            return runs[-1]
+    return path
