@@ -7,12 +7,14 @@ metrics (and the checkpoint path) to Tune.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["prepare_on_cluster", "predict_on_cluster", "range_test_on_cluster", "make_trial_driver", "task_resources"]
+__all__ = ["prepare_on_cluster", "predict_on_cluster", "range_test_on_cluster", "make_trial_driver", "task_resources",
+           "scaling_kwargs"]
 
 
 def task_resources(cpus: float, gpus: float) -> dict:
@@ -25,15 +27,22 @@ def task_resources(cpus: float, gpus: float) -> dict:
     return {"num_cpus": max([cpus, *node_cpus])}
 
 
-def _use_task_cpus() -> None:
+def _use_task_cpus(info) -> None:
     import ray
-    import torch
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
+    cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    if info.framework == "torch":
+        import torch
+
+        torch.set_num_threads(cpus)
+    else:
+        os.environ["SENTUNE_TF_THREADS"] = str(cpus)
 
 
-def _device() -> str:
+def _device(info) -> str:
+    """torch needs a device; TensorFlow places ops itself (it uses a GPU when it sees one)."""
+    if info.framework != "torch":
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -47,8 +56,8 @@ def _submit(fn, name: str, cpus: float, gpus: float, *args):
 
 
 def _prepare_task(info, params: dict, splits):
-    _use_task_cpus()
-    return info.load().prepare(info.params_model(**params), splits, device=_device())
+    _use_task_cpus(info)
+    return info.load().prepare(info.params_model(**params), splits, device=_device(info))
 
 
 def prepare_on_cluster(info, params: dict, splits, *, cpus: float, gpus: float):
@@ -56,24 +65,34 @@ def prepare_on_cluster(info, params: dict, splits, *, cpus: float, gpus: float):
     return _submit(_prepare_task, f"sentune-prepare-{info.name}", cpus, gpus, info, params, splits)
 
 
-def _predict_task(info, checkpoint_dir: str, data, splits: list[str]):
-    _use_task_cpus()
+def _predict_task(info, checkpoint_dir: str, data, splits: list[str], storage: str | None):
+    _use_task_cpus(info)
     mod = info.load()
-    _, model = mod.load_checkpoint(checkpoint_dir, data)
-    device = _device()
-    return {s: mod.predict(model, data, s, device=device) for s in splits}
+    with tempfile.TemporaryDirectory() as tmp:
+        if storage and not Path(checkpoint_dir).is_dir():  # a checkpoint behind a URI: fetch it first
+            import pyarrow.fs as pafs
+
+            fs, _ = pafs.FileSystem.from_uri(storage)
+            pafs.copy_files(checkpoint_dir, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            checkpoint_dir = tmp
+        _, model = mod.load_checkpoint(checkpoint_dir, data)
+        device = _device(info)
+        return {s: mod.predict(model, data, s, device=device) for s in splits}
 
 
-def predict_on_cluster(info, checkpoint_dir: str, data_ref, splits: list[str], *, cpus: float, gpus: float):
+def predict_on_cluster(info, checkpoint_dir: str, data_ref, splits: list[str], *, cpus: float, gpus: float,
+                       storage: str | None = None):
     import ray
 
-    return ray.get(_submit(_predict_task, "sentune-evaluate", cpus, gpus, info, checkpoint_dir, data_ref, splits))
+    return ray.get(_submit(_predict_task, "sentune-evaluate", cpus, gpus, info, checkpoint_dir, data_ref, splits,
+                           storage))
 
 
 def _range_task(info, params: dict, data, options: dict) -> list[dict]:
-    _use_task_cpus()
+    _use_task_cpus(info)
     mod = info.load()
-    return mod.lr_range_test(info.params_model(**params), data, ctx=mod.LoopContext(device=_device()), **options)
+    ctx = mod.LoopContext(device=_device(info)) if info.framework == "torch" else mod.LoopContext()
+    return mod.lr_range_test(info.params_model(**params), data, ctx=ctx, **options)
 
 
 def range_test_on_cluster(info, params: dict, data_ref, options: dict, *, cpus: float, gpus: float) -> list[dict]:
@@ -82,8 +101,46 @@ def range_test_on_cluster(info, params: dict, data_ref, options: dict, *, cpus: 
     return ray.get(_submit(_range_task, "sentune-lr-range-test", cpus, gpus, info, params, data_ref, options))
 
 
+def _reporter(rank: int):
+    """``report(metrics, save)`` for a trainable's loop: node id added; rank 0 attaches the checkpoint."""
+    import ray
+    import ray.train
+
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def report(metrics: dict, save):
+        metrics = {**metrics, "node_id": node_id}  # which node rank 0 ran on
+        if save is not None and rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                save(Path(tmp))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+
+    return report
+
+
+def _tf_worker_loop(cfg: dict):
+    """Runs on every worker of a TensorflowTrainer (which has set TF_CONFIG for the whole group)."""
+    import ray
+    import ray.train
+
+    os.environ["SENTUNE_TF_THREADS"] = str(max(1, int(cfg["cpus_per_worker"])))
+    info = cfg["info"]
+    mod = info.load()
+    ctx = ray.train.get_context()
+    world, rank = ctx.get_world_size(), ctx.get_world_rank()
+    strategy = mod.make_strategy(world)  # MultiWorkerMirroredStrategy for several workers; first, before other TF ops
+    params = info.params_model(**cfg["params"])
+    data = ray.get(cfg["data_ref"][0])
+    loop_ctx = mod.LoopContext(world_size=world, rank=rank, strategy=strategy,
+                               all_reduce_sum=mod.strategy_all_reduce_sum(strategy) if world > 1 else None,
+                               report=_reporter(rank), cpus=int(cfg["cpus_per_worker"]))
+    mod.fit(params, data, loop_ctx)
+
+
 def _worker_loop(cfg: dict):
-    """Runs on every Ray Train worker."""
+    """Runs on every worker of a TorchTrainer."""
     import ray
     import ray.train
     import ray.train.torch
@@ -97,6 +154,8 @@ def _worker_loop(cfg: dict):
     ctx = ray.train.get_context()
     world, rank = ctx.get_world_size(), ctx.get_world_rank()
     device = ray.train.torch.get_device()
+    if device.type == "cuda" and not torch.cuda.is_available():  # a logical GPU on a node without CUDA
+        device = torch.device("cpu")
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg["cpus_per_worker"])))
 
@@ -107,43 +166,45 @@ def _worker_loop(cfg: dict):
         dist.all_reduce(t)
         return t.numpy()
 
-    node_id = ray.get_runtime_context().get_node_id()
-
-    def report(metrics: dict, save):
-        metrics = {**metrics, "node_id": node_id}  # which node rank 0 ran on
-        if save is not None and rank == 0:
-            with tempfile.TemporaryDirectory() as tmp:
-                save(Path(tmp))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(metrics)
-
     loop_ctx = mod.LoopContext(
         world_size=world, rank=rank, device=str(device),
         wrap_model=lambda m: ray.train.torch.prepare_model(m) if world > 1 or device.type != "cpu" else m,
-        all_reduce_sum=all_reduce_sum, report=report,
+        all_reduce_sum=all_reduce_sum, report=_reporter(rank),
     )
     mod.fit(params, data, loop_ctx)
 
 
-def make_trial_driver(info, data_ref, *, workers: int, cpus: float, gpus: float, storage_path: str):
-    """A Tune function trainable: one TorchTrainer per trial."""
+def scaling_kwargs(workers: int, cpus: float, gpus: float) -> dict:
+    """Ray Train's ScalingConfig for a trial: ``gpus`` per worker may be a fraction (0.25 packs four
+    trials' workers on one GPU); each worker also takes ``cpus``."""
+    per_worker = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
+    return {"num_workers": workers, "use_gpu": gpus > 0, "resources_per_worker": per_worker}
+
+
+def make_trial_driver(info, data_ref, *, workers: int, cpus: float, gpus: float, storage_path: str, job: str = "sentune"):
+    """A Tune function trainable: one TorchTrainer per trial, named ``<job>-<trial id>`` (the dashboard's Train view)."""
     refs = [data_ref]  # a list, so Tune's pickling keeps the ObjectRef instead of the data
 
     def trial_driver(config: dict):
         import ray.train
         import ray.tune
-        from ray.train.torch import TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
+        if info.framework == "torch":
+            from ray.train.torch import TorchTrainer as Trainer
+
+            loop = _worker_loop
+        else:
+            from ray.train.tensorflow import TensorflowTrainer as Trainer
+
+            loop = _tf_worker_loop
         trial = ray.tune.get_context().get_trial_id()
-        per_worker = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
-        trainer = TorchTrainer(
-            _worker_loop,
+        trainer = Trainer(
+            loop,
             train_loop_config={"info": info, "params": config, "data_ref": refs, "cpus_per_worker": cpus},
-            scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker),
+            scaling_config=ray.train.ScalingConfig(**scaling_kwargs(workers, cpus, gpus)),
             run_config=ray.train.RunConfig(
-                name=f"train-{trial}", storage_path=storage_path,
+                name=f"{job}-{trial}", storage_path=storage_path,
                 callbacks=[TuneReportCallback()],
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             ),
