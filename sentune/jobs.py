@@ -195,6 +195,7 @@ def _finish(spec: JobSpec, st: _Started, res) -> RunSummary:
                                              preds[split_name][0])
             if split_name == "test":
                 report = frame
+                results.write_seed_report(run_dir, splits.label_names, ds.labels, preds[split_name][0])
     results.write_report(run_dir)
     return RunSummary(run_dir, board, exported["best_config"], report, 0.0, st.remote)
 

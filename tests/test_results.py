@@ -75,3 +75,51 @@ def test_results_package_imports_neither_torch_nor_tensorflow():
     code = "import sys, sentune.results; print(sorted(m for m in ('torch', 'tensorflow', 'ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_seed_report_has_the_seed_columns_and_the_best_epochs_figures(tmp_path):
+    import datetime as dt
+
+    import numpy as np
+
+    from sentune.results import write_seed_report
+
+    run = make_run(tmp_path, [("t0", 0.1, [0.5, 0.9, 0.7]), ("t1", 0.2, [0.6, 0.6, 0.6])])
+    epochs = pd.read_parquet(run / "epochs.parquet")
+    epochs["val_precision/neg"], epochs["val_precision/pos"] = 0.6, 0.8
+    epochs["val_recall/neg"], epochs["val_recall/pos"] = 0.5, 0.7
+    write_parquet(run / "epochs.parquet", epochs.to_dict("records"))
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
+    path = write_seed_report(run, ["neg", "pos"], y, probs, now=dt.datetime(2026, 11, 22, 9, 8, 7))
+    assert path.name == "training_report_20261122_090807.csv"
+    row = pd.read_csv(path).iloc[0]
+    assert list(row.index[:10]) == ["timestamp", "best_epoch", "best_val_loss", "best_val_accuracy",
+                                    "best_val_precision", "best_val_recall", "final_test_loss", "final_test_accuracy",
+                                    "final_test_precision", "final_test_recall"]
+    assert row.best_epoch == 2 and row.best_val_precision == pytest.approx(0.7) and row.best_val_recall == pytest.approx(0.6)
+    assert row.final_test_accuracy == pytest.approx(0.75)
+    assert row.final_test_loss == pytest.approx(-np.mean(np.log([0.9, 0.4, 0.8, 0.7])))
+    assert row["report_neg_precision"] == 1.0 and row["report_pos_recall"] == 1.0
+    assert row["report_macro avg_f1-score"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert "report_weighted avg_support" in row.index
+
+
+def test_results_read_a_run_behind_a_uri_and_a_job_folders_newest_run(tmp_path):
+    from sentune.results import resolve_run_dir, upload_run
+
+    job = tmp_path / "store" / "j"
+    old = make_run(job / "20260101-000000", [("t9", 0.1, [0.5])])
+    new = make_run(job / "20260202-000000", [("t0", 0.1, [0.5, 0.9]), ("t1", 0.2, [0.6])])
+    (new / "train").mkdir()
+    (new / "train" / "ckpt.bin").write_bytes(b"x" * 10)
+    assert resolve_run_dir(job) == new and resolve_run_dir(old) == old
+    fetched = resolve_run_dir(f"file://{job}")
+    assert fetched.name == "20260202-000000" and fetched != new
+    assert leaderboard(fetched).trial_id.tolist() == ["t0", "t1"]
+    assert not (fetched / "train").exists()  # checkpoints stay where they are
+    # a staged run goes up to a URI the same way
+    upload_run(new, f"file://{tmp_path}/up/j/r1")
+    assert (tmp_path / "up/j/r1/trials.parquet").is_file() and not (tmp_path / "up/j/r1/train").exists()
+    with pytest.raises(Exception, match="neither a run folder"):
+        resolve_run_dir(f"file://{tmp_path}/up")

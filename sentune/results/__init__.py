@@ -12,6 +12,7 @@ from sentune.results._aggregate import (
 from sentune.results._range import lr_search_range, suggest_lr, write_range_test
 from sentune.results._remote import fetch_run, is_uri, join_uri, resolve_run_dir, staging_dir, upload_run
 from sentune.results._report import write_report
+from sentune.results._seed_report import write_seed_report
 from sentune.results._store import (
     STATUS_COMPLETED,
     STATUS_ERRORED,
@@ -28,7 +29,7 @@ __all__ = [
     "best_config", "best_trial", "export_run", "format_leaderboard", "leaderboard", "read_epochs",
     "read_run_info", "read_trials", "write_best_config", "write_evaluation", "write_run_info", "lr_search_range",
     "suggest_lr", "write_range_test", "write_report", "fetch_run", "is_uri", "join_uri", "resolve_run_dir",
-    "staging_dir", "upload_run",
+    "staging_dir", "upload_run", "write_seed_report",
 ]
 
 
