@@ -111,3 +111,89 @@ def test_a_cache_from_an_older_preparation_is_made_again(tmp_path, monkeypatch):
     assert json.loads((stale / "counts.json").read_text())["version"] == _builtin.PREP_VERSION
     _builtin.ensure_builtin("en-movie-5")
     assert made == [1]  # up to date: not made again
+
+
+@pytest.mark.parametrize("content, message, line", [
+    ("label,review\n1,好开心\n0,\n", "row has no 'review' value", 3),
+    ("label,review\n1,好开心\n0,   \n", "row has no 'review' value", 3),
+    ("label,review\n1,好开心\n0\n", "row has no 'review' value", 3),
+    ("label,review\n1,好开心\n2,一般般\n", "unknown label '2'; expected one of [0, 1] or ['negative', 'positive']", 3),
+    ("label,review\n1,好开心\nneutral,一般般\n", "unknown label 'neutral'", 3),
+])
+def test_weibo_csv_errors_name_file_and_line(tmp_path, content, message, line):
+    f = tmp_path / "weibo_senti_100k.csv"
+    f.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError) as exc:
+        read_csv(f, ["negative", "positive"])
+    assert str(exc.value).startswith(f"{f}:{line}: ")
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_weibo_csv_not_utf8_names_the_line(tmp_path):
+    f = tmp_path / "weibo_senti_100k.csv"
+    f.write_bytes("label,review\n1,好开心\n1,还行\n".encode() + "0,太差了\n".encode("gb18030"))
+    with pytest.raises(DataError) as exc:
+        read_csv(f, ["negative", "positive"])
+    assert str(exc.value).startswith(f"{f}:4: not UTF-8 (byte 0x")
+    assert "\n" not in str(exc.value)
+
+
+def test_zh_review_rows_dedupe_and_drop_ambiguous():
+    from sentune.data._builtin import zh_review_rows
+
+    texts, labels = zh_review_rows(["差", "差", "一般  般", "", "还行"], ["好", "还行", "好 ", "一般 般"])
+    assert texts == ["差", "好"] and labels.tolist() == [0, 1]
+
+
+def test_zh_reviews_preparation_writes_weibo_csv(tmp_path, monkeypatch):
+    from sentune.data import _builtin
+
+    monkeypatch.setenv("SENTUNE_HOME", str(tmp_path))
+    neg = [f"差评{i}，不推荐" for i in range(40)] + ["重复"] * 3 + ["两边都有"]
+    pos = [f"好评{i}, 推荐" for i in range(30)] + ["两边都有"]
+    monkeypatch.setattr(_builtin, "_fetch_zh_reviews", lambda: (neg, pos))
+    monkeypatch.setattr(_builtin, "_fetch_movie_snippets", lambda: pytest.fail("the movie sets are not asked for"))
+    _builtin.prepare_builtin(["zh-reviews"])
+    root = tmp_path / "data" / "zh-reviews"
+    assert (root / "train.csv").read_text(encoding="utf-8").startswith("label,review\n")
+    splits = load_splits(DataConfig(builtin="zh-reviews"))
+    assert splits.label_names == ["negative", "positive"]
+    assert [len(s) for s in (splits.train, splits.dev, splits.test)] == [56, 7, 8]
+    assert splits.train.class_counts().tolist() == [32, 24]
+    texts = splits.train.texts + splits.dev.texts + splits.test.texts
+    assert "两边都有" not in texts and texts.count("重复") == 1 and "好评3, 推荐" in texts
+    assert json.loads((root / "counts.json").read_text())["version"] == _builtin.PREP_VERSION
+
+
+def test_builtin_zh_reviews():
+    from sentune.data import BUILTIN_DATASETS
+
+    assert "zh-reviews" in BUILTIN_DATASETS
+    splits = load_splits(DataConfig(builtin="zh-reviews"))
+    assert splits.train.source.endswith("train.csv")
+    assert splits.label_names == ["negative", "positive"]
+    counts = {n: getattr(splits, n).class_counts().tolist() for n in ("train", "dev", "test")}
+    assert counts == {"train": [7224, 6664], "dev": [903, 833], "test": [904, 833]}
+    texts = splits.train.texts + splits.dev.texts + splits.test.texts
+    assert len(set(texts)) == len(texts) == 17361
+    sub = load_splits(DataConfig(builtin="zh-reviews", max_rows={"train": 300, "dev": 100}))
+    assert len(sub.train) == 300 and len(sub.dev) == 100 and len(sub.test) == 1737
+
+
+def test_one_weibo_file_is_split_stratified_and_seeded(tmp_path):
+    from sentune.data import DataConfig, load_splits
+
+    rows = [(i % 4 == 0, f"评论{i}很好" if i % 4 == 0 else f"评论{i}太差") for i in range(200)]
+    path = tmp_path / "weibo_senti_100k.csv"
+    path.write_text("\ufefflabel,review\n" + "".join(f"{int(pos)},{text}\n" for pos, text in rows), encoding="utf-8")
+    cfg = DataConfig(train=path, split=[0.8, 0.1, 0.1], label_names=["negative", "positive"], subset_seed=3)
+    splits = load_splits(cfg)
+    assert (len(splits.train), len(splits.dev), len(splits.test)) == (160, 20, 20)
+    assert [s.class_counts().tolist() for s in (splits.train, splits.dev, splits.test)] == [[120, 40], [15, 5], [15, 5]]
+    assert not set(splits.train.texts) & set(splits.dev.texts) and not set(splits.dev.texts) & set(splits.test.texts)
+    assert load_splits(cfg).dev.texts == splits.dev.texts  # seeded
+    with pytest.raises(ValueError, match="sum to 1"):
+        DataConfig(train=path, split=[0.8, 0.1, 0.2])
+    with pytest.raises(ValueError, match="give 'train' alone"):
+        DataConfig(train=path, dev=path, split=[0.8, 0.1, 0.1])

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sentune.data._builtin import ensure_builtin
+from sentune.data._builtin import builtin_files, ensure_builtin
 from sentune.data._readers import TextDataset, read_csv, read_label_names, read_sst
 from sentune.errors import DataError
 
@@ -37,13 +37,21 @@ class DataConfig(BaseModel):
     label_column: str = "label"
     max_rows: MaxRows = Field(default_factory=MaxRows)
     subset_seed: int = 0
+    # One labelled file (e.g. weibo_senti_100k.csv) cut into train/dev/test by these fractions,
+    # stratified and seeded with subset_seed; give it with 'train' alone.
+    split: tuple[float, float, float] | None = None
 
     @model_validator(mode="after")
     def _one_source(self):
-        if self.builtin and (self.train or self.dev or self.test):
-            raise ValueError("give either 'builtin' or 'train'/'dev'/'test' paths, not both")
-        if not self.builtin and not (self.train and self.dev):
-            raise ValueError("give 'builtin' (a built-in data set) or at least 'train' and 'dev' paths")
+        if self.builtin and (self.train or self.dev or self.test or self.split):
+            raise ValueError("give either 'builtin' or 'train'/'dev'/'test' paths (or 'train' + 'split'), not both")
+        if self.split is not None:
+            if not self.train or self.dev or self.test:
+                raise ValueError("'split' cuts the one 'train' file into train/dev/test: give 'train' alone with it")
+            if any(f < 0 for f in self.split) or self.split[0] <= 0 or self.split[1] <= 0 or abs(sum(self.split) - 1) > 1e-6:
+                raise ValueError(f"split fractions must be train > 0, dev > 0, test >= 0 and sum to 1, got {list(self.split)}")
+        elif not self.builtin and not (self.train and self.dev):
+            raise ValueError("give 'builtin' (a built-in data set), at least 'train' and 'dev' paths, or 'train' + 'split'")
         return self
 
     def resolved(self) -> "DataConfig":
@@ -80,23 +88,42 @@ def _stratified_subset(ds: TextDataset, n: int | None, seed: int) -> TextDataset
     return ds.take(np.sort(keep))
 
 
+def _split_one_file(ds: TextDataset, fractions, seed: int) -> dict:
+    """train/dev/test from one file: stratified (when every class has 2+ rows), seeded."""
+    from sklearn.model_selection import train_test_split
+
+    counts = ds.class_counts()
+    stratify = ds.labels if (counts[counts > 0] >= 2).all() else None
+    idx = np.arange(len(ds))
+    if fractions[2] > 0:
+        rest, test = train_test_split(idx, test_size=fractions[2], stratify=stratify, random_state=seed)
+    else:
+        rest, test = idx, None
+    rest_stratify = ds.labels[rest] if stratify is not None else None
+    train, dev = train_test_split(rest, test_size=fractions[1] / (fractions[0] + fractions[1]), stratify=rest_stratify,
+                                  random_state=seed)
+    return {"train": ds.take(np.sort(train)), "dev": ds.take(np.sort(dev)),
+            "test": None if test is None else ds.take(np.sort(test))}
+
+
 def load_splits(cfg: DataConfig) -> DataSplits:
     """Read, check and subset the splits. Raises :class:`DataError` naming file and line."""
     if cfg.builtin:
         root = ensure_builtin(cfg.builtin)
         names = read_label_names(root / "labels.json")
-        paths = {s: root / f"{s}.txt" for s in ("train", "dev", "test")}
-        fmt = "sst"
+        paths, fmt = builtin_files(cfg.builtin)
+        columns = {"text_column": "review", "label_column": "label"}  # how the built-in CSVs are written
     else:
         names = cfg.label_names
         if isinstance(names, Path):
             names = read_label_names(names)
         paths = {"train": cfg.train, "dev": cfg.dev, "test": cfg.test}
         fmt = cfg.format or ("csv" if Path(cfg.train).suffix.lower() == ".csv" else "sst")
+        columns = {"text_column": cfg.text_column, "label_column": cfg.label_column}
 
     def read(path):
         if fmt == "csv":
-            return read_csv(path, names, text_column=cfg.text_column, label_column=cfg.label_column)
+            return read_csv(path, names, **columns)
         return read_sst(path, names)
 
     train = read(paths["train"])
@@ -112,6 +139,8 @@ def load_splits(cfg: DataConfig) -> DataSplits:
             continue
         out[split] = read(paths[split])  # labels outside the train split's classes are rejected here
     out["train"] = TextDataset(train.texts, train.labels, list(names), train.source, train.lines)
+    if cfg.split is not None:
+        out = _split_one_file(out["train"], cfg.split, cfg.subset_seed)
     limits = cfg.max_rows
     return DataSplits(
         train=_stratified_subset(out["train"], limits.train, cfg.subset_seed),

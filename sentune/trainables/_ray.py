@@ -130,7 +130,8 @@ def _tf_worker_loop(cfg: dict):
     mod = info.load()
     ctx = ray.train.get_context()
     world, rank = ctx.get_world_size(), ctx.get_world_rank()
-    strategy = mod.make_strategy(world)  # MultiWorkerMirroredStrategy for several workers; first, before other TF ops
+    # MultiWorkerMirroredStrategy for several workers: made first, before any other TensorFlow op
+    strategy = mod.make_strategy(world, cpus=max(1, int(cfg["cpus_per_worker"])))
     params = info.params_model(**cfg["params"])
     data = ray.get(cfg["data_ref"][0])
     loop_ctx = mod.LoopContext(world_size=world, rank=rank, strategy=strategy,

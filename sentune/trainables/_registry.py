@@ -15,6 +15,7 @@ class TrainableInfo:
     name: str
     module: str  # has Params, prepare, fit, predict, load_checkpoint
     params_class: str
+    framework: str = "torch"  # which Ray Train trainer runs it: "torch" (TorchTrainer) or "tensorflow"
 
     def load(self):
         return importlib.import_module(self.module)
@@ -26,6 +27,7 @@ class TrainableInfo:
 
 _TRAINABLES = {
     "llama_torch": TrainableInfo("llama_torch", "sentune.trainables.llama_torch", "LlamaTorchParams"),
+    "lstm_tf": TrainableInfo("lstm_tf", "sentune.trainables.lstm_tf", "LstmTfParams", framework="tensorflow"),
 }
 TRAINABLE_NAMES = tuple(_TRAINABLES)
 
