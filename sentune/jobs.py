@@ -48,7 +48,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, verbose
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus)
     # Ray Train's controller collects worker reports when it polls them (every 2 s by default), which
     # adds ~2 s to every epoch of a small model; poll faster.
-    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")}
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"),
+           # the dashboard's Train view lists each trial's run (named <job>-<trial id>) with its actors
+           "RAY_TRAIN_ENABLE_STATE_TRACKING": os.environ.get("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")}
     ray.init(**kwargs, runtime_env={"env_vars": env}, log_to_driver=verbose, configure_logging=True,
              logging_level="WARNING")
 

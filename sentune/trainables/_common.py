@@ -1,13 +1,63 @@
-"""Training pieces both trainables share: losses, LR schedules and scaling, epoch metrics."""
+"""Training pieces both trainables share: the core options, losses, LR schedules and scaling, data
+shards, epoch metrics and the LR range test's bookkeeping. Neither torch nor TensorFlow."""
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["resolve_alpha", "lr_scale_factor", "warmup_cosine", "classification_metrics", "monitor_mode"]
+__all__ = ["CoreParams", "check_focal_alpha", "classification_metrics", "cycling_batches", "epoch_metrics",
+           "epoch_shard", "lr_range_rows", "lr_scale_factor", "monitor_mode", "resolve_alpha", "warmup_cosine"]
+
+
+class CoreParams(BaseModel):
+    """The options every trainable takes (DESIGN.md); each trainable adds its model's own and may change
+    a default. Unknown options are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(32, gt=0)  # per worker: the global batch is batch_size x workers
+    epochs: int = Field(5, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    loss: Literal["ce", "focal"] = "ce"
+    focal_alpha: Literal["auto", "none"] | float | list[float] | None = None
+    focal_gamma: float = Field(2.0, ge=0.0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    seed: int = 0
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    monitor: Literal["val_macro_f1", "val_acc", "val_loss"] = "val_macro_f1"
+
+    @field_validator("focal_alpha")
+    @classmethod
+    def _alpha(cls, v):
+        if isinstance(v, float) and not 0.0 < v < 1.0:
+            raise ValueError("a scalar focal_alpha must be in (0, 1)")
+        if isinstance(v, list) and (not v or any(a < 0 for a in v)):
+            raise ValueError("focal_alpha values must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _warmup(self):
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
+        return self
+
+
+def check_focal_alpha(values: dict[str, list], class_counts) -> None:
+    """Every focal_alpha a search may pick must fit the data's classes (a trainable's ``check_data``)."""
+    from sentune.errors import ConfigError
+
+    for alpha in values.get("focal_alpha", []):
+        try:
+            resolve_alpha(alpha, class_counts)
+        except ValueError as exc:
+            raise ConfigError(f"focal_alpha {alpha!r}: {exc}") from None
 
 
 def resolve_alpha(alpha, class_counts: Sequence[int]) -> list[float] | None:
@@ -71,3 +121,61 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
         out[f"{prefix}_f1/{name}"] = float(f1[i])
         out[f"{prefix}_pred_count/{name}"] = int(counts[i])
     return out
+
+
+def epoch_shard(seed: int, n: int, per_rank: int, world: int, rank: int, epoch: int) -> np.ndarray:
+    """A worker's rows for an epoch: the same seeded permutation on every worker, split by rank, each
+    worker the same count (collectives need equal step counts)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)[: per_rank * world]
+    return perm[rank::world]
+
+
+def cycling_batches(seed: int, n: int, per_rank: int, world: int, rank: int, batch_size: int) -> Iterator[np.ndarray]:
+    """This worker's batches, epoch after epoch, without end (the LR range test's feed)."""
+    epoch = 0
+    while True:
+        epoch += 1
+        shard = epoch_shard(seed, n, per_rank, world, rank, epoch)
+        for i in range(0, len(shard), batch_size):
+            yield shard[i : i + batch_size]
+
+
+def epoch_metrics(*, epoch: int, sums: np.ndarray, val_loss: float, y_dev: np.ndarray, val_pred: np.ndarray,
+                  label_names: Sequence[str], lr: float, norms: Sequence[float], seconds: float, workers: int,
+                  batch_size: int, lr_scale: float) -> dict:
+    """The metrics every trainable reports each epoch (DESIGN.md). ``sums`` = (loss x rows, correct, rows)
+    over the epoch's training batches, summed over the workers."""
+    return {
+        "epoch": epoch,
+        "train_loss": float(sums[0] / sums[2]),
+        "train_acc": float(sums[1] / sums[2]),
+        "val_loss": val_loss,
+        **classification_metrics(y_dev, val_pred, label_names, "val"),
+        "lr": lr,
+        "grad_norm": float(np.mean(norms)) if len(norms) else 0.0,
+        "grad_norm_max": float(np.max(norms)) if len(norms) else 0.0,
+        "epoch_seconds": seconds,
+        "samples_per_second": float(sums[2] / seconds),
+        "workers": workers,
+        "global_batch_size": batch_size * workers,
+        "lr_scale": lr_scale,
+    }
+
+
+def lr_range_rows(step_at: Callable[[float], float], *, lr_min: float, lr_max: float, steps: int,
+                  diverge_factor: float, smoothing: float) -> list[dict]:
+    """Raise the lr exponentially from ``lr_min`` to ``lr_max`` over ``steps`` calls of ``step_at(lr)``
+    (one optimizer step at that lr, returning its loss averaged over the workers); stop once the
+    bias-corrected moving average of the loss exceeds ``diverge_factor`` times its minimum or turns
+    NaN. One row per step: step, lr, loss, smoothed_loss."""
+    rows, avg, best = [], 0.0, math.inf
+    for step in range(steps):
+        lr = lr_min * (lr_max / lr_min) ** (step / max(1, steps - 1))
+        loss = float(step_at(lr))
+        avg = smoothing * loss + (1 - smoothing) * avg
+        smoothed = avg / (1 - (1 - smoothing) ** (step + 1))
+        rows.append({"step": step, "lr": lr, "loss": loss, "smoothed_loss": smoothed})
+        if not math.isfinite(smoothed) or (step > 5 and smoothed > diverge_factor * best):
+            break
+        best = min(best, smoothed)
+    return rows

@@ -18,14 +18,19 @@ from typing import Callable, ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from sentune._paths import cache_dir
 from sentune.errors import ConfigError
 from sentune.trainables._backbones import Tokenized, build_tokenizer, load_decoder, parse_backbone
 from sentune.trainables._common import (
-    classification_metrics,
+    CoreParams,
+    check_focal_alpha,
+    cycling_batches,
+    epoch_metrics,
+    epoch_shard,
+    lr_range_rows,
     lr_scale_factor,
     monitor_mode,
     resolve_alpha,
@@ -38,10 +43,10 @@ __all__ = ["LlamaTorchParams", "PreparedData", "LoopContext", "FitResult", "chec
 CHECKPOINT_FILE = "classifier.pt"
 
 
-class LlamaTorchParams(BaseModel):
-    """Every option of ``llama_torch``; a search space may tune any of them except DATA_PARAMS."""
+class LlamaTorchParams(CoreParams):
+    """Every option of ``llama_torch`` (the core ones of :class:`CoreParams` and the model's); a search
+    space may tune any of them except DATA_PARAMS."""
 
-    model_config = ConfigDict(extra="forbid")
     DATA_PARAMS: ClassVar[tuple[str, ...]] = ("backbone", "option", "max_len", "pooling")
 
     backbone: str = "smollm2"
@@ -49,18 +54,6 @@ class LlamaTorchParams(BaseModel):
     max_len: int = Field(64, gt=0, le=8192)
     pooling: Literal["last", "mean"] = "last"
     hidden_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(32, gt=0)
-    epochs: int = Field(5, gt=0)
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    loss: Literal["ce", "focal"] = "ce"
-    focal_alpha: Literal["auto", "none"] | float | list[float] | None = None
-    focal_gamma: float = Field(2.0, ge=0.0)
-    grad_clip: float | None = Field(1.0, gt=0.0)
-    seed: int = 0
-    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    monitor: Literal["val_macro_f1", "val_acc", "val_loss"] = "val_macro_f1"
 
     @field_validator("backbone")
     @classmethod
@@ -71,29 +64,10 @@ class LlamaTorchParams(BaseModel):
             raise ValueError(str(exc)) from None
         return v
 
-    @field_validator("focal_alpha")
-    @classmethod
-    def _alpha(cls, v):
-        if isinstance(v, float) and not 0.0 < v < 1.0:
-            raise ValueError("a scalar focal_alpha must be in (0, 1)")
-        if isinstance(v, list) and (not v or any(a < 0 for a in v)):
-            raise ValueError("focal_alpha values must be >= 0")
-        return v
-
-    @model_validator(mode="after")
-    def _warmup(self):
-        if self.warmup_epochs > self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
-        return self
-
 
 def check_data(values: dict[str, list], class_counts) -> None:
     """Options that can only be checked against the data (every value a search may pick)."""
-    for alpha in values.get("focal_alpha", []):
-        try:
-            resolve_alpha(alpha, class_counts)
-        except ValueError as exc:
-            raise ConfigError(f"focal_alpha {alpha!r}: {exc}") from None
+    check_focal_alpha(values, class_counts)
 
 
 # --------------------------------------------------------------------------- data
@@ -318,12 +292,6 @@ def _setup(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext) -> _S
     return _Setup(model, train_model, trainable, opt, loss_kw, len(train_y) // ctx.world_size, scale)
 
 
-def _shard(params: LlamaTorchParams, n: int, per_rank: int, ctx: LoopContext, epoch: int) -> np.ndarray:
-    """This worker's rows for an epoch: the same seeded permutation everywhere, split by rank."""
-    perm = np.random.default_rng([params.seed, epoch]).permutation(n)[: per_rank * ctx.world_size]
-    return perm[ctx.rank :: ctx.world_size]
-
-
 def _step(su: _Setup, params: LlamaTorchParams, data: PreparedData, idx, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """One optimizer step on rows ``idx``: returns (loss, logits, labels, grad norm before clipping)."""
     x, lens, y = _tensors(data.splits["train"], idx, device, data.features)
@@ -353,7 +321,7 @@ def fit(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext | None = 
     for epoch in range(1, params.epochs + 1):
         t0 = time.perf_counter()
         train_model.train()
-        shard = _shard(params, len(train.y), su.per_rank, ctx, epoch)
+        shard = epoch_shard(params.seed, len(train.y), su.per_rank, ctx.world_size, ctx.rank, epoch)
         sums = np.zeros(3)  # loss * n, correct, n
         norms = []
         lr_used = opt.param_groups[0]["lr"]
@@ -367,21 +335,9 @@ def fit(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext | None = 
         sums = ctx.all_reduce_sum(sums)
         val_loss, val_pred = _evaluate(model, dev, data, device, su.loss_kw, params.batch_size)
         seconds = time.perf_counter() - t0
-        metrics = {
-            "epoch": epoch,
-            "train_loss": float(sums[0] / sums[2]),
-            "train_acc": float(sums[1] / sums[2]),
-            "val_loss": val_loss,
-            **classification_metrics(dev.y, val_pred, data.label_names, "val"),
-            "lr": lr_used,
-            "grad_norm": float(np.mean(norms)) if norms else 0.0,
-            "grad_norm_max": float(np.max(norms)) if norms else 0.0,
-            "epoch_seconds": seconds,
-            "samples_per_second": float(sums[2] / seconds),
-            "workers": world,
-            "global_batch_size": params.batch_size * world,
-            "lr_scale": scale,
-        }
+        metrics = epoch_metrics(epoch=epoch, sums=sums, val_loss=val_loss, y_dev=dev.y, val_pred=val_pred,
+                                label_names=data.label_names, lr=lr_used, norms=norms, seconds=seconds, workers=world,
+                                batch_size=params.batch_size, lr_scale=scale)
         value = metrics[params.monitor]
         improved = value > best_metric if mode == "max" else value < best_metric
         if improved or best_state is None:
@@ -404,25 +360,17 @@ def lr_range_test(params: LlamaTorchParams, data: PreparedData, *, lr_min: float
     ctx = ctx or LoopContext()
     su = _setup(params, data, ctx)
     su.train_model.train()
-    n = len(data.splits["train"].y)
-    rows, avg, best, epoch, shard, pos = [], 0.0, math.inf, 0, np.array([], dtype=np.int64), 0
-    for step in range(steps):
-        lr = lr_min * (lr_max / lr_min) ** (step / max(1, steps - 1))
+    batches = cycling_batches(params.seed, len(data.splits["train"].y), su.per_rank, ctx.world_size, ctx.rank,
+                              params.batch_size)
+
+    def step_at(lr: float) -> float:
         for group in su.optimizer.param_groups:
             group["lr"] = lr
-        if pos >= len(shard):
-            epoch, pos = epoch + 1, 0
-            shard = _shard(params, n, su.per_rank, ctx, epoch)
-        idx = shard[pos : pos + params.batch_size]
-        pos += params.batch_size
-        loss = float(ctx.all_reduce_sum(np.array([float(_step(su, params, data, idx, ctx.device)[0])]))[0] / ctx.world_size)
-        avg = smoothing * loss + (1 - smoothing) * avg
-        smoothed = avg / (1 - (1 - smoothing) ** (step + 1))  # bias-corrected moving average
-        rows.append({"step": step, "lr": lr, "loss": loss, "smoothed_loss": smoothed})
-        if not math.isfinite(smoothed) or (step > 5 and smoothed > diverge_factor * best):
-            break
-        best = min(best, smoothed)
-    return rows
+        loss = float(_step(su, params, data, next(batches), ctx.device)[0])
+        return float(ctx.all_reduce_sum(np.array([loss]))[0] / ctx.world_size)
+
+    return lr_range_rows(step_at, lr_min=lr_min, lr_max=lr_max, steps=steps, diverge_factor=diverge_factor,
+                         smoothing=smoothing)
 
 
 # --------------------------------------------------------------------------- checkpoints

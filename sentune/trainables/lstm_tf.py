@@ -26,11 +26,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from sentune.errors import ConfigError
 from sentune.trainables._common import (
-    classification_metrics,
+    CoreParams,
+    check_focal_alpha,
+    cycling_batches,
+    epoch_metrics,
+    epoch_shard,
+    lr_range_rows,
     lr_scale_factor,
     monitor_mode,
     resolve_alpha,
@@ -46,10 +51,10 @@ PAD_ID, OOV_ID = 0, 1
 _EPS = 1e-7
 
 
-class LstmTfParams(BaseModel):
-    """Every option of ``lstm_tf``; a search space may tune any of them except DATA_PARAMS."""
+class LstmTfParams(CoreParams):
+    """Every option of ``lstm_tf`` (the core ones of :class:`CoreParams` and the model's); a search space
+    may tune any of them except DATA_PARAMS."""
 
-    model_config = ConfigDict(extra="forbid")
     DATA_PARAMS: ClassVar[tuple[str, ...]] = ("tokenizer", "max_len", "vocab_size")
 
     tokenizer: Literal["jieba", "char"] = "jieba"
@@ -61,18 +66,10 @@ class LstmTfParams(BaseModel):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     bn_momentum: float = Field(0.99, ge=0.0, lt=1.0)  # BatchNormalization's moving-statistics momentum
     l2: float = Field(1e-4, ge=0.0)
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    # the seed's defaults where they differ from the core ones
     batch_size: int = Field(256, gt=0)
     epochs: int = Field(10, gt=0)
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    loss: Literal["ce", "focal"] = "ce"
-    focal_alpha: Literal["auto", "none"] | float | list[float] | None = None
-    focal_gamma: float = Field(2.0, ge=0.0)
     grad_clip: float | None = Field(None, gt=0.0)
-    seed: int = 0
-    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    monitor: Literal["val_macro_f1", "val_acc", "val_loss"] = "val_macro_f1"
 
     @field_validator("lstm_units", mode="before")
     @classmethod
@@ -83,29 +80,10 @@ class LstmTfParams(BaseModel):
             raise ValueError(f"lstm_units must be two positive integers, got {list(v)}")
         return v
 
-    @field_validator("focal_alpha")
-    @classmethod
-    def _alpha(cls, v):
-        if isinstance(v, float) and not 0.0 < v < 1.0:
-            raise ValueError("a scalar focal_alpha must be in (0, 1)")
-        if isinstance(v, list) and (not v or any(a < 0 for a in v)):
-            raise ValueError("focal_alpha values must be >= 0")
-        return v
-
-    @model_validator(mode="after")
-    def _warmup(self):
-        if self.warmup_epochs > self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
-        return self
-
 
 def check_data(values: dict[str, list], class_counts) -> None:
     """Options that can only be checked against the data (every value a search may pick)."""
-    for alpha in values.get("focal_alpha", []):
-        try:
-            resolve_alpha(alpha, class_counts)
-        except ValueError as exc:
-            raise ConfigError(f"focal_alpha {alpha!r}: {exc}") from None
+    check_focal_alpha(values, class_counts)
 
 
 # --------------------------------------------------------------------------- data
@@ -388,12 +366,6 @@ def _setup(params: LstmTfParams, data: PreparedData, ctx: LoopContext) -> _Setup
                   _make_probs_fn(model, data.max_len))
 
 
-def _shard(params: LstmTfParams, n: int, per_rank: int, ctx: LoopContext, epoch: int) -> np.ndarray:
-    """This worker's rows for an epoch: the same seeded permutation everywhere, split by rank."""
-    perm = np.random.default_rng([params.seed, epoch]).permutation(n)[: per_rank * ctx.world_size]
-    return perm[ctx.rank :: ctx.world_size]
-
-
 def _moving_stats(model: keras.Model) -> list:
     return [v for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
             for v in (layer.moving_mean, layer.moving_variance)]
@@ -451,7 +423,7 @@ def fit(params: LstmTfParams, data: PreparedData, ctx: LoopContext | None = None
     history, step = [], 0
     for epoch in range(1, params.epochs + 1):
         t0 = time.perf_counter()
-        shard = _shard(params, len(train.y), su.per_rank, ctx, epoch)
+        shard = epoch_shard(params.seed, len(train.y), su.per_rank, ctx.world_size, ctx.rank, epoch)
         sums = np.zeros(3)  # loss * n, correct, n
         norms = []
         lr_used = base_lr * warmup_cosine(step, warmup_steps, total_steps)
@@ -468,21 +440,9 @@ def fit(params: LstmTfParams, data: PreparedData, ctx: LoopContext | None = None
             _sync_moving_stats(su, su.strategy.num_replicas_in_sync)
         val_loss, val_pred = _evaluate(su, dev)
         seconds = time.perf_counter() - t0
-        metrics = {
-            "epoch": epoch,
-            "train_loss": float(sums[0] / sums[2]),
-            "train_acc": float(sums[1] / sums[2]),
-            "val_loss": val_loss,
-            **classification_metrics(dev.y, val_pred, data.label_names, "val"),
-            "lr": lr_used,
-            "grad_norm": float(np.mean(norms)) if norms else 0.0,
-            "grad_norm_max": float(np.max(norms)) if norms else 0.0,
-            "epoch_seconds": seconds,
-            "samples_per_second": float(sums[2] / seconds),
-            "workers": world,
-            "global_batch_size": params.batch_size * world,
-            "lr_scale": scale,
-        }
+        metrics = epoch_metrics(epoch=epoch, sums=sums, val_loss=val_loss, y_dev=dev.y, val_pred=val_pred,
+                                label_names=data.label_names, lr=lr_used, norms=norms, seconds=seconds, workers=world,
+                                batch_size=params.batch_size, lr_scale=scale)
         value = metrics[params.monitor]
         improved = value > best_metric if mode == "max" else value < best_metric
         if improved or best_state is None:
@@ -504,26 +464,18 @@ def lr_range_test(params: LstmTfParams, data: PreparedData, *, lr_min: float = 1
     times its minimum or turns NaN. Returns one row per step: step, lr, loss, smoothed_loss."""
     ctx = ctx or LoopContext()
     su = _setup(params, data, ctx)
-    n = len(data.splits["train"].y)
-    rows, avg, best, epoch, shard, pos = [], 0.0, math.inf, 0, np.array([], dtype=np.int64), 0
-    for step in range(steps):
-        lr = lr_min * (lr_max / lr_min) ** (step / max(1, steps - 1))
+    batches = cycling_batches(params.seed, len(data.splits["train"].y), su.per_rank, ctx.world_size, ctx.rank,
+                              params.batch_size)
+
+    def step_at(lr: float) -> float:
         _set_lr(su.optimizer, lr)
-        if pos >= len(shard):
-            epoch, pos = epoch + 1, 0
-            shard = _shard(params, n, su.per_rank, ctx, epoch)
-        idx = shard[pos : pos + params.batch_size]
-        pos += params.batch_size
+        idx = next(batches)
         loss_sum, _, _ = _step(su, data, idx)
         total = su.all_reduce_sum(np.array([loss_sum, len(idx)], dtype=np.float64))
-        loss = float(total[0] / total[1])
-        avg = smoothing * loss + (1 - smoothing) * avg
-        smoothed = avg / (1 - (1 - smoothing) ** (step + 1))  # bias-corrected moving average
-        rows.append({"step": step, "lr": lr, "loss": loss, "smoothed_loss": smoothed})
-        if not math.isfinite(smoothed) or (step > 5 and smoothed > diverge_factor * best):
-            break
-        best = min(best, smoothed)
-    return rows
+        return float(total[0] / total[1])
+
+    return lr_range_rows(step_at, lr_min=lr_min, lr_max=lr_max, steps=steps, diverge_factor=diverge_factor,
+                         smoothing=smoothing)
 
 
 # --------------------------------------------------------------------------- checkpoints
