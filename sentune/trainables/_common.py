@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["CoreParams", "check_focal_alpha", "classification_metrics", "cycling_batches", "epoch_metrics",
+__all__ = ["BestEpoch", "CoreParams", "check_focal_alpha", "classification_metrics", "cycling_batches", "epoch_metrics",
            "epoch_shard", "lr_range_rows", "lr_scale_factor", "monitor_mode", "resolve_alpha", "warmup_cosine"]
 
 
@@ -47,6 +47,22 @@ class CoreParams(BaseModel):
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
         return self
+
+
+class BestEpoch:
+    """The best epoch so far by the monitored metric (the first epoch counts as best, even a NaN one)."""
+
+    def __init__(self, metric: str):
+        self.metric, self.mode = metric, monitor_mode(metric)
+        self.value, self.epoch = None, 0
+
+    def update(self, metrics: dict) -> bool:
+        """True when this epoch is the new best."""
+        v = metrics[self.metric]
+        if self.value is None or (v > self.value if self.mode == "max" else v < self.value):
+            self.value, self.epoch = v, metrics["epoch"]
+            return True
+        return False
 
 
 def check_focal_alpha(values: dict[str, list], class_counts) -> None:

@@ -25,6 +25,7 @@ from sentune._paths import cache_dir
 from sentune.errors import ConfigError
 from sentune.trainables._backbones import Tokenized, build_tokenizer, load_decoder, parse_backbone
 from sentune.trainables._common import (
+    BestEpoch,
     CoreParams,
     check_focal_alpha,
     cycling_batches,
@@ -32,7 +33,6 @@ from sentune.trainables._common import (
     epoch_shard,
     lr_range_rows,
     lr_scale_factor,
-    monitor_mode,
     resolve_alpha,
     warmup_cosine,
 )
@@ -315,8 +315,7 @@ def fit(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext | None = 
     total_steps = steps_per_epoch * params.epochs
     warmup_steps = round(params.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup_steps, total_steps))
-    mode = monitor_mode(params.monitor)
-    best_metric, best_epoch, best_state = -math.inf if mode == "max" else math.inf, 0, None
+    best, best_state = BestEpoch(params.monitor), None
     history = []
     for epoch in range(1, params.epochs + 1):
         t0 = time.perf_counter()
@@ -338,17 +337,15 @@ def fit(params: LlamaTorchParams, data: PreparedData, ctx: LoopContext | None = 
         metrics = epoch_metrics(epoch=epoch, sums=sums, val_loss=val_loss, y_dev=dev.y, val_pred=val_pred,
                                 label_names=data.label_names, lr=lr_used, norms=norms, seconds=seconds, workers=world,
                                 batch_size=params.batch_size, lr_scale=scale)
-        value = metrics[params.monitor]
-        improved = value > best_metric if mode == "max" else value < best_metric
-        if improved or best_state is None:
-            best_metric, best_epoch = value, epoch
+        improved = best.update(metrics)
+        if improved:
             best_state = _saved_state(model)
         history.append(metrics)
         if ctx.report is not None:
             save = (lambda d, s=best_state: _write_checkpoint(Path(d), s, params, data)) if improved else None
             ctx.report(metrics, save)
     model.load_state_dict(best_state)
-    return FitResult(history, best_epoch, best_metric, model)
+    return FitResult(history, best.epoch, best.value, model)
 
 
 def lr_range_test(params: LlamaTorchParams, data: PreparedData, *, lr_min: float = 1e-7, lr_max: float = 1e-2,

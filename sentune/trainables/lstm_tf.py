@@ -30,6 +30,7 @@ from pydantic import Field, field_validator
 
 from sentune.errors import ConfigError
 from sentune.trainables._common import (
+    BestEpoch,
     CoreParams,
     check_focal_alpha,
     cycling_batches,
@@ -37,7 +38,6 @@ from sentune.trainables._common import (
     epoch_shard,
     lr_range_rows,
     lr_scale_factor,
-    monitor_mode,
     resolve_alpha,
     warmup_cosine,
 )
@@ -418,8 +418,7 @@ def fit(params: LstmTfParams, data: PreparedData, ctx: LoopContext | None = None
     steps_per_epoch = math.ceil(su.per_rank / params.batch_size)
     total_steps = steps_per_epoch * params.epochs
     warmup_steps = round(params.warmup_epochs * steps_per_epoch)
-    mode = monitor_mode(params.monitor)
-    best_metric, best_epoch, best_state = -math.inf if mode == "max" else math.inf, 0, None
+    best, best_state = BestEpoch(params.monitor), None
     history, step = [], 0
     for epoch in range(1, params.epochs + 1):
         t0 = time.perf_counter()
@@ -443,17 +442,15 @@ def fit(params: LstmTfParams, data: PreparedData, ctx: LoopContext | None = None
         metrics = epoch_metrics(epoch=epoch, sums=sums, val_loss=val_loss, y_dev=dev.y, val_pred=val_pred,
                                 label_names=data.label_names, lr=lr_used, norms=norms, seconds=seconds, workers=world,
                                 batch_size=params.batch_size, lr_scale=scale)
-        value = metrics[params.monitor]
-        improved = value > best_metric if mode == "max" else value < best_metric
-        if improved or best_state is None:
-            best_metric, best_epoch = value, epoch
+        improved = best.update(metrics)
+        if improved:
             best_state = model.get_weights()  # numpy copies
         history.append(metrics)
         if ctx.report is not None:
             save = (lambda d, s=best_state: _write_checkpoint(Path(d), model, s, params, data)) if improved else None
             ctx.report(metrics, save)
     model.set_weights(best_state)
-    return FitResult(history, best_epoch, best_metric, model)
+    return FitResult(history, best.epoch, best.value, model)
 
 
 def lr_range_test(params: LstmTfParams, data: PreparedData, *, lr_min: float = 1e-7, lr_max: float = 1e-2,
