@@ -128,6 +128,7 @@ def submit_job(job_path: str | Path, *, address: str | None = None, storage: str
         rel_job = job_path.resolve().relative_to(working_dir)
     except ValueError:
         raise ConfigError(f"{job_path} is not inside the working directory {working_dir}, which is what gets uploaded") from None
+    _check_data_travels(spec, working_dir)
     client = connect(address)
     sid = _submission_id(spec.name)
     client.submit_job(
@@ -137,6 +138,26 @@ def submit_job(job_path: str | Path, *, address: str | None = None, storage: str
         metadata={"sentune_job": spec.name, "sentune_trainable": spec.trainable, "sentune_storage": str(storage)},
     )
     return sid, f"{dashboard_url(address)}/#/jobs/{sid}"
+
+
+def _check_data_travels(spec, working_dir: Path) -> None:
+    """The job's own data files are read and checked here (one line naming file and line if bad), and a
+    relative path must lie inside the uploaded folder; an absolute one is taken to be on shared storage."""
+    from sentune.data import load_splits
+
+    data = spec.data
+    if data.builtin:
+        return
+    for name in ("train", "dev", "test"):
+        path = getattr(data, name)
+        if path is not None and not Path(path).is_absolute():
+            try:
+                Path(path).resolve().relative_to(working_dir)
+            except ValueError:
+                raise ConfigError(f"data.{name} {path} is outside {working_dir}, which is what gets uploaded: move it "
+                                  "inside, or give an absolute path on storage every node reads") from None
+    if all(Path(p).is_file() for p in (data.train, data.dev, data.test) if p is not None):
+        load_splits(data)
 
 
 def _call(fn, job_id: str):

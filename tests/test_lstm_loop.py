@@ -184,3 +184,13 @@ def test_bad_options_are_rejected():
     with pytest.raises(ConfigError, match=r"focal_alpha \[0.2, 0.3, 0.5\]: focal_alpha has 3 values; this data has 2 classes"):
         lt.check_data({"focal_alpha": [[0.2, 0.3, 0.5]]}, [7224, 6664])
     lt.check_data({"focal_alpha": ["auto", None, 0.25, [1.0, 2.0]]}, [7224, 6664])
+
+
+def test_vocab_cap_does_not_depend_on_row_order():
+    # rows sorted by class: picking among equally rare tokens by first appearance would keep one class's
+    neg = [["差", f"neg{i}"] for i in range(20)]
+    pos = [["好", f"pos{i}"] for i in range(20)]
+    capped = lt.build_vocab(neg + pos, 12)
+    assert capped == lt.build_vocab(pos + neg, 12) == lt.build_vocab(list(reversed(neg + pos)), 12)
+    assert capped == ["<pad>", "<oov>", "好", "差"]  # the 40 tied rare tokens do not fit in 10: none is kept
+    assert len(lt.build_vocab(neg + pos, 100)) == 44

@@ -41,6 +41,8 @@ def project(tmp_path_factory):
     (root / "job.yaml").write_text(yaml.safe_dump(job))
     bad = dict(job, schedular={"type": "asha"})
     (root / "bad_job.yaml").write_text(yaml.safe_dump(bad))
+    (root / "bad_dev.txt").write_text("1 ||| fine\nno separator here\n", encoding="utf-8")
+    (root / "bad_data_job.yaml").write_text(yaml.safe_dump(dict(job, data=dict(job["data"], dev="bad_dev.txt"))))
     return root
 
 
@@ -104,6 +106,9 @@ def test_an_invalid_job_is_refused_before_anything_is_uploaded(cluster, project)
     assert rc == 2 and len(err.splitlines()) == 1 and "schedular" in err, err
     rc, out, err = sentune(cluster, "submit", "job.yaml", "--address", cluster.dashboard, cwd=project)
     assert rc == 2 and "storage_path 'results' is relative" in err, err
+    rc, out, err = sentune(cluster, "submit", "bad_data_job.yaml", "--address", cluster.dashboard, "--storage", "/tmp/x",
+                           cwd=project)
+    assert rc == 2 and len(err.splitlines()) == 1 and "bad_dev.txt:2: line has no '|||' separator" in err, err
     assert job_ids(cluster) == before
 
 

@@ -36,7 +36,7 @@ TWO_NAMES = ["negative", "positive"]
 LAST_POSITIVE_ID = 5331
 NEG_PER_POS = 3.4
 # Bump when the preparation changes, so a cache made by an older sentune is made again.
-PREP_VERSION = 2
+PREP_VERSION = 3
 
 BUILTIN_DATASETS = {
     "en-movie-5": "10,605 movie-review snippets, 5 classes by fifths of the -4..4 mean rating",
@@ -141,10 +141,10 @@ def _split_and_write(out: Path, texts: list[str], labels: np.ndarray, names: lis
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, part in (("train", train), ("dev", dev), ("test", test)):
-        part = np.sort(part)
-        if fmt == "csv":
+        if fmt == "csv":  # in the split's shuffled order: the source lists one class after the other
             _write_csv(out / f"{split}.csv", [texts[i] for i in part], labels[part])
         else:
+            part = np.sort(part)
             write_sst(out / f"{split}.txt", [texts[i] for i in part], labels[part])
         counts[split] = np.bincount(labels[part], minlength=len(names)).tolist()
     (out / "labels.json").write_text(json.dumps(names) + "\n", encoding="utf-8")
