@@ -44,15 +44,28 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, verbose
     # the embedded one ("local": never attach to a stray `ray start` cluster on this machine by accident).
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs = {"address": address} if address else {"address": "local"}
+    env = {}
     if not address:  # the dashboard also serves the State API that Ray Train uses to clean up stopped trials
-        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus)
+        port = _free_port()
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, num_cpus=num_cpus)
+        # Ray Train's workers call the State API without an address; with a second Ray on this machine it
+        # cannot tell which one is theirs ("Found multiple active Ray instances") and stopped trials hang.
+        env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     # Ray Train's controller collects worker reports when it polls them (every 2 s by default), which
     # adds ~2 s to every epoch of a small model; poll faster.
-    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"),
+    env |= {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"),
            # the dashboard's Train view lists each trial's run (named <job>-<trial id>) with its actors
            "RAY_TRAIN_ENABLE_STATE_TRACKING": os.environ.get("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")}
     ray.init(**kwargs, runtime_env={"env_vars": env}, log_to_driver=verbose, configure_logging=True,
              logging_level="WARNING")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _max_concurrent(spec: JobSpec) -> int:

@@ -54,7 +54,9 @@ class LocalCluster:
         """What every process that talks to this cluster needs: token mode, the token, the venv on PATH."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path), RAY_DISABLE_USAGE_STATS="1",
-                   PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+                   PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+                   # the nodes' workers use the State API: with another Ray on this machine, say which is theirs
+                   RAY_API_SERVER_ADDRESS=self.dashboard)
         env.update(extra)
         return env
 

