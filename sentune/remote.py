@@ -104,7 +104,9 @@ def _submission_id(job_name: str) -> str:
 
 
 def _is_remote_storage(storage: str) -> bool:
-    return "://" in storage or Path(storage).is_absolute()
+    from sentune.results._remote import is_uri
+
+    return is_uri(storage) or Path(storage).is_absolute()
 
 
 def submit_job(job_path: str | Path, *, address: str | None = None, storage: str | None = None,

@@ -125,18 +125,17 @@ def _tf_worker_loop(cfg: dict):
     import ray
     import ray.train
 
-    os.environ["SENTUNE_TF_THREADS"] = str(max(1, int(cfg["cpus_per_worker"])))
+    cpus = max(1, int(cfg["cpus_per_worker"]))
     info = cfg["info"]
     mod = info.load()
     ctx = ray.train.get_context()
     world, rank = ctx.get_world_size(), ctx.get_world_rank()
     # MultiWorkerMirroredStrategy for several workers: made first, before any other TensorFlow op
-    strategy = mod.make_strategy(world, cpus=max(1, int(cfg["cpus_per_worker"])))
+    strategy = mod.make_strategy(world, cpus=cpus)
     params = info.params_model(**cfg["params"])
     data = ray.get(cfg["data_ref"][0])
-    loop_ctx = mod.LoopContext(world_size=world, rank=rank, strategy=strategy,
-                               all_reduce_sum=mod.strategy_all_reduce_sum(strategy) if world > 1 else None,
-                               report=_reporter(rank), cpus=int(cfg["cpus_per_worker"]))
+    # the loop builds its cross-worker sum from the strategy itself
+    loop_ctx = mod.LoopContext(world_size=world, rank=rank, strategy=strategy, report=_reporter(rank), cpus=cpus)
     mod.fit(params, data, loop_ctx)
 
 
