@@ -24,7 +24,7 @@ def main() -> None:
     import pandas as pd
     import yaml
 
-    from sentune.jobs import run_job
+    from sentune.tuning import run_sweep
     from sentune.spec import parse_job
 
     raw = yaml.safe_load(open(args.job, encoding="utf-8"))
@@ -33,7 +33,7 @@ def main() -> None:
         spec = parse_job({**raw, "name": f"{raw['name']}-{kind}", "storage_path": args.storage,
                           "scheduler": {**raw.get("scheduler", {}), "type": kind}}, source=args.job)
         t0 = time.perf_counter()
-        summary = run_job(spec, echo=False)
+        summary = run_sweep(spec)
         wall = time.perf_counter() - t0
         trials = pd.read_parquet(summary.run_dir / "trials.parquet")
         configs = sorted(trials.config_json)

@@ -25,7 +25,8 @@ os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 def make_data(rows: int, dev_rows: int, max_len: int, vocab: int, seed: int = 0):
     import numpy as np
 
-    from sentune.trainables import lstm_tf
+    from sentune.trainables import SplitArrays
+    from sentune.trainables._lstm_data import LstmData
 
     rng = np.random.default_rng(seed)
 
@@ -33,10 +34,10 @@ def make_data(rows: int, dev_rows: int, max_len: int, vocab: int, seed: int = 0)
         lengths = rng.integers(max_len // 2, max_len + 1, size=n).astype(np.int32)
         x = rng.integers(2, vocab, size=(n, max_len)).astype(np.int32)
         x[np.arange(max_len)[None, :] >= lengths[:, None]] = 0  # padding at the end, as prepare() writes it
-        return lstm_tf.SplitArrays(x, rng.integers(0, 2, size=n).astype(np.int64), lengths)
+        return SplitArrays(x, rng.integers(0, 2, size=n).astype(np.int64), lengths)
 
-    return lstm_tf.PreparedData(label_names=["negative", "positive"], splits={"train": split(rows), "dev": split(dev_rows)},
-                                vocab=[f"t{i}" for i in range(vocab)], max_len=max_len)
+    return LstmData(label_names=["negative", "positive"], splits={"train": split(rows), "dev": split(dev_rows)},
+                    vocab=[f"t{i}" for i in range(vocab)], max_len=max_len)
 
 
 def main() -> None:
@@ -65,18 +66,19 @@ def main() -> None:
     import ray
     from ray import tune
 
-    from sentune.jobs import init_ray
-    from sentune.results import ParquetResultsCallback
-    from sentune.trainables._ray import make_trial_driver
-    from sentune.trainables._registry import get_trainable
+    from sentune.tuning import init_ray
+    from sentune.results import RunRecorder
+    from sentune.trainables import get_trainable
+    from sentune.tuning._callback import RecordCallback
+    from sentune.tuning._trial import make_trial_driver
 
     init_ray(num_cpus=cpus)
     tmp = Path(tempfile.mkdtemp(prefix="sentune-bench-lstm-"))
     data_ref = ray.put(data)
     driver = make_trial_driver(get_trainable("lstm_tf"), data_ref, workers=1, cpus=cpus, gpus=0,
                                storage_path=str(tmp / "train"), job="bench-lstm")
-    callback = ParquetResultsCallback(tmp, job="bench-lstm", run_id="r", metric="val_acc", mode="max",
-                                      max_epochs=args.epochs, echo=False)
+    callback = RecordCallback(RunRecorder(tmp, job="bench-lstm", run_id="r", metric="val_acc", mode="max",
+                                          max_epochs=args.epochs))
     t0 = time.perf_counter()
     tuner = tune.Tuner(tune.with_resources(driver, {"memory": 64 * 1024 * 1024}), param_space=params,
                        run_config=tune.RunConfig(name="tune", storage_path=str(tmp), callbacks=[callback], verbose=0))

@@ -32,7 +32,7 @@ def main() -> None:
 
     from conftest import synthetic_rows, write_sst_file
     from sentune.data import DataConfig, load_splits
-    from sentune.jobs import init_ray, run_job
+    from sentune.tuning import init_ray, run_sweep
     from sentune.spec import parse_job
     from sentune.trainables import llama_torch as lt
 
@@ -52,7 +52,7 @@ def main() -> None:
         storage_path=str(tmp / "results"),
     ))
     t0 = time.perf_counter()
-    summary = run_job(spec, echo=False)
+    summary = run_sweep(spec)
     service_s = time.perf_counter() - t0
 
     splits = load_splits(DataConfig(train=tmp / "train.txt", dev=tmp / "dev.txt"))

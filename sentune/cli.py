@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sentune._log import console
 from sentune.errors import ConfigError, SentuneError
 
 __all__ = ["main"]
 
 
 def _cmd_run(args) -> int:
-    from sentune.jobs import run_job, run_range_test
     from sentune.results import format_leaderboard
     from sentune.spec import load_job
+    from sentune.tuning import run_range_test, run_sweep
 
     spec = load_job(args.job, storage_path=args.storage)
     if spec.kind == "lr_range_test":
@@ -24,7 +25,7 @@ def _cmd_run(args) -> int:
               f"lr: {{from_range_test: {run_dir}}}")
         print(f"Curve: {run_dir / 'lr_range.png'}")
         return 0
-    summary = run_job(spec, address=args.address, verbose=args.verbose)
+    summary = run_sweep(spec, address=args.address, verbose=args.verbose)
     print("\nLeaderboard")
     print(format_leaderboard(summary.leaderboard))
     if summary.test_report is not None:
@@ -65,7 +66,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from sentune.jobs import load_train_config, train_alone
+    from sentune.standalone import load_train_config, train_alone
 
     trainable, data, params = load_train_config(args.config)
     result = train_alone(trainable, data, params)
@@ -85,7 +86,7 @@ def _cmd_cluster_check(args) -> int:
 
 
 def _cmd_submit(args) -> int:
-    from sentune.remote import submit_job
+    from sentune.submission import submit_job
 
     sid, url = submit_job(args.job, address=args.address, storage=args.storage)
     print(f"submitted {sid}")
@@ -95,7 +96,7 @@ def _cmd_submit(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from sentune.remote import job_status
+    from sentune.submission import job_status
 
     st = job_status(args.job_id, address=args.address)
     took = f" after {st['seconds']:.0f} s" if st["seconds"] is not None else ""
@@ -104,10 +105,10 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_logs(args) -> int:
-    from sentune.remote import follow_logs, job_logs
+    from sentune.submission import follow_logs, job_logs
 
     if args.follow:
-        status = follow_logs(args.job_id, address=args.address)
+        status = follow_logs(args.job_id, lambda chunk: print(chunk, end="", flush=True), address=args.address)
         print(f"[sentune] {args.job_id}: {status}")
         return 0 if status == "SUCCEEDED" else 1
     print(job_logs(args.job_id, address=args.address), end="")
@@ -115,14 +116,14 @@ def _cmd_logs(args) -> int:
 
 
 def _cmd_stop(args) -> int:
-    from sentune.remote import stop_job
+    from sentune.submission import stop_job
 
     print(f"{args.job_id}: " + ("stop requested" if stop_job(args.job_id, address=args.address) else "already ended"))
     return 0
 
 
 def _cmd_dashboard(args) -> int:
-    from sentune.remote import check_dashboard, dashboard_url, find_token
+    from sentune.submission import check_dashboard, dashboard_url, find_token
 
     url = dashboard_url(args.address)
     if args.cluster:
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console()
     try:
         return args.func(args)
     except ConfigError as exc:

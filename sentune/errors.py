@@ -5,7 +5,7 @@ one line a user can act on. A trial that fails inside Ray is not one of these: R
 against that trial (status ``errored`` in trials.parquet) and the sweep goes on.
 """
 
-__all__ = ["SentuneError", "ConfigError", "DataError", "ClusterError"]
+__all__ = ["ClusterError", "ConfigError", "DataError", "SentuneError", "format_validation"]
 
 
 class SentuneError(Exception):
@@ -28,3 +28,13 @@ class DataError(ConfigError):
 
 class ClusterError(SentuneError):
     """The cluster cannot be reached, refused our token, or does not know the job."""
+
+
+def format_validation(source: str, exc) -> str:
+    """One line for a pydantic ``ValidationError``: ``source: where: what`` (the first problem)."""
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err["loc"])
+    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{source}: {where + ': ' if where else ''}{msg}"

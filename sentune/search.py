@@ -1,5 +1,6 @@
-"""Search spaces (YAML) -> Ray Tune domains, checked against a trainable's options before Ray starts;
-and the string -> object factories for schedulers and search algorithms.
+"""Search spaces (YAML) -> :class:`Domain` values, checked against a trainable's options before Ray
+starts. (Turning them into Ray Tune's domains, schedulers and searchers is the Ray layer's:
+:mod:`sentune.tuning._factories`.)
 
 A search space maps option names to a constant or to one domain::
 
@@ -22,9 +23,9 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ValidationError
 
 from sentune._yaml import read_yaml
-from sentune.errors import ConfigError
+from sentune.errors import ConfigError, format_validation
 
-__all__ = ["Domain", "parse_search_space", "load_search_space", "to_tune", "make_scheduler", "make_search_alg"]
+__all__ = ["LIST_KINDS", "RANGE_KINDS", "Domain", "load_search_space", "parse_search_space"]
 
 RANGE_KINDS = {"loguniform": 2, "uniform": 2, "quniform": 3, "randint": 2}
 LIST_KINDS = ("choice", "grid")
@@ -114,9 +115,7 @@ def parse_search_space(
     try:
         params_model(**constants)
     except ValidationError as exc:
-        bad = exc.errors()[0]
-        where = ".".join(str(x) for x in bad["loc"]) or "options"
-        raise ConfigError(f"search space: {where}: {bad['msg']}") from None
+        raise ConfigError(format_validation("search space", exc)) from None
     for name, dom in parsed.items():
         if not isinstance(dom, Domain):
             continue
@@ -131,51 +130,3 @@ def parse_search_space(
 
 def load_search_space(path: str | Path) -> dict:
     return read_yaml(path, "search space file") or {}
-
-
-def to_tune(parsed: Mapping[str, Domain | Any]) -> dict:
-    """Ray Tune's param_space for a parsed search space."""
-    from ray import tune
-
-    out = {}
-    for name, dom in parsed.items():
-        if not isinstance(dom, Domain):
-            out[name] = dom
-        elif dom.kind == "grid":
-            out[name] = tune.grid_search(list(dom.args))
-        elif dom.kind == "choice":
-            out[name] = tune.choice(list(dom.args))
-        else:
-            out[name] = getattr(tune, dom.kind)(*dom.args)
-    return out
-
-
-def make_scheduler(kind: str, *, max_t: int, grace_period: int = 1, reduction_factor: float = 2):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    if kind == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
-                             reduction_factor=reduction_factor)
-    return FIFOScheduler()
-
-
-def make_search_alg(kind: str, parsed: Mapping[str, Domain | Any], *, seed: int, metric: str, mode: str, max_concurrent: int):
-    """``random`` / ``grid`` -> Ray's variant generator; ``optuna`` -> TPE with a seeded sampler."""
-    domains = {k: v for k, v in parsed.items() if isinstance(v, Domain)}
-    has_grid = any(d.kind == "grid" for d in domains.values())
-    if kind == "grid" and any(d.kind != "grid" for d in domains.values()):
-        bad = sorted(k for k, d in domains.items() if d.kind != "grid")
-        raise ConfigError(f"search.algorithm grid: every tuned parameter must be a grid; {', '.join(bad)} are not")
-    if kind == "optuna":
-        if has_grid:
-            raise ConfigError("search.algorithm optuna: grid domains are not supported; use choice")
-        import optuna
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
-
-        sampler = optuna.samplers.TPESampler(seed=seed)
-        alg = OptunaSearch(sampler=sampler, metric=metric, mode=mode)
-        return ConcurrencyLimiter(alg, max_concurrent=max_concurrent)
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)

@@ -10,14 +10,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from sentune._direction import Direction
 from sentune._yaml import read_yaml
 from sentune.data import DataConfig
 from sentune.diagnostics import DiagnosticsConfig
-from sentune.errors import ConfigError
+from sentune.errors import ConfigError, format_validation
 from sentune.search import Domain, load_search_space, parse_search_space
-from sentune.trainables._registry import get_trainable
+from sentune.trainables import get_trainable
 
 __all__ = ["JobSpec", "load_job", "parse_job", "REPORTED_METRICS"]
 
@@ -48,8 +49,12 @@ class SchedulerConfig(_Strict):
         return v
 
     @property
+    def direction(self) -> Direction:
+        return Direction.of(self.metric, self.mode)
+
+    @property
     def resolved_mode(self) -> str:
-        return self.mode or ("min" if self.metric.endswith("loss") else "max")
+        return self.direction.mode
 
 
 class ResourcesConfig(_Strict):
@@ -107,8 +112,38 @@ class JobSpec(_Strict):
         get_trainable(v)
         return v
 
-    # filled by parse_job
-    _space: dict = {}
+    _space: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _parse_space(self):
+        """The search space, read (from its file), merged with ``params`` and checked against the
+        trainable's options; a ConfigError names the problem."""
+        space = load_search_space(self.search_space) if isinstance(self.search_space, Path) else self.search_space
+        params_model = get_trainable(self.trainable).params_model
+        parsed = parse_search_space({**space, **self.params}, params_model, fixed_only=params_model.DATA_PARAMS)
+        if "monitor" in params_model.model_fields and "monitor" not in parsed and self.scheduler.metric.startswith("val_"):
+            parsed["monitor"] = self.scheduler.metric
+        self._space = parsed
+        if self.scheduler.max_t is not None and self.scheduler.max_t > self.epochs_max:
+            raise ConfigError(f"scheduler.max_t ({self.scheduler.max_t}) exceeds epochs ({self.epochs_max})")
+        if self.kind == "lr_range_test":
+            tuned = sorted(k for k, v in parsed.items() if isinstance(v, Domain))
+            if tuned:
+                raise ConfigError(f"an lr range test runs one config; fix {', '.join(tuned)} to a value")
+        else:
+            self._check_search(parsed)
+        return self
+
+    def _check_search(self, parsed: dict) -> None:
+        domains = {k: v for k, v in parsed.items() if isinstance(v, Domain)}
+        if self.search.algorithm == "grid":
+            if not domains:
+                raise ConfigError("search.algorithm grid needs at least one grid parameter")
+            bad = sorted(k for k, d in domains.items() if d.kind != "grid")
+            if bad:
+                raise ConfigError(f"search.algorithm grid: every tuned parameter must be a grid; {', '.join(bad)} are not")
+        if self.search.algorithm == "optuna" and any(d.kind == "grid" for d in domains.values()):
+            raise ConfigError("search.algorithm optuna: grid domains are not supported; use choice")
 
     @property
     def space(self) -> dict[str, Domain | Any]:
@@ -116,55 +151,32 @@ class JobSpec(_Strict):
         return self._space
 
     @property
+    def tuned(self) -> list[str]:
+        return [k for k, v in self._space.items() if isinstance(v, Domain)]
+
+    @property
+    def constants(self) -> dict[str, Any]:
+        return {k: v for k, v in self._space.items() if not isinstance(v, Domain)}
+
+    @property
     def epochs_max(self) -> int:
         value = self._space.get("epochs")
-        info = get_trainable(self.trainable)
         if isinstance(value, Domain):
             return int(max(value.extremes()))
-        return int(value if value is not None else info.params_model.model_fields["epochs"].default)
-
-
-def _format_validation(source: str, exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(x) for x in err["loc"])
-    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    return f"{source}: {where + ': ' if where else ''}{msg}"
+        default = get_trainable(self.trainable).params_model.model_fields["epochs"].default
+        return int(value if value is not None else default)
 
 
 def parse_job(raw: Any, *, source: str = "job") -> JobSpec:
+    """A checked :class:`JobSpec` from a mapping; every problem is a one-line :class:`ConfigError`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a job must be a YAML mapping")
     try:
-        spec = JobSpec(**raw)
+        return JobSpec(**raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(source, exc)) from None
+        raise ConfigError(format_validation(source, exc)) from None
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    space = spec.search_space
-    if isinstance(space, Path):
-        space = load_search_space(space)
-    merged = {**space, **spec.params}
-    info = get_trainable(spec.trainable)
-    params_model = info.params_model
-    try:
-        parsed = parse_search_space(merged, params_model, fixed_only=params_model.DATA_PARAMS)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    monitor_field = params_model.model_fields.get("monitor")
-    if monitor_field is not None and "monitor" not in parsed and spec.scheduler.metric.startswith("val_"):
-        parsed["monitor"] = spec.scheduler.metric
-    spec._space = parsed
-    if spec.scheduler.max_t is not None and spec.scheduler.max_t > spec.epochs_max:
-        raise ConfigError(f"{source}: scheduler.max_t ({spec.scheduler.max_t}) exceeds epochs ({spec.epochs_max})")
-    if spec.kind == "lr_range_test":
-        tuned = sorted(k for k, v in parsed.items() if isinstance(v, Domain))
-        if tuned:
-            raise ConfigError(f"{source}: an lr range test runs one config; fix {', '.join(tuned)} to a value")
-    elif spec.search.algorithm == "grid" and not any(isinstance(d, Domain) for d in parsed.values()):
-        raise ConfigError(f"{source}: search.algorithm grid needs at least one grid parameter")
-    return spec
 
 
 def load_job(path: str | Path, *, storage_path: str | None = None) -> JobSpec:

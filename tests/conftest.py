@@ -47,7 +47,7 @@ def ray_local():
     """One real local Ray for the whole session (2 CPUs, dashboard on loopback)."""
     import ray
 
-    from sentune.jobs import init_ray
+    from sentune.tuning import init_ray
 
     init_ray(num_cpus=2)
     yield ray

@@ -184,8 +184,8 @@ def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         params(weight_decayy=0.1)
     with pytest.raises(ConfigError, match=r"focal_alpha \[0.2, 0.3, 0.5\]: focal_alpha has 3 values; this data has 2 classes"):
-        lt.check_data({"focal_alpha": [[0.2, 0.3, 0.5]]}, [7224, 6664])
-    lt.check_data({"focal_alpha": ["auto", None, 0.25, [1.0, 2.0]]}, [7224, 6664])
+        lt.LstmTfParams.check_data({"focal_alpha": [[0.2, 0.3, 0.5]]}, [7224, 6664])
+    lt.LstmTfParams.check_data({"focal_alpha": ["auto", None, 0.25, [1.0, 2.0]]}, [7224, 6664])
 
 
 def test_vocab_cap_does_not_depend_on_row_order():

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from sentune.jobs import run_job
+from sentune.tuning import run_sweep
 from sentune.spec import parse_job
 
 pytestmark = pytest.mark.slow
@@ -29,8 +29,7 @@ def job(tmp_path, name, *, trainable="lstm_tf", **changes):
 def two_workers(ray_local, tmp_path_factory):
     """One lstm_tf trial on 2 TensorflowTrainer workers (half a CPU each)."""
     tmp = tmp_path_factory.mktemp("lstm2")
-    return run_job(job(tmp, "lstm2", resources={"cpus": 0.5, "workers_per_trial": 2, "max_concurrent_trials": 1}),
-                   echo=False, run_id="r")
+    return run_sweep(job(tmp, "lstm2", resources={"cpus": 0.5, "workers_per_trial": 2, "max_concurrent_trials": 1}), run_id="r")
 
 
 def test_two_worker_trial_reports_every_metric(two_workers):
@@ -54,9 +53,9 @@ def test_two_worker_trial_reports_every_metric(two_workers):
 
 
 def test_same_parquet_schema_as_llama_torch(ray_local, two_workers, tmp_path):
-    llama = run_job(job(tmp_path, "llama1", trainable="llama_torch",
+    llama = run_sweep(job(tmp_path, "llama1", trainable="llama_torch",
                         params={"backbone": "random:tiny", "option": "finetune", "max_len": 24, "batch_size": 32,
-                                "epochs": 1, "seed": 2}), echo=False, run_id="r")
+                                "epochs": 1, "seed": 2}), run_id="r")
     for name in ("epochs.parquet", "trials.parquet"):
         cols = {c for c in pd.read_parquet(two_workers.run_dir / name).columns if not c.startswith("config/")}
         other = {c for c in pd.read_parquet(llama.run_dir / name).columns if not c.startswith("config/")}
@@ -65,11 +64,10 @@ def test_same_parquet_schema_as_llama_torch(ray_local, two_workers, tmp_path):
 
 def test_asha_stops_the_bad_lr_early(ray_local, tmp_path):
     # on a few hundred rows the dev score of a tiny LSTM is noise; the training loss tells the lrs apart
-    summary = run_job(job(tmp_path, "lstm_asha", search_space={"lr": {"grid": [1.0e-2, 1.0e-7]}}, search={"algorithm": "grid"},
+    summary = run_sweep(job(tmp_path, "lstm_asha", search_space={"lr": {"grid": [1.0e-2, 1.0e-7]}}, search={"algorithm": "grid"},
                           params={**SMALL, "epochs": 4},
                           scheduler={"type": "asha", "metric": "train_loss", "mode": "min", "grace_period": 1,
-                                     "reduction_factor": 2}),
-                      echo=False, run_id="r")
+                                     "reduction_factor": 2}), run_id="r")
     trials = pd.read_parquet(summary.run_dir / "trials.parquet").set_index("config/lr")
     assert trials.loc[1.0e-7, "status"] == "stopped_early" and trials.loc[1.0e-7, "epochs_run"] < 4
     assert trials.loc[1.0e-2, "status"] == "completed" and trials.loc[1.0e-2, "epochs_run"] == 4
@@ -77,10 +75,9 @@ def test_asha_stops_the_bad_lr_early(ray_local, tmp_path):
 
 def test_sqrt_rule_with_four_workers_doubles_the_lr(ray_local, tmp_path):
     # one epoch that is all warm-up: the lr of its last step is the scaled base lr exactly
-    summary = run_job(job(tmp_path, "lstm_sqrt", search_space={"lr": 1.0e-3},
+    summary = run_sweep(job(tmp_path, "lstm_sqrt", search_space={"lr": 1.0e-3},
                           params={**SMALL, "epochs": 1, "warmup_epochs": 1, "lr_scaling": "sqrt"},
-                          resources={"cpus": 0.5, "workers_per_trial": 4, "max_concurrent_trials": 1}),
-                      echo=False, run_id="r")
+                          resources={"cpus": 0.5, "workers_per_trial": 4, "max_concurrent_trials": 1}), run_id="r")
     row = pd.read_parquet(summary.run_dir / "epochs.parquet").iloc[0]
     assert row.workers == 4 and row.lr_scale == 2.0
     assert row.lr == pytest.approx(2.0e-3, rel=1e-9)

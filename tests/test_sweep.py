@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from sentune.errors import DataError
-from sentune.jobs import load_train_config, run_job, train_alone
+from sentune.standalone import load_train_config, train_alone
+from sentune.tuning import run_sweep
 from sentune.spec import parse_job
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,7 @@ def make_job(sst_dir, tmp_path, **changes):
 @pytest.fixture(scope="module")
 def sweep(ray_local, sst_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
-    return run_job(make_job(sst_dir, tmp), echo=False, run_id="r1")
+    return run_sweep(make_job(sst_dir, tmp), run_id="r1")
 
 
 def test_asha_stops_the_bad_lr_early(sweep):
@@ -92,7 +93,7 @@ def test_best_config_reruns_alone_and_reproduces(sweep):
     cfg = yaml.safe_load(sweep.best_config_path.read_text())
     assert cfg["trainable"] == "llama_torch" and cfg["params"]["lr"] == 3.0e-3
     trainable, data, params = load_train_config(sweep.best_config_path)
-    result = train_alone(trainable, data, params, echo=False)
+    result = train_alone(trainable, data, params)
     epoch = cfg["source"]["peak_epoch"]
     assert result.history[epoch - 1]["val_macro_f1"] == pytest.approx(cfg["source"]["peak"], abs=0.01)
 
@@ -115,7 +116,7 @@ def test_ddp_trial_with_two_workers(ray_local, sst_dir, tmp_path):
                     params={"backbone": "random:tiny", "option": "finetune", "epochs": 2, "batch_size": 8,
                             "max_len": 24, "lr": 3.0e-3, "lr_scaling": "sqrt"},
                     resources={"cpus": 1, "workers_per_trial": 2})
-    summary = run_job(spec, echo=False)
+    summary = run_sweep(spec)
     epochs = pd.read_parquet(summary.run_dir / "epochs.parquet")
     assert len(epochs) == 2
     for col in DESIGN_METRICS:
@@ -132,7 +133,7 @@ def test_bad_data_stops_the_job_before_any_trial(sst_dir, tmp_path):
     bad.write_text("0 ||| fine\n1 no separator here\n")
     spec = make_job(sst_dir, tmp_path, data={"train": str(sst_dir / "train.txt"), "dev": str(bad)})
     with pytest.raises(DataError, match=r"dev\.txt:2: line has no '\|\|\|' separator"):
-        run_job(spec, echo=False)
+        run_sweep(spec)
     assert not (tmp_path / "results").exists()
 
 
@@ -142,7 +143,7 @@ def test_optuna_tpe_sweep(ray_local, sst_dir, tmp_path):
                     search={"algorithm": "optuna"}, num_samples=2, scheduler={"type": "fifo"},
                     params={"backbone": "random:tiny", "option": "finetune", "epochs": 1, "batch_size": 16, "max_len": 24},
                     resources={"cpus": 1, "max_concurrent_trials": 2})
-    summary = run_job(spec, echo=False)
+    summary = run_sweep(spec)
     trials = pd.read_parquet(summary.run_dir / "trials.parquet")
     assert len(trials) == 2 and (trials.status == "completed").all()
     assert trials["config/lr"].between(1.0e-4, 1.0e-2).all() and trials["config/lr"].nunique() == 2
@@ -168,7 +169,7 @@ def test_nan_trial_is_flagged_and_stopped(ray_local, sst_dir, tmp_path):
                     params={"backbone": "random:tiny", "option": "finetune", "epochs": 4, "batch_size": 16, "max_len": 24,
                             "loss": "focal", "lr": 3.0e-3},
                     resources={"cpus": 1, "max_concurrent_trials": 2}, diagnostics={"stop_on": ["nan"]})
-    summary = run_job(spec, echo=False)
+    summary = run_sweep(spec)
     trials = pd.read_parquet(summary.run_dir / "trials.parquet").set_index("config/focal_alpha")
     bad, good = trials.loc["[3e+38, 3e+38]"], trials.loc["[1.0, 1.0]"]
     assert bad.status == "stopped_early" and bad.stop_reason == "nan" and bad.epochs_run < 4
@@ -185,5 +186,5 @@ def test_focal_alpha_of_the_wrong_length_stops_the_job_before_ray(sst_dir, tmp_p
     spec = make_job(sst_dir, tmp_path, search_space={"focal_alpha": {"choice": [[0.5, 0.5], [0.2, 0.3, 0.5]]}},
                     search={"algorithm": "random"})
     with pytest.raises(ConfigError, match=r"job tiny: focal_alpha \[0.2, 0.3, 0.5\]: focal_alpha has 3 values; this data has 2 classes"):
-        run_job(spec, echo=False)
+        run_sweep(spec)
     assert not (tmp_path / "results").exists()

@@ -1,4 +1,5 @@
-"""Results: the Parquet store of a run and its aggregation. Imports neither TensorFlow nor torch."""
+"""Results: the Parquet store of a run, its record and its aggregation. Imports neither Ray, TensorFlow
+nor torch."""
 
 from sentune.results._aggregate import (
     best_config,
@@ -10,7 +11,8 @@ from sentune.results._aggregate import (
     write_evaluation,
 )
 from sentune.results._range import lr_search_range, suggest_lr, write_range_test
-from sentune.results._remote import fetch_run, is_uri, join_uri, resolve_run_dir, staging_dir, upload_run
+from sentune.results._recorder import RunRecorder
+from sentune.results._storage import fetch_run, is_uri, join_uri, resolve_run_dir, staging_dir, upload_run
 from sentune.results._report import write_report
 from sentune.results._seed_report import write_seed_report
 from sentune.results._store import (
@@ -25,17 +27,10 @@ from sentune.results._store import (
 )
 
 __all__ = [
-    "STATUS_COMPLETED", "STATUS_ERRORED", "STATUS_RUNNING", "STATUS_STOPPED", "ParquetResultsCallback",
+    "STATUS_COMPLETED", "STATUS_ERRORED", "STATUS_RUNNING", "STATUS_STOPPED", "RunRecorder",
     "best_config", "best_trial", "export_run", "format_leaderboard", "leaderboard", "read_epochs",
     "read_run_info", "read_trials", "write_best_config", "write_evaluation", "write_run_info", "lr_search_range",
     "suggest_lr", "write_range_test", "write_report", "fetch_run", "is_uri", "join_uri", "resolve_run_dir",
     "staging_dir", "upload_run", "write_seed_report",
 ]
 
-
-def __getattr__(name):  # the Tune callback needs Ray; load it only when asked for
-    if name == "ParquetResultsCallback":
-        from sentune.results._callback import ParquetResultsCallback
-
-        return ParquetResultsCallback
-    raise AttributeError(name)

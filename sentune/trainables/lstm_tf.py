@@ -1,188 +1,42 @@
 """``lstm_tf``: the seed's stacked-LSTM classifier, in TensorFlow 2 / Keras 3.
 
-Nothing here imports Ray (nor torch): :func:`prepare` tokenizes (jieba words or characters) and builds
-the vocabulary from the train split, :func:`fit` runs a custom training loop (``tf.GradientTape`` inside
-``strategy.run``; not ``model.fit``, which breaks under ``MultiWorkerMirroredStrategy`` in Ray 2.60,
-ray#47464), :func:`predict` scores a split with a saved checkpoint. Under several workers the caller
-creates the ``tf.distribute`` strategy (before any other TensorFlow op) and passes it in a
-:class:`LoopContext`; each worker then runs this same loop on its shard, with one replica per worker.
+Nothing here imports Ray (nor torch). The data (jieba words or characters, the train split's vocabulary)
+comes from :mod:`sentune.trainables._lstm_data`; :meth:`LstmTf.hooks` builds the model and a custom
+training step (``tf.GradientTape`` inside ``strategy.run``; not ``model.fit``, which breaks under
+``MultiWorkerMirroredStrategy`` in Ray 2.60, ray#47464) that the shared epoch driver runs;
+:meth:`LstmTf.predict` scores a split with a saved checkpoint. Under several workers the caller creates
+the ``tf.distribute`` strategy (before any other TensorFlow op) and passes it in the
+:class:`~sentune.trainables._contract.LoopContext`; each worker then runs this same loop on its shard,
+with one replica per worker.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import math
 import os
-import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
-import numpy as np
-import tensorflow as tf
-from pydantic import Field, field_validator
+import keras  # noqa: E402  (TF_CPP_MIN_LOG_LEVEL must be set before TensorFlow loads)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-from sentune.errors import ConfigError
-from sentune.trainables._common import (
-    BestEpoch,
-    CoreParams,
-    check_focal_alpha,
-    cycling_batches,
-    epoch_metrics,
-    epoch_shard,
-    lr_range_rows,
-    lr_scale_factor,
-    resolve_alpha,
-    warmup_cosine,
-)
+from sentune._log import log_line  # noqa: E402
+from sentune.errors import ConfigError  # noqa: E402
+from sentune.trainables._common import lr_scale_factor, resolve_alpha  # noqa: E402
+from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, Report, SplitArrays, Trainable  # noqa: E402
+from sentune.trainables._lstm_data import OOV_ID, PAD_ID, LstmData, build_vocab, encode, tokenize  # noqa: E402
+from sentune.trainables._params import LstmTfParams  # noqa: E402
 
-__all__ = ["FitResult", "LoopContext", "LstmTfParams", "PreparedData", "build_model", "check_data", "fit", "load_checkpoint",
-           "lr_range_test", "make_strategy", "predict", "prepare", "strategy_all_reduce_sum", "tokenize"]
+__all__ = ["OOV_ID", "PAD_ID", "FitResult", "LoopContext", "LstmData", "LstmTf", "LstmTfParams", "build_model",
+           "build_vocab", "encode", "fit", "load_checkpoint", "lr_range_test", "make_strategy", "predict", "prepare",
+           "strategy_all_reduce_sum", "tokenize"]
 
 WEIGHTS_FILE = "model.weights.h5"
 VOCAB_FILE = "vocab.json"
-PAD_ID, OOV_ID = 0, 1
 _EPS = 1e-7
-
-
-class LstmTfParams(CoreParams):
-    """Every option of ``lstm_tf`` (the core ones of :class:`CoreParams` and the model's); a search space
-    may tune any of them except DATA_PARAMS."""
-
-    DATA_PARAMS: ClassVar[tuple[str, ...]] = ("tokenizer", "max_len", "vocab_size")
-
-    tokenizer: Literal["jieba", "char"] = "jieba"
-    max_len: int = Field(100, gt=0, le=4096)
-    vocab_size: int = Field(50000, ge=3)  # at most this many ids, pad (0) and OOV (1) included
-    embedding_dim: int = Field(128, gt=0)
-    lstm_units: tuple[int, int] = (128, 64)
-    dense_units: int = Field(32, gt=0)
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)
-    bn_momentum: float = Field(0.99, ge=0.0, lt=1.0)  # BatchNormalization's moving-statistics momentum
-    l2: float = Field(1e-4, ge=0.0)
-    # the seed's defaults where they differ from the core ones
-    batch_size: int = Field(256, gt=0)
-    epochs: int = Field(10, gt=0)
-    grad_clip: float | None = Field(None, gt=0.0)
-
-    @field_validator("lstm_units", mode="before")
-    @classmethod
-    def _units(cls, v):
-        if isinstance(v, (list, tuple)) and len(v) != 2:
-            raise ValueError(f"lstm_units takes two sizes [first, second], got {len(v)}: {list(v)}")
-        if isinstance(v, (list, tuple)) and any(isinstance(u, bool) or not isinstance(u, int) or u <= 0 for u in v):
-            raise ValueError(f"lstm_units must be two positive integers, got {list(v)}")
-        return v
-
-
-def check_data(values: dict[str, list], class_counts) -> None:
-    """Options that can only be checked against the data (every value a search may pick)."""
-    check_focal_alpha(values, class_counts)
-
-
-# --------------------------------------------------------------------------- data
-
-_JIEBA = None
-
-
-def _jieba():
-    """jieba, initialized once, without its start-up chatter."""
-    global _JIEBA
-    if _JIEBA is None:
-        import jieba
-
-        jieba.setLogLevel(logging.WARNING)
-        jieba.initialize()
-        _JIEBA = jieba
-    return _JIEBA
-
-
-def tokenize(texts: list[str], how: str) -> list[list[str]]:
-    """Lower-cased tokens: jieba words (``"jieba"``) or single characters (``"char"``); no whitespace."""
-    if how == "jieba":
-        cut = _jieba().lcut
-        return [[t for t in cut(text.lower()) if not t.isspace()] for text in texts]
-    return [[c for c in text.lower() if not c.isspace()] for text in texts]
-
-
-def build_vocab(token_lists: list[list[str]], vocab_size: int) -> list[str]:
-    """Pad, OOV, then the most frequent tokens, ``vocab_size`` ids at most. When the cap falls among
-    tokens of equal count, all of those are left out: picking some of them by where they first appear
-    would, in a file sorted by class, keep one class's rare tokens and send the other's to OOV, a label
-    leak through the vocabulary (seen: dev macro-F1 0.66 instead of 0.82)."""
-    counts = Counter(t for toks in token_lists for t in toks)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    room = vocab_size - 2
-    if len(ranked) > room:
-        cut = ranked[room][1]  # the count of the first token that does not fit
-        ranked = [kv for kv in ranked[:room] if kv[1] > cut]
-    return ["<pad>", "<oov>", *(t for t, _ in ranked)]
-
-
-def encode(token_lists: list[list[str]], index: dict[str, int], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids int32 [N, max_len] (truncated, padded with 0 at the end) and lengths int32 [N]."""
-    ids = np.zeros((len(token_lists), max_len), dtype=np.int32)
-    lengths = np.zeros(len(token_lists), dtype=np.int32)
-    for i, toks in enumerate(token_lists):
-        row = [index.get(t, OOV_ID) for t in toks[:max_len]] or [OOV_ID]  # never an all-padding row
-        ids[i, : len(row)] = row
-        lengths[i] = len(row)
-    return ids, lengths
-
-
-@dataclass
-class SplitArrays:
-    x: np.ndarray  # token ids int32 [N, max_len], 0 = padding at the end
-    y: np.ndarray  # int64 [N]
-    lengths: np.ndarray | None = None  # int32 [N]
-
-
-@dataclass
-class PreparedData:
-    """What every trial of a job shares (through the Ray object store when under Ray)."""
-
-    label_names: list[str]
-    splits: dict[str, SplitArrays]
-    vocab: list[str]
-    max_len: int
-    pad_id: int = PAD_ID
-    info: dict = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.label_names)
-
-
-def prepare(params: LstmTfParams, splits, *, device: str = "cpu", log: Callable[[str], None] = print) -> PreparedData:
-    """Tokenize every split once; the vocabulary comes from the train split only. (``device`` is unused:
-    the interface is llama_torch's.)"""
-    named = {"train": splits.train, "dev": splits.dev}
-    if splits.test is not None:
-        named["test"] = splits.test
-    t0 = time.perf_counter()
-    tokens = {name: tokenize(ds.texts, params.tokenizer) for name, ds in named.items()}
-    vocab = build_vocab(tokens["train"], params.vocab_size)
-    index = {t: i for i, t in enumerate(vocab)}
-    arrays = {}
-    for name, toks in tokens.items():
-        ids, lengths = encode(toks, index, params.max_len)
-        arrays[name] = SplitArrays(ids, np.asarray(named[name].labels, dtype=np.int64), lengths)
-    n_rows = sum(len(t) for t in tokens.values())
-    dt = time.perf_counter() - t0
-    truncated = float(np.mean([len(t) > params.max_len for t in tokens["train"]]))
-    oov = float(np.mean(arrays["dev"].x[arrays["dev"].x > 0] == OOV_ID)) if arrays["dev"].x.any() else 0.0
-    log(f"sentune: {params.tokenizer} tokens for {n_rows} rows in {dt:.1f} s; vocab {len(vocab)}; "
-        f"{truncated:.1%} of train rows cut at max_len {params.max_len}; dev OOV rate {oov:.1%}")
-    return PreparedData(
-        label_names=list(splits.label_names), splits=arrays, vocab=vocab, max_len=params.max_len,
-        info={"tokenizer": params.tokenizer, "train_truncated": truncated, "dev_oov_rate": oov},
-    )
 
 
 # --------------------------------------------------------------------------- model
@@ -223,11 +77,7 @@ def per_example_loss(probs, y, *, kind: str, alpha, gamma: float):
     return loss
 
 
-# --------------------------------------------------------------------------- loop
-
-def _identity(x):
-    return x
-
+# --------------------------------------------------------------------------- one run
 
 def strategy_all_reduce_sum(strategy: tf.distribute.Strategy | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A function that sums a small float64 array across the strategy's workers with its collectives
@@ -243,32 +93,6 @@ def strategy_all_reduce_sum(strategy: tf.distribute.Strategy | None = None) -> C
         return np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, local, axis=None)).reshape(arr.shape)
 
     return all_reduce_sum
-
-
-@dataclass
-class LoopContext:
-    """How the loop talks to whatever runs it: nothing (bare), or Ray Train's TensorFlow workers."""
-
-    world_size: int = 1
-    rank: int = 0
-    # The tf.distribute strategy to train under (e.g. MultiWorkerMirroredStrategy, one replica per
-    # worker); None: the default strategy.
-    strategy: tf.distribute.Strategy | None = None
-    # Sums a small float64 vector over the workers; None: identity for one replica, else built
-    # from the strategy (strategy_all_reduce_sum).
-    all_reduce_sum: Callable[[np.ndarray], np.ndarray] | None = None
-    # report(metrics, save) is called once per epoch on every worker; ``save(dir)`` writes the
-    # checkpoint and is given only when the monitored metric improved.
-    report: Callable[[dict, Callable[[Path], None] | None], None] | None = None
-    cpus: int | None = None  # TensorFlow's intra-op threads (set once per process, if not too late)
-
-
-@dataclass
-class FitResult:
-    history: list[dict]
-    best_epoch: int
-    best_metric: float
-    model: keras.Model
 
 
 _THREADS_SET = False
@@ -296,19 +120,6 @@ def make_strategy(world_size: int, *, cpus: int | None = None) -> tf.distribute.
     if world_size > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-@dataclass
-class _Setup:
-    model: keras.Model
-    optimizer: keras.optimizers.Optimizer
-    strategy: tf.distribute.Strategy
-    loss_kw: dict
-    per_rank: int
-    scale: float
-    all_reduce_sum: Callable[[np.ndarray], np.ndarray]
-    train_step: Callable
-    probs_fn: Callable
 
 
 def _make_train_step(model, optimizer, strategy, loss_kw, grad_clip: float | None, max_len: int):
@@ -352,44 +163,9 @@ def _make_probs_fn(model, max_len: int):
     return probs_fn
 
 
-def _setup(params: LstmTfParams, data: PreparedData, ctx: LoopContext) -> _Setup:
-    """Model and optimizer (under the strategy's scope), the compiled step, the loss options: shared by
-    fit and the range test."""
-    _set_threads(ctx.cpus)
-    strategy = ctx.strategy or tf.distribute.get_strategy()
-    keras.utils.set_random_seed(params.seed)  # the same initial weights and dropout stream on every worker
-    train_y = data.splits["train"].y
-    alpha = resolve_alpha(params.focal_alpha, np.bincount(train_y, minlength=data.num_classes)) if params.loss == "focal" else None
-    loss_kw = {"kind": params.loss, "alpha": alpha, "gamma": params.focal_gamma}
-    scale = lr_scale_factor(params.lr_scaling, ctx.world_size)
-    with strategy.scope():
-        model = build_model(params, len(data.vocab), data.num_classes, data.max_len)
-        optimizer = keras.optimizers.Adam(learning_rate=params.lr * scale, weight_decay=params.weight_decay or None)
-        optimizer.build(model.trainable_variables)
-    reduce_sum = ctx.all_reduce_sum
-    if reduce_sum is None:
-        reduce_sum = strategy_all_reduce_sum(strategy) if strategy.num_replicas_in_sync > 1 else _identity
-    return _Setup(model, optimizer, strategy, loss_kw, len(train_y) // ctx.world_size, scale, reduce_sum,
-                  _make_train_step(model, optimizer, strategy, loss_kw, params.grad_clip, data.max_len),
-                  _make_probs_fn(model, data.max_len))
-
-
 def _moving_stats(model: keras.Model) -> list:
     return [v for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
             for v in (layer.moving_mean, layer.moving_variance)]
-
-
-def _sync_moving_stats(su: _Setup, world: int) -> None:
-    """Average BatchNormalization's moving statistics over the workers (each updated them with its own
-    batches), so every worker evaluates the same model. Once an epoch is enough: the moving averages are
-    linear, so averaging them at the end of an epoch equals averaging the batch statistics each step."""
-    vars_ = _moving_stats(su.model)
-    local = [np.asarray(v.numpy(), dtype=np.float64) for v in vars_]
-    mean = su.all_reduce_sum(np.concatenate([a.ravel() for a in local])) / world
-    pos = 0
-    for v, a in zip(vars_, local):
-        v.assign(mean[pos : pos + a.size].reshape(a.shape).astype(np.float32))
-        pos += a.size
 
 
 def _probs(probs_fn, split: SplitArrays, batch_size: int = 512) -> np.ndarray:
@@ -398,124 +174,139 @@ def _probs(probs_fn, split: SplitArrays, batch_size: int = 512) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def _evaluate(su: _Setup, split: SplitArrays) -> tuple[float, np.ndarray]:
-    """Loss (mean, the data loss only) and predicted ids on a split."""
-    probs = _probs(su.probs_fn, split)
-    loss = per_example_loss(tf.constant(probs), tf.constant(split.y.astype(np.int32)), **su.loss_kw)
-    return float(tf.reduce_mean(loss)), probs.argmax(1)
+class _TfHooks(LoopHooks):
+    """Model and optimizer (under the strategy's scope), the compiled step and the loss options."""
+
+    def __init__(self, params: LstmTfParams, data: LstmData, ctx: LoopContext):
+        _set_threads(ctx.cpus)
+        self.params, self.data = params, data
+        self.strategy = strategy = ctx.strategy or tf.distribute.get_strategy()
+        keras.utils.set_random_seed(params.seed)  # the same initial weights and dropout stream on every worker
+        train_y = data.splits["train"].y
+        alpha = (resolve_alpha(params.focal_alpha, np.bincount(train_y, minlength=data.num_classes))
+                 if params.loss == "focal" else None)
+        self.loss_kw = {"kind": params.loss, "alpha": alpha, "gamma": params.focal_gamma}
+        self.lr_scale = lr_scale_factor(params.lr_scaling, ctx.world_size)
+        with strategy.scope():
+            self.model = build_model(params, len(data.vocab), data.num_classes, data.max_len)
+            self.optimizer = keras.optimizers.Adam(learning_rate=params.lr * self.lr_scale,
+                                                   weight_decay=params.weight_decay or None)
+            self.optimizer.build(self.model.trainable_variables)
+        self._reduce = ctx.all_reduce_sum
+        if self._reduce is None and strategy.num_replicas_in_sync > 1:
+            self._reduce = strategy_all_reduce_sum(strategy)
+        self.per_rank = len(train_y) // ctx.world_size
+        self.train_step = _make_train_step(self.model, self.optimizer, strategy, self.loss_kw, params.grad_clip,
+                                           data.max_len)
+        self.probs_fn = _make_probs_fn(self.model, data.max_len)
+
+    def set_lr(self, lr: float) -> None:
+        self.optimizer.learning_rate = lr
+
+    def step(self, idx):
+        train = self.data.splits["train"]
+        loss_sum, correct, norm = self.train_step(tf.constant(train.x[idx]), tf.constant(train.y[idx].astype(np.int32)))
+        return float(loss_sum), float(correct), float(norm)
+
+    def all_reduce_sum(self, values):
+        return values if self._reduce is None else self._reduce(values)
+
+    def end_epoch(self) -> None:
+        """Average BatchNormalization's moving statistics over the workers (each updated them with its own
+        batches), so every worker evaluates the same model. Once an epoch is enough: the moving averages
+        are linear, so averaging them at the end of an epoch equals averaging the batch statistics each step."""
+        world = self.strategy.num_replicas_in_sync
+        if world == 1:
+            return
+        vars_ = _moving_stats(self.model)
+        local = [np.asarray(v.numpy(), dtype=np.float64) for v in vars_]
+        mean = self.all_reduce_sum(np.concatenate([a.ravel() for a in local])) / world
+        pos = 0
+        for v, a in zip(vars_, local):
+            v.assign(mean[pos : pos + a.size].reshape(a.shape).astype(np.float32))
+            pos += a.size
+
+    def evaluate(self, split: str):
+        """Loss (mean, the data loss only) and predicted ids on a split."""
+        rows = self.data.splits[split]
+        probs = _probs(self.probs_fn, rows)
+        loss = per_example_loss(tf.constant(probs), tf.constant(rows.y.astype(np.int32)), **self.loss_kw)
+        return float(tf.reduce_mean(loss)), probs.argmax(1)
+
+    def snapshot(self) -> list[np.ndarray]:
+        return self.model.get_weights()  # numpy copies
+
+    def restore(self, state: list[np.ndarray]) -> None:
+        self.model.set_weights(state)
+
+    def write_checkpoint(self, folder: Path, state: list[np.ndarray]) -> None:
+        """model.weights.h5 (the weights ``state``, written through the trained model itself: a new model
+        made inside a strategy's scope would start collectives on this worker alone), vocab.json, meta.json."""
+        folder.mkdir(parents=True, exist_ok=True)
+        current = self.model.get_weights()
+        try:
+            self.model.set_weights(state)
+            self.model.save_weights(folder / WEIGHTS_FILE)
+        finally:
+            self.model.set_weights(current)
+        data = self.data
+        (folder / VOCAB_FILE).write_text(json.dumps(data.vocab, ensure_ascii=False), encoding="utf-8")
+        meta = {"params": self.params.model_dump(mode="json"), "label_names": data.label_names,
+                "vocab_len": len(data.vocab), "vocab_file": VOCAB_FILE, "max_len": data.max_len,
+                "weights_file": WEIGHTS_FILE}
+        (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
-def _step(su: _Setup, data: PreparedData, idx) -> tuple[float, float, float]:
-    """One optimizer step on rows ``idx``: (summed loss, correct count, global grad norm before clipping)."""
-    train = data.splits["train"]
-    loss_sum, correct, norm = su.train_step(tf.constant(train.x[idx]), tf.constant(train.y[idx].astype(np.int32)))
-    return float(loss_sum), float(correct), float(norm)
+# --------------------------------------------------------------------------- the trainable
+
+class LstmTf(Trainable):
+    """``lstm_tf``: the seed's stacked LSTM; Ray Train's TensorflowTrainer runs it (MultiWorkerMirroredStrategy)."""
+
+    name = "lstm_tf"
+    params_model = LstmTfParams
+
+    def prepare(self, params, splits, *, device="cpu", log=None) -> LstmData:
+        """(``device`` is unused: TensorFlow places ops itself.)"""
+        from sentune.trainables._lstm_data import prepare_lstm_data
+
+        return prepare_lstm_data(params, splits, log=log or log_line)
+
+    def hooks(self, params, data, ctx) -> LoopHooks:
+        return _TfHooks(params, data, ctx)
+
+    def load_checkpoint(self, folder, data) -> tuple[LstmTfParams, keras.Model]:
+        folder = Path(folder)
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        params = LstmTfParams(**meta["params"])
+        vocab = json.loads((folder / meta.get("vocab_file", VOCAB_FILE)).read_text(encoding="utf-8"))
+        if vocab != data.vocab or meta["max_len"] != data.max_len:
+            raise ConfigError(f"{folder}: the checkpoint's vocabulary / max_len differ from the prepared data's "
+                              f"({len(vocab)} vs {len(data.vocab)} tokens, max_len {meta['max_len']} vs {data.max_len})")
+        model = build_model(params, len(vocab), len(meta["label_names"]), meta["max_len"])
+        model.load_weights(folder / meta.get("weights_file", WEIGHTS_FILE))
+        return params, model
+
+    def predict(self, model, data, split, *, device="cpu"):
+        probs = _probs(_make_probs_fn(model, data.max_len), data.splits[split])
+        return probs, probs.argmax(1)
+
+    def ray_trainer(self) -> type:
+        from ray.train.tensorflow import TensorflowTrainer
+
+        return TensorflowTrainer
+
+    def worker_context(self, *, world_size: int, rank: int, cpus: int, report: Report) -> LoopContext:
+        # MultiWorkerMirroredStrategy for several workers (TF_CONFIG set by the TensorflowTrainer): made
+        # first, before any other TensorFlow op; the loop builds its cross-worker sum from it
+        strategy = make_strategy(world_size, cpus=cpus)
+        return LoopContext(world_size=world_size, rank=rank, cpus=cpus, report=report, strategy=strategy)
+
+    def use_cpus(self, cpus: int) -> str:
+        os.environ["SENTUNE_TF_THREADS"] = str(cpus)
+        return "cpu"  # TensorFlow places ops itself (it uses a GPU when it sees one)
 
 
-def _set_lr(optimizer, lr: float) -> None:
-    optimizer.learning_rate = lr
-
-
-def fit(params: LstmTfParams, data: PreparedData, ctx: LoopContext | None = None) -> FitResult:
-    """Train; report each epoch; restore the best epoch's weights at the end."""
-    ctx = ctx or LoopContext()
-    su = _setup(params, data, ctx)
-    model, opt, world, scale = su.model, su.optimizer, ctx.world_size, su.scale
-    train, dev = data.splits["train"], data.splits["dev"]
-    base_lr = params.lr * scale
-    steps_per_epoch = math.ceil(su.per_rank / params.batch_size)
-    total_steps = steps_per_epoch * params.epochs
-    warmup_steps = round(params.warmup_epochs * steps_per_epoch)
-    best, best_state = BestEpoch(params.monitor), None
-    history, step = [], 0
-    for epoch in range(1, params.epochs + 1):
-        t0 = time.perf_counter()
-        shard = epoch_shard(params.seed, len(train.y), su.per_rank, ctx.world_size, ctx.rank, epoch)
-        sums = np.zeros(3)  # loss * n, correct, n
-        norms = []
-        lr_used = base_lr * warmup_cosine(step, warmup_steps, total_steps)
-        for i in range(0, len(shard), params.batch_size):
-            idx = shard[i : i + params.batch_size]
-            lr_used = base_lr * warmup_cosine(step, warmup_steps, total_steps)
-            _set_lr(opt, lr_used)
-            loss_sum, correct, norm = _step(su, data, idx)
-            norms.append(norm)
-            step += 1
-            sums += (loss_sum, correct, len(idx))
-        sums = su.all_reduce_sum(sums)
-        if su.strategy.num_replicas_in_sync > 1:
-            _sync_moving_stats(su, su.strategy.num_replicas_in_sync)
-        val_loss, val_pred = _evaluate(su, dev)
-        seconds = time.perf_counter() - t0
-        metrics = epoch_metrics(epoch=epoch, sums=sums, val_loss=val_loss, y_dev=dev.y, val_pred=val_pred,
-                                label_names=data.label_names, lr=lr_used, norms=norms, seconds=seconds, workers=world,
-                                batch_size=params.batch_size, lr_scale=scale)
-        improved = best.update(metrics)
-        if improved:
-            best_state = model.get_weights()  # numpy copies
-        history.append(metrics)
-        if ctx.report is not None:
-            save = (lambda d, s=best_state: _write_checkpoint(Path(d), model, s, params, data)) if improved else None
-            ctx.report(metrics, save)
-    model.set_weights(best_state)
-    return FitResult(history, best.epoch, best.value, model)
-
-
-def lr_range_test(params: LstmTfParams, data: PreparedData, *, lr_min: float = 1e-7, lr_max: float = 1e-2,
-                  steps: int = 100, diverge_factor: float = 4.0, smoothing: float = 0.1,
-                  ctx: LoopContext | None = None) -> list[dict]:
-    """Raise the lr exponentially from ``lr_min`` to ``lr_max`` over ``steps`` optimizer steps (cycling
-    through the train split), recording the loss; stop once the smoothed loss exceeds ``diverge_factor``
-    times its minimum or turns NaN. Returns one row per step: step, lr, loss, smoothed_loss."""
-    ctx = ctx or LoopContext()
-    su = _setup(params, data, ctx)
-    batches = cycling_batches(params.seed, len(data.splits["train"].y), su.per_rank, ctx.world_size, ctx.rank,
-                              params.batch_size)
-
-    def step_at(lr: float) -> float:
-        _set_lr(su.optimizer, lr)
-        idx = next(batches)
-        loss_sum, _, _ = _step(su, data, idx)
-        total = su.all_reduce_sum(np.array([loss_sum, len(idx)], dtype=np.float64))
-        return float(total[0] / total[1])
-
-    return lr_range_rows(step_at, lr_min=lr_min, lr_max=lr_max, steps=steps, diverge_factor=diverge_factor,
-                         smoothing=smoothing)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-def _write_checkpoint(folder: Path, model: keras.Model, state: list[np.ndarray], params: LstmTfParams,
-                      data: PreparedData) -> None:
-    """model.weights.h5 (the weights ``state``, written through the trained model itself: a new model
-    made inside a strategy's scope would start collectives on this worker alone), vocab.json, meta.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    current = model.get_weights()
-    try:
-        model.set_weights(state)
-        model.save_weights(folder / WEIGHTS_FILE)
-    finally:
-        model.set_weights(current)
-    (folder / VOCAB_FILE).write_text(json.dumps(data.vocab, ensure_ascii=False), encoding="utf-8")
-    meta = {"params": params.model_dump(mode="json"), "label_names": data.label_names, "vocab_len": len(data.vocab),
-            "vocab_file": VOCAB_FILE, "max_len": data.max_len, "weights_file": WEIGHTS_FILE}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-
-
-def load_checkpoint(folder: str | Path, data: PreparedData) -> tuple[LstmTfParams, keras.Model]:
-    folder = Path(folder)
-    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    params = LstmTfParams(**meta["params"])
-    vocab = json.loads((folder / meta.get("vocab_file", VOCAB_FILE)).read_text(encoding="utf-8"))
-    if vocab != data.vocab or meta["max_len"] != data.max_len:
-        raise ConfigError(f"{folder}: the checkpoint's vocabulary / max_len differ from the prepared data's "
-                          f"({len(vocab)} vs {len(data.vocab)} tokens, max_len {meta['max_len']} vs {data.max_len})")
-    model = build_model(params, len(vocab), len(meta["label_names"]), meta["max_len"])
-    model.load_weights(folder / meta.get("weights_file", WEIGHTS_FILE))
-    return params, model
-
-
-def predict(model: keras.Model, data: PreparedData, split: str, *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities [N, C] and predicted ids [N] for a split."""
-    probs = _probs(_make_probs_fn(model, data.max_len), data.splits[split])
-    return probs, probs.argmax(1)
+TRAINABLE = LstmTf()
+# the loop as plain functions: ``fit(params, prepare(params, splits))`` trains without Ray
+prepare, fit, lr_range_test = TRAINABLE.prepare, TRAINABLE.fit, TRAINABLE.lr_range_test
+load_checkpoint, predict = TRAINABLE.load_checkpoint, TRAINABLE.predict

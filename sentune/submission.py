@@ -1,4 +1,5 @@
-"""Talking to a Ray cluster from a laptop: the Jobs API (submit, status, logs, stop) and the dashboard.
+"""Submitting tune jobs to a Ray cluster from a laptop: the Ray Jobs API (submit, status, logs, stop) and
+the dashboard.
 
 Ray 2.60 protects the dashboard and the Jobs API with a token. It is read from ``RAY_AUTH_TOKEN``,
 then the file named by ``RAY_AUTH_TOKEN_PATH``, then ``~/.ray/auth_token`` (where ``ray start``
@@ -12,6 +13,7 @@ import datetime as _dt
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +106,7 @@ def _submission_id(job_name: str) -> str:
 
 
 def _is_remote_storage(storage: str) -> bool:
-    from sentune.results._remote import is_uri
+    from sentune.results import is_uri
 
     return is_uri(storage) or Path(storage).is_absolute()
 
@@ -189,8 +191,8 @@ def job_logs(job_id: str, *, address: str | None = None) -> str:
     return _call(connect(address).get_job_logs, job_id)
 
 
-def follow_logs(job_id: str, *, address: str | None = None, write=print) -> str:
-    """Stream the job's logs until it ends; returns its final status."""
+def follow_logs(job_id: str, write: Callable[[str], None], *, address: str | None = None) -> str:
+    """Stream the job's logs to ``write`` (chunks of text) until it ends; returns its final status."""
     import asyncio
 
     client = connect(address)
@@ -198,7 +200,7 @@ def follow_logs(job_id: str, *, address: str | None = None, write=print) -> str:
 
     async def tail():
         async for chunk in client.tail_job_logs(job_id):
-            write(chunk, end="", flush=True)
+            write(chunk)
 
     asyncio.run(tail())
     return str(client.get_job_status(job_id).value)

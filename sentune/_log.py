@@ -1,0 +1,38 @@
+"""Console output of the library goes through the ``sentune`` logger; the CLI decides where it shows.
+
+Library modules call :func:`log_line` (progress a user wants to see while a job runs) and never
+``print``. :func:`console` attaches the one handler the ``sentune`` command uses: ``[sentune] message``
+lines on standard output.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+__all__ = ["console", "log_line", "logger"]
+
+logger = logging.getLogger("sentune")
+
+
+def log_line(message: str) -> None:
+    """One progress line for the user (INFO on the ``sentune`` logger)."""
+    logger.info(message)
+
+
+class _Flushing(logging.StreamHandler):
+    def emit(self, record):
+        super().emit(record)
+        self.flush()
+
+
+def console(level: int = logging.INFO, stream=None) -> None:
+    """Show the ``sentune`` logger's records as ``[sentune] message`` lines (once per process)."""
+    if any(getattr(h, "_sentune_console", False) for h in logger.handlers):
+        return
+    handler = _Flushing(stream or sys.stdout)
+    handler.setFormatter(logging.Formatter("[sentune] %(message)s"))
+    handler._sentune_console = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False

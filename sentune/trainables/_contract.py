@@ -1,0 +1,187 @@
+"""The trainable contract: what a model sentune tunes must provide, and the data it shares.
+
+A trainable is a :class:`Trainable` subclass. Its framework part is small: it prepares the data once
+per job, builds a :class:`LoopHooks` (model, optimizer, one optimizer step, evaluation, the state to
+save) for a run, and loads a saved checkpoint. Everything around that is written once for all of them:
+the epoch driver (:mod:`sentune.trainables._driver`: schedule, shards, metrics, best epoch, reports,
+checkpoints, the LR range test) and the Ray layer (:mod:`sentune.tuning`), which asks the trainable
+for its Ray Train trainer and worker context instead of branching on framework names.
+
+Nothing here imports torch, TensorFlow or Ray.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sentune.trainables._params import CoreParams
+
+__all__ = ["FitResult", "LoopContext", "LoopHooks", "PreparedData", "Report", "SplitArrays", "Trainable"]
+
+# report(metrics, save): called once per epoch on every worker; ``save(dir)`` writes the best-model
+# checkpoint and is given only when the monitored metric improved.
+Report = Callable[[dict, Callable[[Path], None] | None], None]
+
+
+def _identity(x):
+    return x
+
+
+@dataclass
+class SplitArrays:
+    """One split as arrays: inputs ``x`` (token ids int32 [N, L], or features float32 [N, H]), labels."""
+
+    x: np.ndarray
+    y: np.ndarray  # int64 [N]
+    lengths: np.ndarray | None = None  # int32 [N] for token ids
+
+
+@dataclass(kw_only=True)
+class PreparedData:
+    """What every trial of a job shares (through the Ray object store when under Ray): the class names,
+    the splits as arrays, and whatever the trainable adds (vocabulary, feature size)."""
+
+    label_names: list[str]
+    splits: dict[str, SplitArrays]
+    pad_id: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+
+@dataclass
+class LoopContext:
+    """How a loop talks to whatever runs it: nothing (bare), or one Ray Train worker of several.
+
+    Fields a framework does not use are left at their defaults: ``wrap_model`` (torch: DDP) and
+    ``strategy`` (TensorFlow: the ``tf.distribute`` strategy, made before any other TensorFlow op)."""
+
+    world_size: int = 1
+    rank: int = 0
+    device: str = "cpu"
+    cpus: int | None = None  # threads for the framework's CPU kernels (None: its own default)
+    report: Report | None = None
+    # sums a small float64 vector over the workers (every worker calls it the same number of times);
+    # None: identity for one worker, else the trainable's hooks build it from the framework
+    all_reduce_sum: Callable[[np.ndarray], np.ndarray] | None = None
+    wrap_model: Callable[[Any], Any] = _identity
+    strategy: Any = None
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_epoch: int
+    best_metric: float
+    model: Any
+
+
+class LoopHooks(ABC):
+    """The framework part of one run (a fit or an LR range test), built by :meth:`Trainable.hooks`
+    with the model and optimizer at the scaled lr; the driver calls these and nothing else."""
+
+    model: Any
+    lr_scale: float  # the lr multiplier of the LR scaling rule for this many workers
+    per_rank: int  # train rows each worker sees per epoch
+
+    @abstractmethod
+    def set_lr(self, lr: float) -> None:
+        """Use ``lr`` for the next optimizer step."""
+
+    @abstractmethod
+    def step(self, idx: np.ndarray) -> tuple[float, float, float]:
+        """One optimizer step on train rows ``idx`` of this worker: (loss x rows, correct predictions,
+        global gradient norm before clipping)."""
+
+    @abstractmethod
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (float64) summed over the workers."""
+
+    def start_epoch(self) -> None:
+        """Before an epoch's first step (e.g. the model into training mode)."""
+
+    def end_epoch(self) -> None:
+        """After an epoch's last step, before evaluation (e.g. average BatchNorm statistics)."""
+
+    @abstractmethod
+    def evaluate(self, split: str) -> tuple[float, np.ndarray]:
+        """(mean loss, predicted class ids) on a split of the prepared data."""
+
+    @abstractmethod
+    def snapshot(self) -> Any:
+        """A copy of the current weights that later training does not change."""
+
+    @abstractmethod
+    def restore(self, state: Any) -> None:
+        """Put weights from :meth:`snapshot` back into the model."""
+
+    @abstractmethod
+    def write_checkpoint(self, folder: Path, state: Any) -> None:
+        """Write weights from :meth:`snapshot` (and what :meth:`Trainable.load_checkpoint` needs) to ``folder``."""
+
+
+class Trainable(ABC):
+    """A model sentune can tune. Subclasses set the class attributes and implement the abstract methods;
+    ``fit`` and ``lr_range_test`` come from the epoch driver and are the same for all."""
+
+    name: ClassVar[str]
+    params_model: ClassVar[type[CoreParams]]  # its options (import-light: validation needs no framework)
+
+    # --- data
+    @abstractmethod
+    def prepare(self, params: CoreParams, splits, *, device: str = "cpu",
+                log: Callable[[str], None] | None = None) -> PreparedData:
+        """Turn the text splits into arrays once per job (tokens, vocabulary, frozen features)."""
+
+    # --- one run
+    @abstractmethod
+    def hooks(self, params: CoreParams, data: PreparedData, ctx: LoopContext) -> LoopHooks:
+        """Seed, build the model (wrapped for data parallelism by ``ctx``) and its optimizer at
+        ``lr x lr_scale_factor(params.lr_scaling, ctx.world_size)``."""
+
+    def fit(self, params: CoreParams, data: PreparedData, ctx: LoopContext | None = None) -> FitResult:
+        """Train for ``params.epochs``, report each epoch through ``ctx.report``, return with the best
+        epoch's weights restored."""
+        from sentune.trainables._driver import run_epochs
+
+        ctx = ctx or LoopContext()
+        return run_epochs(params, data, self.hooks(params, data, ctx), ctx)
+
+    def lr_range_test(self, params: CoreParams, data: PreparedData, *, ctx: LoopContext | None = None,
+                      **options) -> list[dict]:
+        """Raise the lr exponentially step by step and record the loss (see ``_driver.range_test``)."""
+        from sentune.trainables._driver import range_test
+
+        ctx = ctx or LoopContext()
+        return range_test(params, data, self.hooks(params, data, ctx), ctx, **options)
+
+    # --- checkpoints and scoring
+    @abstractmethod
+    def load_checkpoint(self, folder: str | Path, data: PreparedData) -> tuple[CoreParams, Any]:
+        """(options, model) from a folder written by :meth:`LoopHooks.write_checkpoint`."""
+
+    @abstractmethod
+    def predict(self, model: Any, data: PreparedData, split: str, *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities [N, C] and predicted ids [N] for a split."""
+
+    # --- what the Ray layer needs
+    @abstractmethod
+    def ray_trainer(self) -> type:
+        """The Ray Train trainer class whose workers run :meth:`fit` (TorchTrainer, TensorflowTrainer)."""
+
+    @abstractmethod
+    def worker_context(self, *, world_size: int, rank: int, cpus: int, report: Report) -> LoopContext:
+        """The loop context on one Ray Train worker (device, process group or strategy, threads)."""
+
+    @abstractmethod
+    def use_cpus(self, cpus: int) -> str:
+        """Set the framework's thread count for a one-off task (features, evaluation) and return the
+        device it should run on."""

@@ -1,0 +1,61 @@
+"""The Tune callback (on the driver) that feeds the run's record, and the diagnostics stopper."""
+
+from __future__ import annotations
+
+from ray.tune import Callback, Stopper
+
+from sentune._log import log_line
+from sentune.diagnostics import DiagnosticsTracker
+from sentune.results import RunRecorder
+
+__all__ = ["DiagnosticsStopper", "RecordCallback"]
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2e}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+
+
+class RecordCallback(Callback):
+    """Hands every trial event to a :class:`~sentune.results.RunRecorder` and logs one line per epoch."""
+
+    def __init__(self, recorder: RunRecorder):
+        self.recorder = recorder
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.recorder.trial(trial.trial_id, trial.config)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = self.recorder.result(trial.trial_id, trial.config, result)
+        raised = [k[5:] for k in ("diag_nan", "diag_collapse", "diag_stagnation", "diag_grad_spike") if row.get(k)]
+        if row.get("diag_overfit", "none") != "none":
+            raised.append(f"overfit:{row['diag_overfit']}")
+        keys = dict.fromkeys([self.recorder.metric, "val_loss", "train_loss", "lr"])
+        shown = "  ".join(f"{k}={_fmt(result.get(k))}" for k in keys)
+        note = f"  [{', '.join(raised)}]" if raised else ""
+        log_line(f"{trial.trial_id} epoch {row['epoch']:>3}  {shown}{note}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.recorder.completed(trial.trial_id, trial.config)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.recorder.errored(trial.trial_id, trial.config, str(getattr(trial, "error_file", "") or ""))
+
+    def on_experiment_end(self, trials, **info):
+        self.recorder.flush(force=True)
+
+
+class DiagnosticsStopper(Stopper):
+    """Stops a trial when the job's ``diagnostics.stop_on`` says so (NaN loss, lasting collapse)."""
+
+    def __init__(self, tracker: DiagnosticsTracker):
+        self.tracker = tracker
+
+    def __call__(self, trial_id, result):
+        if "val_macro_f1" not in result:
+            return False
+        return self.tracker.update(trial_id, result)["diag_stop"] is not None
+
+    def stop_all(self):
+        return False

@@ -1,0 +1,80 @@
+"""One-off Ray tasks around a trainable: prepare the data once per job, score the best checkpoint, run
+the LR range test."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from sentune.trainables import LoopContext, TrainableEntry
+
+__all__ = ["predict_on_cluster", "prepare_on_cluster", "range_test_on_cluster", "task_resources"]
+
+
+def task_resources(cpus: float, gpus: float) -> dict:
+    """One-off tasks (features, evaluation) take a whole GPU, or every CPU of the largest node."""
+    import ray
+
+    if gpus > 0:
+        return {"num_cpus": cpus, "num_gpus": 1}
+    node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    return {"num_cpus": max([cpus, *node_cpus])}
+
+
+def _task_cpus() -> int:
+    import ray
+
+    return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+
+
+def _submit(fn, name: str, cpus: float, gpus: float, *args):
+    """Run ``fn(*args)`` as one Ray task sized by :func:`task_resources`; returns its ObjectRef."""
+    import ray
+
+    return ray.remote(fn).options(**task_resources(cpus, gpus), name=name).remote(*args)
+
+
+def _prepare_task(entry: TrainableEntry, params: dict, splits):
+    trainable = entry.load()
+    device = trainable.use_cpus(_task_cpus())
+    return trainable.prepare(entry.params_model(**params), splits, device=device)
+
+
+def prepare_on_cluster(entry: TrainableEntry, params: dict, splits, *, cpus: float, gpus: float):
+    """Tokenize / compute frozen features once, in one Ray task; returns the ObjectRef of the result."""
+    return _submit(_prepare_task, f"sentune-prepare-{entry.name}", cpus, gpus, entry, params, splits)
+
+
+def _predict_task(entry: TrainableEntry, checkpoint_dir: str, data, splits: list[str], storage: str | None):
+    trainable = entry.load()
+    device = trainable.use_cpus(_task_cpus())
+    with tempfile.TemporaryDirectory() as tmp:
+        if storage and not Path(checkpoint_dir).is_dir():  # a checkpoint behind a URI: fetch it first
+            import pyarrow.fs as pafs
+
+            fs, _ = pafs.FileSystem.from_uri(storage)
+            pafs.copy_files(checkpoint_dir, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            checkpoint_dir = tmp
+        _, model = trainable.load_checkpoint(checkpoint_dir, data)
+        return {s: trainable.predict(model, data, s, device=device) for s in splits}
+
+
+def predict_on_cluster(entry: TrainableEntry, checkpoint_dir: str, data_ref, splits: list[str], *, cpus: float,
+                       gpus: float, storage: str | None = None):
+    import ray
+
+    return ray.get(_submit(_predict_task, "sentune-evaluate", cpus, gpus, entry, checkpoint_dir, data_ref, splits,
+                           storage))
+
+
+def _range_task(entry: TrainableEntry, params: dict, data, options: dict) -> list[dict]:
+    trainable = entry.load()
+    device = trainable.use_cpus(_task_cpus())
+    return trainable.lr_range_test(entry.params_model(**params), data, ctx=LoopContext(device=device), **options)
+
+
+def range_test_on_cluster(entry: TrainableEntry, params: dict, data_ref, options: dict, *, cpus: float,
+                          gpus: float) -> list[dict]:
+    import ray
+
+    return ray.get(_submit(_range_task, "sentune-lr-range-test", cpus, gpus, entry, params, data_ref, options))
