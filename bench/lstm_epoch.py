@@ -36,8 +36,12 @@ def make_data(rows: int, dev_rows: int, max_len: int, vocab: int, seed: int = 0)
         x[np.arange(max_len)[None, :] >= lengths[:, None]] = 0  # padding at the end, as prepare() writes it
         return SplitArrays(x, rng.integers(0, 2, size=n).astype(np.int64), lengths)
 
-    return LstmData(label_names=["negative", "positive"], splits={"train": split(rows), "dev": split(dev_rows)},
-                    vocab=[f"t{i}" for i in range(vocab)], max_len=max_len)
+    return LstmData(
+        label_names=["negative", "positive"],
+        splits={"train": split(rows), "dev": split(dev_rows)},
+        vocab=[f"t{i}" for i in range(vocab)],
+        max_len=max_len,
+    )
 
 
 def main() -> None:
@@ -46,8 +50,17 @@ def main() -> None:
     ap.add_argument("--dev-rows", type=int, default=2_000)
     ap.add_argument("--epochs", type=int, default=1)
     args = ap.parse_args()
-    params = dict(max_len=100, vocab_size=50_000, embedding_dim=128, lstm_units=[128, 64], dense_units=32,
-                  batch_size=256, epochs=args.epochs, lr=1e-3, seed=0)
+    params = dict(
+        max_len=100,
+        vocab_size=50_000,
+        embedding_dim=128,
+        lstm_units=[128, 64],
+        dense_units=32,
+        batch_size=256,
+        epochs=args.epochs,
+        lr=1e-3,
+        seed=0,
+    )
     cpus = os.cpu_count() or 1
 
     from sentune.trainables import lstm_tf
@@ -66,22 +79,33 @@ def main() -> None:
     import ray
     from ray import tune
 
-    from sentune.tuning import init_ray
     from sentune.results import RunRecorder
     from sentune.trainables import get_trainable
+    from sentune.tuning import init_ray
     from sentune.tuning._callback import RecordCallback
     from sentune.tuning._trial import make_trial_driver
 
     init_ray(num_cpus=cpus)
     tmp = Path(tempfile.mkdtemp(prefix="sentune-bench-lstm-"))
     data_ref = ray.put(data)
-    driver = make_trial_driver(get_trainable("lstm_tf"), data_ref, workers=1, cpus=cpus, gpus=0,
-                               storage_path=str(tmp / "train"), job="bench-lstm")
-    callback = RecordCallback(RunRecorder(tmp, job="bench-lstm", run_id="r", metric="val_acc", mode="max",
-                                          max_epochs=args.epochs))
+    driver = make_trial_driver(
+        get_trainable("lstm_tf"),
+        data_ref,
+        workers=1,
+        cpus=cpus,
+        gpus=0,
+        storage_path=str(tmp / "train"),
+        job="bench-lstm",
+    )
+    callback = RecordCallback(
+        RunRecorder(tmp, job="bench-lstm", run_id="r", metric="val_acc", mode="max", max_epochs=args.epochs)
+    )
     t0 = time.perf_counter()
-    tuner = tune.Tuner(tune.with_resources(driver, {"memory": 64 * 1024 * 1024}), param_space=params,
-                       run_config=tune.RunConfig(name="tune", storage_path=str(tmp), callbacks=[callback], verbose=0))
+    tuner = tune.Tuner(
+        tune.with_resources(driver, {"memory": 64 * 1024 * 1024}),
+        param_space=params,
+        run_config=tune.RunConfig(name="tune", storage_path=str(tmp), callbacks=[callback], verbose=0),
+    )
     grid = tuner.fit()
     service_wall = time.perf_counter() - t0
     import pandas as pd
@@ -91,10 +115,14 @@ def main() -> None:
     first_result = rows.reported_at.min() - (time.time() - service_wall)
     assert not grid.errors, grid.errors
     for e, (b, s) in enumerate(zip(bare_epochs, service_epochs), 1):
-        print(f"epoch {e}: bare {b:.1f} s ({args.rows / b:.0f} samples/s incl. dev)  service {s:.1f} s  "
-              f"ratio service/bare {s / b:.2f}")
-    print(f"whole run: bare fit {bare_wall:.1f} s, service {service_wall:.1f} s (ratio {service_wall / bare_wall:.2f}); "
-          f"service first result {first_result:.1f} s after tuner.fit()")
+        print(
+            f"epoch {e}: bare {b:.1f} s ({args.rows / b:.0f} samples/s incl. dev)  service {s:.1f} s  "
+            f"ratio service/bare {s / b:.2f}"
+        )
+    print(
+        f"whole run: bare fit {bare_wall:.1f} s, service {service_wall:.1f} s (ratio {service_wall / bare_wall:.2f}); "
+        f"service first result {first_result:.1f} s after tuner.fit()"
+    )
 
 
 if __name__ == "__main__":

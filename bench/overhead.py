@@ -32,25 +32,31 @@ def main() -> None:
 
     from conftest import synthetic_rows, write_sst_file
     from sentune.data import DataConfig, load_splits
-    from sentune.tuning import init_ray, run_sweep
     from sentune.spec import parse_job
     from sentune.trainables import llama_torch as lt
+    from sentune.tuning import init_ray, run_sweep
 
     tmp = Path(tempfile.mkdtemp(prefix="sentune-bench-"))
     write_sst_file(tmp / "train.txt", synthetic_rows(args.rows, 1))
     write_sst_file(tmp / "dev.txt", synthetic_rows(args.rows // 4, 2))
-    lrs = [3e-3 * (0.5 ** i) for i in range(args.trials)]
+    lrs = [3e-3 * (0.5**i) for i in range(args.trials)]
     fixed = {"backbone": "random:tiny", "option": "finetune", "epochs": args.epochs, "batch_size": 16, "max_len": 24}
     init_ray()
     concurrency = max(1, int(ray.cluster_resources()["CPU"]))
 
-    spec = parse_job(dict(
-        name="bench-overhead", trainable="llama_torch",
-        data={"train": str(tmp / "train.txt"), "dev": str(tmp / "dev.txt")},
-        search_space={"lr": {"grid": lrs}}, params=fixed, search={"algorithm": "grid"},
-        scheduler={"type": "fifo"}, resources={"cpus": 1, "max_concurrent_trials": concurrency},
-        storage_path=str(tmp / "results"),
-    ))
+    spec = parse_job(
+        dict(
+            name="bench-overhead",
+            trainable="llama_torch",
+            data={"train": str(tmp / "train.txt"), "dev": str(tmp / "dev.txt")},
+            search_space={"lr": {"grid": lrs}},
+            params=fixed,
+            search={"algorithm": "grid"},
+            scheduler={"type": "fifo"},
+            resources={"cpus": 1, "max_concurrent_trials": concurrency},
+            storage_path=str(tmp / "results"),
+        )
+    )
     t0 = time.perf_counter()
     summary = run_sweep(spec)
     service_s = time.perf_counter() - t0
@@ -86,11 +92,16 @@ def main() -> None:
     print(f"trials={n} epochs={args.epochs} rows={args.rows} concurrency={concurrency} cpus={os.cpu_count()}")
     print(f"service (TorchTrainer per trial + Parquet + evaluation): {service_s:7.1f} s  ({service_s / n:.1f} s/trial)")
     print(f"bare Ray Tune function trainable, same loop:             {bare_s:7.1f} s  ({bare_s / n:.1f} s/trial)")
-    print(f"ratio service/bare: {service_s / bare_s:.2f}x; extra per trial: {(service_s - bare_s) / n * concurrency:.1f} s "
-          f"of wall time per concurrent slot")
-    print(f"time to a trial's first result: service {first_service:.1f} s, bare {first_bare:.1f} s "
-          f"(ratio {first_service / first_bare:.1f}x); each further epoch: service {per_epoch_service:.2f} s, "
-          f"bare {per_epoch_bare:.2f} s")
+    print(
+        f"ratio service/bare: {service_s / bare_s:.2f}x; "
+        f"extra per trial: {(service_s - bare_s) / n * concurrency:.1f} s "
+        f"of wall time per concurrent slot"
+    )
+    print(
+        f"time to a trial's first result: service {first_service:.1f} s, bare {first_bare:.1f} s "
+        f"(ratio {first_service / first_bare:.1f}x); each further epoch: service {per_epoch_service:.2f} s, "
+        f"bare {per_epoch_bare:.2f} s"
+    )
     print(f"run folder: {summary.run_dir}")
     ray.shutdown()
 

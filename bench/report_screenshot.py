@@ -17,8 +17,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 SECTIONS = ["leaderboard", "learning-curves", "hyperparameters", "predictions", "confusion"]
 
 
@@ -36,10 +45,15 @@ def main() -> int:
     out = (args.out or args.run_dir / "report.png").resolve()
     with tempfile.TemporaryDirectory() as profile:
         base = [browser, *FLAGS, f"--user-data-dir={profile}"]
-        subprocess.run([*base, f"--screenshot={out}", f"--window-size=1280,{args.height}", report.as_uri()],
-                       check=True, capture_output=True, timeout=120)
-        dom = subprocess.run([*base, "--dump-dom", report.as_uri()], check=True, capture_output=True, text=True,
-                             timeout=120).stdout
+        subprocess.run(
+            [*base, f"--screenshot={out}", f"--window-size=1280,{args.height}", report.as_uri()],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        dom = subprocess.run(
+            [*base, "--dump-dom", report.as_uri()], check=True, capture_output=True, text=True, timeout=120
+        ).stdout
     from PIL import Image
 
     img = Image.open(out).convert("RGB")

@@ -37,12 +37,24 @@ def main() -> None:
         project.mkdir()
         for name, n, seed in (("train", 240, 1), ("dev", 80, 2), ("test", 80, 3)):
             write_sst_file(project / f"{name}.txt", synthetic_rows(n, seed))
-        job = dict(name="tiny", trainable="llama_torch", data={"train": "train.txt", "dev": "dev.txt", "test": "test.txt"},
-                   search_space={"lr": {"grid": [3.0e-3, 1.0e-3]}},
-                   params={"backbone": "random:tiny", "option": "finetune", "epochs": 2, "batch_size": 16,
-                           "max_len": 24, "seed": 1},
-                   search={"algorithm": "grid"}, scheduler={"type": "fifo"},
-                   resources={"cpus": 1, "workers_per_trial": 1, "max_concurrent_trials": 2}, seed=0)
+        job = dict(
+            name="tiny",
+            trainable="llama_torch",
+            data={"train": "train.txt", "dev": "dev.txt", "test": "test.txt"},
+            search_space={"lr": {"grid": [3.0e-3, 1.0e-3]}},
+            params={
+                "backbone": "random:tiny",
+                "option": "finetune",
+                "epochs": 2,
+                "batch_size": 16,
+                "max_len": 24,
+                "seed": 1,
+            },
+            search={"algorithm": "grid"},
+            scheduler={"type": "fifo"},
+            resources={"cpus": 1, "workers_per_trial": 1, "max_concurrent_trials": 2},
+            seed=0,
+        )
         (project / "job.yaml").write_text(yaml.safe_dump(job))
         t0 = time.perf_counter()
         with LocalCluster(tmp / "cluster") as cluster:
@@ -50,24 +62,45 @@ def main() -> None:
             for i in range(args.repeats):
                 store = tmp / f"store{i}"
                 t_submit = time.time()
-                out = subprocess.run([sys.executable, "-m", "sentune.cli", "submit", "job.yaml", "--address",
-                                      cluster.dashboard, "--storage", str(store)], cwd=project, env=cluster.env(),
-                                     capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "sentune.cli",
+                        "submit",
+                        "job.yaml",
+                        "--address",
+                        cluster.dashboard,
+                        "--storage",
+                        str(store),
+                    ],
+                    cwd=project,
+                    env=cluster.env(),
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 submit_s = time.time() - t_submit
                 sid = out.stdout.split()[1]
                 status = "?"
                 while status not in ("SUCCEEDED", "FAILED", "STOPPED"):
                     time.sleep(1)
-                    st = subprocess.run([sys.executable, "-m", "sentune.cli", "status", sid, "--address",
-                                         cluster.dashboard], env=cluster.env(), capture_output=True, text=True)
+                    st = subprocess.run(
+                        [sys.executable, "-m", "sentune.cli", "status", sid, "--address", cluster.dashboard],
+                        env=cluster.env(),
+                        capture_output=True,
+                        text=True,
+                    )
                     status = st.stdout.split(":")[1].split()[0] if ":" in st.stdout else "?"
                 done_s = time.time() - t_submit
                 run = next((store / "tiny").iterdir())
                 epochs = pd.read_parquet(run / "epochs.parquet")
                 first = epochs.reported_at.min() - t_submit
-                print(f"run {i + 1}: {status}; `sentune submit` returned in {submit_s:.1f} s; "
-                      f"submit -> first trial result {first:.1f} s; submit -> {status} {done_s:.1f} s; "
-                      f"trials on {epochs.node_id.nunique()} nodes")
+                print(
+                    f"run {i + 1}: {status}; `sentune submit` returned in {submit_s:.1f} s; "
+                    f"submit -> first trial result {first:.1f} s; submit -> {status} {done_s:.1f} s; "
+                    f"trials on {epochs.node_id.nunique()} nodes"
+                )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
+
+_N = TypeVar("_N", bound=Any)
 
 __all__ = ["Direction"]
 
@@ -32,8 +34,8 @@ class Direction:
             return False
         return value > than if self.mode == "max" else value < than
 
-    def score(self, value: float) -> float:
-        """A number where larger is better (for sorting)."""
+    def score(self, value: _N) -> _N:
+        """A number (or a pandas Series) where larger is better, for sorting."""
         return value if self.mode == "max" else -value
 
     def __str__(self) -> str:

@@ -19,10 +19,14 @@ def _cmd_run(args) -> int:
     spec = load_job(args.job, storage_path=args.storage)
     if spec.kind == "lr_range_test":
         run_dir, s = run_range_test(spec, address=args.address, verbose=args.verbose)
-        print(f"\nSuggested lr: {s['suggested_lr']:.3g} (the loss falls fastest at {s['steep_lr']:.3g} and is lowest at "
-              f"{s['min_loss_lr']:.3g}; {s['steps_run']} steps{', stopped when it diverged' if s['stopped_before_lr_max'] else ''})")
-        print(f"It would search lr in [{s['search_low']:.3g}, {s['search_high']:.3g}]: "
-              f"lr: {{from_range_test: {run_dir}}}")
+        print(
+            f"\nSuggested lr: {s['suggested_lr']:.3g} (the loss falls fastest at {s['steep_lr']:.3g} and is lowest at "
+            f"{s['min_loss_lr']:.3g}; {s['steps_run']} steps"
+            f"{', stopped when it diverged' if s['stopped_before_lr_max'] else ''})"
+        )
+        print(
+            f"It would search lr in [{s['search_low']:.3g}, {s['search_high']:.3g}]: lr: {{from_range_test: {run_dir}}}"
+        )
         print(f"Curve: {run_dir / 'lr_range.png'}")
         return 0
     summary = run_sweep(spec, address=args.address, verbose=args.verbose)
@@ -30,8 +34,10 @@ def _cmd_run(args) -> int:
     print(format_leaderboard(summary.leaderboard))
     if summary.test_report is not None:
         row = summary.test_report.set_index("class")
-        print(f"\nBest trial on the test split: accuracy {row.loc['accuracy', 'precision']:.4f}, "
-              f"macro-F1 {row.loc['macro avg', 'f1-score']:.4f}")
+        print(
+            f"\nBest trial on the test split: accuracy {row.loc['accuracy', 'precision']:.4f}, "
+            f"macro-F1 {row.loc['macro avg', 'f1-score']:.4f}"
+        )
     print(f"Best config: {summary.best_config_path}")
     print(f"Report:      {summary.run_dir / 'report.html'}")
     print(f"Run folder:  {summary.run_dir}  ({summary.wall_seconds:.0f} s)")
@@ -150,7 +156,9 @@ def _cmd_data(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sentune", description="Hyperparameter tuning for sentiment classifiers on Ray")
+    parser = argparse.ArgumentParser(
+        prog="sentune", description="Hyperparameter tuning for sentiment classifiers on Ray"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a tune job (embedded local Ray unless --address)")
@@ -191,9 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help=address_help)
     p.add_argument("--storage", help="shared absolute path or URI for the results (default: the job's storage_path)")
     p.set_defaults(func=_cmd_submit)
-    for name, func, text in (("status", _cmd_status, "a submitted job's status"),
-                             ("logs", _cmd_logs, "a submitted job's driver log"),
-                             ("stop", _cmd_stop, "stop a submitted job")):
+    for name, func, text in (
+        ("status", _cmd_status, "a submitted job's status"),
+        ("logs", _cmd_logs, "a submitted job's driver log"),
+        ("stop", _cmd_stop, "stop a submitted job"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("job_id")
         p.add_argument("--address", help=address_help)

@@ -9,8 +9,9 @@ trial (``stop_on: [nan, collapse]``). Pure Python: no TensorFlow, no torch, no R
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,7 +49,7 @@ class TrialDiagnostics:
 
     def update(self, m: dict) -> dict:
         cfg = self.config
-        flags = {}
+        flags: dict[str, Any] = {}
         # NaN / Inf anywhere in the losses
         losses = [m.get(k) for k in ("train_loss", "val_loss")]
         flags["diag_nan"] = any(v is None or not math.isfinite(v) for v in losses)
@@ -57,30 +58,40 @@ class TrialDiagnostics:
         total = sum(counts)
         share = max(counts) / total if total else 0.0
         labels_total = sum(self.label_counts) or 1
-        distance = 0.5 * sum(abs(c / total - lc / labels_total) for c, lc in zip(counts, self.label_counts)) if total else 0.0
+        distance = (
+            0.5 * sum(abs(c / total - lc / labels_total) for c, lc in zip(counts, self.label_counts)) if total else 0.0
+        )
         flags["diag_pred_max_share"] = share
         flags["diag_pred_distance"] = distance
         flags["diag_collapse"] = bool(total) and (share >= cfg.collapse_share or distance >= cfg.collapse_distance)
         self.collapse_run = self.collapse_run + 1 if flags["diag_collapse"] else 0
         flags["diag_collapse_epochs"] = self.collapse_run
         # stagnation: val macro-F1 flat for N epochs
-        f1s = [h.get("val_macro_f1") for h in self.history[-(cfg.stagnation_epochs - 1):]] + [m.get("val_macro_f1")]
-        flags["diag_stagnation"] = (len(f1s) >= cfg.stagnation_epochs and None not in f1s
-                                    and max(f1s) - min(f1s) <= cfg.stagnation_delta)
+        f1s = [h.get("val_macro_f1") for h in self.history[-(cfg.stagnation_epochs - 1) :]] + [m.get("val_macro_f1")]
+        known = [f for f in f1s if f is not None]
+        flags["diag_stagnation"] = (
+            len(f1s) >= cfg.stagnation_epochs
+            and len(known) == len(f1s)
+            and max(known) - min(known) <= cfg.stagnation_delta
+        )
         # over-fit: the train/val accuracy gap, or val loss rising while train loss falls
         gap = (m.get("train_acc") or 0.0) - (m.get("val_acc") or 0.0)
         flags["diag_train_val_gap"] = gap
-        recent = self.history[-(cfg.overfit_rising_epochs - 1):] + [m]
-        rising = (len(recent) >= cfg.overfit_rising_epochs
-                  and all(b["val_loss"] > a["val_loss"] and b["train_loss"] < a["train_loss"] for a, b in zip(recent, recent[1:])))
-        level = "severe" if gap >= cfg.overfit_gap_severe else "mild" if gap >= cfg.overfit_gap_mild or rising else "none"
+        recent = self.history[-(cfg.overfit_rising_epochs - 1) :] + [m]
+        rising = len(recent) >= cfg.overfit_rising_epochs and all(
+            b["val_loss"] > a["val_loss"] and b["train_loss"] < a["train_loss"] for a, b in zip(recent, recent[1:])
+        )
+        level = (
+            "severe" if gap >= cfg.overfit_gap_severe else "mild" if gap >= cfg.overfit_gap_mild or rising else "none"
+        )
         flags["diag_overfit"] = level
         flags["diag_val_loss_rising"] = rising
         # gradient trouble: a grad norm far above its running median
         g = m.get("grad_norm")
         median = sorted(self.grad_norms)[len(self.grad_norms) // 2] if self.grad_norms else None
-        flags["diag_grad_spike"] = bool(g is not None and median and math.isfinite(g) and g > cfg.grad_spike_factor * median) \
-            or (g is not None and not math.isfinite(g))
+        flags["diag_grad_spike"] = bool(
+            g is not None and median and math.isfinite(g) and g > cfg.grad_spike_factor * median
+        ) or (g is not None and not math.isfinite(g))
         if g is not None and math.isfinite(g):
             self.grad_norms.append(g)
         self.history.append(m)

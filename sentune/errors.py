@@ -36,5 +36,5 @@ def format_validation(source: str, exc) -> str:
     where = ".".join(str(x) for x in err["loc"])
     msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     return f"{source}: {where + ': ' if where else ''}{msg}"

@@ -16,9 +16,10 @@ A search space maps option names to a constant or to one domain::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -57,7 +58,9 @@ def _parse_one(name: str, spec) -> Domain | Any:
     if not isinstance(spec, Mapping):
         return spec
     if len(spec) != 1:
-        raise ConfigError(f"search space: {name}: give exactly one of {sorted([*RANGE_KINDS, *LIST_KINDS])}, got {sorted(spec)}")
+        raise ConfigError(
+            f"search space: {name}: give exactly one of {sorted([*RANGE_KINDS, *LIST_KINDS])}, got {sorted(spec)}"
+        )
     kind, args = next(iter(spec.items()))
     if kind == "from_range_test":
         if name != "lr":
@@ -70,9 +73,13 @@ def _parse_one(name: str, spec) -> Domain | Any:
             raise ConfigError(f"search space: {name}: {kind} needs a non-empty list")
         return Domain(kind, tuple(args))
     if kind not in RANGE_KINDS:
-        raise ConfigError(f"search space: {name}: unknown domain {kind!r}; use one of {sorted([*RANGE_KINDS, *LIST_KINDS])}")
+        raise ConfigError(
+            f"search space: {name}: unknown domain {kind!r}; use one of {sorted([*RANGE_KINDS, *LIST_KINDS])}"
+        )
     if not isinstance(args, list) or len(args) != RANGE_KINDS[kind]:
-        raise ConfigError(f"search space: {name}: {kind} needs [{'low, high, q' if kind == 'quniform' else 'low, high'}]")
+        raise ConfigError(
+            f"search space: {name}: {kind} needs [{'low, high, q' if kind == 'quniform' else 'low, high'}]"
+        )
     nums = [_as_number(name, a) for a in args]
     if kind == "randint":
         if not all(float(n).is_integer() for n in nums):
@@ -107,10 +114,14 @@ def parse_search_space(
     parsed = {}
     for name, spec in space.items():
         if name not in fields:
-            raise ConfigError(f"search space: unknown parameter {name!r} for this trainable; it takes {', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"search space: unknown parameter {name!r} for this trainable; it takes {', '.join(sorted(fields))}"
+            )
         parsed[name] = _parse_one(name, spec)
         if isinstance(parsed[name], Domain) and name in fixed_only:
-            raise ConfigError(f"search space: {name} shapes the shared data and cannot be searched; run one job per value")
+            raise ConfigError(
+                f"search space: {name} shapes the shared data and cannot be searched; run one job per value"
+            )
     constants = {k: v for k, v in parsed.items() if not isinstance(v, Domain)}
     try:
         params_model(**constants)
@@ -123,8 +134,14 @@ def parse_search_space(
             try:
                 params_model(**{**constants, name: value})
             except ValidationError as exc:
-                which = "value" if dom.kind in LIST_KINDS else ("upper bound" if value == dom.extremes()[1] else "lower bound")
-                raise ConfigError(f"search space: {name}: {which} {value!r} is invalid: {_first_error(exc, name)}") from None
+                which = (
+                    "value"
+                    if dom.kind in LIST_KINDS
+                    else ("upper bound" if value == dom.extremes()[1] else "lower bound")
+                )
+                raise ConfigError(
+                    f"search space: {name}: {which} {value!r} is invalid: {_first_error(exc, name)}"
+                ) from None
     return parsed
 
 

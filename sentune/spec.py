@@ -121,7 +121,11 @@ class JobSpec(_Strict):
         space = load_search_space(self.search_space) if isinstance(self.search_space, Path) else self.search_space
         params_model = get_trainable(self.trainable).params_model
         parsed = parse_search_space({**space, **self.params}, params_model, fixed_only=params_model.DATA_PARAMS)
-        if "monitor" in params_model.model_fields and "monitor" not in parsed and self.scheduler.metric.startswith("val_"):
+        if (
+            "monitor" in params_model.model_fields
+            and "monitor" not in parsed
+            and self.scheduler.metric.startswith("val_")
+        ):
             parsed["monitor"] = self.scheduler.metric
         self._space = parsed
         if self.scheduler.max_t is not None and self.scheduler.max_t > self.epochs_max:
@@ -141,7 +145,9 @@ class JobSpec(_Strict):
                 raise ConfigError("search.algorithm grid needs at least one grid parameter")
             bad = sorted(k for k, d in domains.items() if d.kind != "grid")
             if bad:
-                raise ConfigError(f"search.algorithm grid: every tuned parameter must be a grid; {', '.join(bad)} are not")
+                raise ConfigError(
+                    f"search.algorithm grid: every tuned parameter must be a grid; {', '.join(bad)} are not"
+                )
         if self.search.algorithm == "optuna" and any(d.kind == "grid" for d in domains.values()):
             raise ConfigError("search.algorithm optuna: grid domains are not supported; use choice")
 

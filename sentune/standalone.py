@@ -35,8 +35,10 @@ def load_train_config(path: str | Path) -> tuple[str, DataConfig, dict]:
 
 
 def _log_epoch(metrics: dict, save) -> None:
-    log_line(f"epoch {metrics['epoch']:>3}  train_loss={metrics['train_loss']:.4f}  val_loss={metrics['val_loss']:.4f}  "
-             f"val_acc={metrics['val_acc']:.4f}  val_macro_f1={metrics['val_macro_f1']:.4f}")
+    log_line(
+        f"epoch {metrics['epoch']:>3}  train_loss={metrics['train_loss']:.4f}  val_loss={metrics['val_loss']:.4f}  "
+        f"val_acc={metrics['val_acc']:.4f}  val_macro_f1={metrics['val_macro_f1']:.4f}"
+    )
 
 
 def train_alone(trainable: str, data: DataConfig, params: dict) -> FitResult:

@@ -19,13 +19,38 @@ from pathlib import Path
 
 from sentune.errors import ClusterError, ConfigError
 
-__all__ = ["DEFAULT_ADDRESS", "UPLOAD_EXCLUDES", "Token", "find_token", "dashboard_url", "connect", "check_dashboard",
-           "submit_job", "job_status", "job_logs", "follow_logs", "stop_job"]
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "UPLOAD_EXCLUDES",
+    "Token",
+    "find_token",
+    "dashboard_url",
+    "connect",
+    "check_dashboard",
+    "submit_job",
+    "job_status",
+    "job_logs",
+    "follow_logs",
+    "stop_job",
+]
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Never uploaded with a job: results, virtualenvs, caches, VCS data, GPU-box bundles.
-UPLOAD_EXCLUDES = ["results/", ".venv/", "venv/", ".git/", ".gpu-carry/", "__pycache__/", "*.pyc", ".cache/",
-                   ".pytest_cache/", ".ruff_cache/", "*.egg-info/", "build/", "dist/"]
+UPLOAD_EXCLUDES = [
+    "results/",
+    ".venv/",
+    "venv/",
+    ".git/",
+    ".gpu-carry/",
+    "__pycache__/",
+    "*.pyc",
+    ".cache/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+    "*.egg-info/",
+    "build/",
+    "dist/",
+]
 _TIMEOUT_S = 10
 
 
@@ -80,9 +105,13 @@ def check_dashboard(address: str | None = None, token: Token | None = None) -> d
         raise ClusterError(f"cannot reach the Ray dashboard at {url}: {reason}") from None
     if r.status_code == 401:
         hint = "no token found (set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or copy the head node's ~/.ray/auth_token)"
-        raise ClusterError(f"{url} refused the request (401): " + (f"token from {token.source} was not accepted" if token else hint))
+        raise ClusterError(
+            f"{url} refused the request (401): " + (f"token from {token.source} was not accepted" if token else hint)
+        )
     if r.status_code == 403:
-        raise ClusterError(f"{url} refused the token from {token.source if token else '(none)'} (403): wrong token for this cluster")
+        raise ClusterError(
+            f"{url} refused the token from {token.source if token else '(none)'} (403): wrong token for this cluster"
+        )
     if r.status_code != 200:
         raise ClusterError(f"{url}/api/version answered {r.status_code}: {r.text.strip()[:200]}")
     try:
@@ -111,8 +140,9 @@ def _is_remote_storage(storage: str) -> bool:
     return is_uri(storage) or Path(storage).is_absolute()
 
 
-def submit_job(job_path: str | Path, *, address: str | None = None, storage: str | None = None,
-               working_dir: str | Path = ".") -> tuple[str, str]:
+def submit_job(
+    job_path: str | Path, *, address: str | None = None, storage: str | None = None, working_dir: str | Path = "."
+) -> tuple[str, str]:
     """Validate the job here, then send it through the Jobs API; returns (submission id, dashboard job URL).
 
     The working directory (minus :data:`UPLOAD_EXCLUDES`) is uploaded, and the cluster runs
@@ -126,12 +156,16 @@ def submit_job(job_path: str | Path, *, address: str | None = None, storage: str
     spec = load_job(job_path, storage_path=storage)  # validation before anything is uploaded
     storage = storage or spec.storage_path
     if not _is_remote_storage(str(storage)):
-        raise ConfigError(f"job {spec.name}: storage_path {storage!r} is relative; a submitted job runs in a temporary "
-                          "folder on the cluster: give a shared absolute path or a URI with --storage")
+        raise ConfigError(
+            f"job {spec.name}: storage_path {storage!r} is relative; a submitted job runs in a temporary "
+            "folder on the cluster: give a shared absolute path or a URI with --storage"
+        )
     try:
         rel_job = job_path.resolve().relative_to(working_dir)
     except ValueError:
-        raise ConfigError(f"{job_path} is not inside the working directory {working_dir}, which is what gets uploaded") from None
+        raise ConfigError(
+            f"{job_path} is not inside the working directory {working_dir}, which is what gets uploaded"
+        ) from None
     _check_data_travels(spec, working_dir)
     client = connect(address)
     sid = _submission_id(spec.name)
@@ -158,8 +192,10 @@ def _check_data_travels(spec, working_dir: Path) -> None:
             try:
                 Path(path).resolve().relative_to(working_dir)
             except ValueError:
-                raise ConfigError(f"data.{name} {path} is outside {working_dir}, which is what gets uploaded: move it "
-                                  "inside, or give an absolute path on storage every node reads") from None
+                raise ConfigError(
+                    f"data.{name} {path} is outside {working_dir}, which is what gets uploaded: move it "
+                    "inside, or give an absolute path on storage every node reads"
+                ) from None
     if all(Path(p).is_file() for p in (data.train, data.dev, data.test) if p is not None):
         load_splits(data)
 
@@ -182,9 +218,14 @@ def job_status(job_id: str, *, address: str | None = None) -> dict:
     message = next((line.strip() for line in (info.message or "").splitlines() if line.strip()), "")
     if len(message) > 160:  # a failed job's message carries its whole log tail: `sentune logs` shows that
         message = message[:157] + "..."
-    return {"job_id": job_id, "status": str(info.status.value if hasattr(info.status, "value") else info.status),
-            "message": message, "entrypoint": info.entrypoint, "seconds": seconds,
-            "metadata": info.metadata or {}}
+    return {
+        "job_id": job_id,
+        "status": str(info.status.value if hasattr(info.status, "value") else info.status),
+        "message": message,
+        "entrypoint": info.entrypoint,
+        "seconds": seconds,
+        "metadata": info.metadata or {},
+    }
 
 
 def job_logs(job_id: str, *, address: str | None = None) -> str:

@@ -53,37 +53,58 @@ class LocalCluster:
     def env(self, **extra) -> dict:
         """What every process that talks to this cluster needs: token mode, the token, the venv on PATH."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path), RAY_DISABLE_USAGE_STATS="1",
-                   PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-                   # the nodes' workers use the State API: with another Ray on this machine, say which is theirs
-                   RAY_API_SERVER_ADDRESS=self.dashboard)
+        env.update(
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN_PATH=str(self.token_path),
+            RAY_DISABLE_USAGE_STATS="1",
+            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            # the nodes' workers use the State API: with another Ray on this machine, say which is theirs
+            RAY_API_SERVER_ADDRESS=self.dashboard,
+        )
         env.update(extra)
         return env
 
     def _ray_start(self, *args: str) -> None:
-        out = subprocess.run([str(BIN / "ray"), "start", *args, "--disable-usage-stats"], env=self.env(),
-                             capture_output=True, text=True, timeout=180)
+        out = subprocess.run(
+            [str(BIN / "ray"), "start", *args, "--disable-usage-stats"],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"ray start {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
 
-    def start(self) -> "LocalCluster":
+    def start(self) -> LocalCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.token_path.write_text(secrets.token_hex(32))
         for d in self.temp_dirs:
             d.mkdir(parents=True, exist_ok=True)
-        self._ray_start("--head", f"--port={self.gcs_port}", f"--num-cpus={self.head_cpus}",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-                        f"--temp-dir={self.temp_dirs[0]}")
-        self._ray_start(f"--address={self.gcs_address}", f"--num-cpus={self.worker_cpus}",
-                        f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={self.temp_dirs[1]}")
+        self._ray_start(
+            "--head",
+            f"--port={self.gcs_port}",
+            f"--num-cpus={self.head_cpus}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--temp-dir={self.temp_dirs[0]}",
+        )
+        self._ray_start(
+            f"--address={self.gcs_address}",
+            f"--num-cpus={self.worker_cpus}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--temp-dir={self.temp_dirs[1]}",
+        )
         self.wait_for_nodes(2)
         return self
 
     def node_ids(self) -> list[str]:
         import requests
 
-        r = requests.get(f"{self.dashboard}/api/v0/nodes", headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+        r = requests.get(
+            f"{self.dashboard}/api/v0/nodes", headers={"Authorization": f"Bearer {self.token}"}, timeout=10
+        )
         r.raise_for_status()
         return sorted(n["node_id"] for n in r.json()["data"]["result"]["result"] if n["state"] == "ALIVE")
 

@@ -8,8 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def check(path):
-    return subprocess.run([sys.executable, "-m", "sentune.cli", "cluster", "check", str(path)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "sentune.cli", "cluster", "check", str(path)], capture_output=True, text=True
+    )
 
 
 def test_repo_cluster_files_pass_rays_schema():

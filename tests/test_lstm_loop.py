@@ -10,10 +10,30 @@ from sentune.data import DataConfig, load_splits
 from sentune.errors import ConfigError
 from sentune.trainables import lstm_tf as lt
 
-DESIGN_METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "grad_norm",
-                  "epoch_seconds", "samples_per_second"]
-TINY = {"embedding_dim": 32, "lstm_units": [16, 8], "dense_units": 8, "max_len": 32, "vocab_size": 3000,
-        "batch_size": 16, "lr": 1e-2, "dropout": 0.2, "bn_momentum": 0.9, "seed": 3}
+DESIGN_METRICS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_macro_f1",
+    "lr",
+    "grad_norm",
+    "epoch_seconds",
+    "samples_per_second",
+]
+TINY = {
+    "embedding_dim": 32,
+    "lstm_units": [16, 8],
+    "dense_units": 8,
+    "max_len": 32,
+    "vocab_size": 3000,
+    "batch_size": 16,
+    "lr": 1e-2,
+    "dropout": 0.2,
+    "bn_momentum": 0.9,
+    "seed": 3,
+}
 
 
 def params(**kw):
@@ -137,8 +157,9 @@ def test_vocab_from_train_only(splits, data):
 def test_char_tokenizer_focal_auto_and_sqrt_lr_scaling(splits):
     """One short fit for three things: character tokens, focal loss with alpha "auto", and the lr
     scaling arithmetic (world_size 4 on the default strategy: this worker trains on a quarter)."""
-    p = params(tokenizer="char", epochs=1, loss="focal", focal_alpha="auto", lr=1e-3, lr_scaling="sqrt",
-               warmup_epochs=1)
+    p = params(
+        tokenizer="char", epochs=1, loss="focal", focal_alpha="auto", lr=1e-3, lr_scaling="sqrt", warmup_epochs=1
+    )
     data = lt.prepare(p, splits, log=lambda *_: None)
     assert all(len(t) == 1 for t in data.vocab[2:]) and data.splits["dev"].x.shape == (200, 32)
     m = lt.fit(p, data, lt.LoopContext(world_size=4, rank=1)).history[0]
@@ -183,7 +204,9 @@ def test_bad_options_are_rejected():
         params(focal_alpha=1.5)
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         params(weight_decayy=0.1)
-    with pytest.raises(ConfigError, match=r"focal_alpha \[0.2, 0.3, 0.5\]: focal_alpha has 3 values; this data has 2 classes"):
+    with pytest.raises(
+        ConfigError, match=r"focal_alpha \[0.2, 0.3, 0.5\]: focal_alpha has 3 values; this data has 2 classes"
+    ):
         lt.LstmTfParams.check_data({"focal_alpha": [[0.2, 0.3, 0.5]]}, [7224, 6664])
     lt.LstmTfParams.check_data({"focal_alpha": ["auto", None, 0.25, [1.0, 2.0]]}, [7224, 6664])
 

@@ -32,12 +32,24 @@ def project(tmp_path_factory):
     write_sst_file(root / "test.txt", synthetic_rows(80, 3))
     (root / "results").mkdir()
     (root / "results" / "big.bin").write_bytes(b"0" * 1024)  # must not be uploaded
-    job = dict(name="tiny", trainable="llama_torch", data={"train": "train.txt", "dev": "dev.txt", "test": "test.txt"},
-               search_space={"lr": {"grid": [3.0e-3, 1.0e-3]}},
-               params={"backbone": "random:tiny", "option": "finetune", "epochs": 2, "batch_size": 16, "max_len": 24,
-                       "seed": 1},
-               search={"algorithm": "grid"}, scheduler={"type": "fifo"},
-               resources={"cpus": 1, "workers_per_trial": 1, "max_concurrent_trials": 2}, seed=0)
+    job = dict(
+        name="tiny",
+        trainable="llama_torch",
+        data={"train": "train.txt", "dev": "dev.txt", "test": "test.txt"},
+        search_space={"lr": {"grid": [3.0e-3, 1.0e-3]}},
+        params={
+            "backbone": "random:tiny",
+            "option": "finetune",
+            "epochs": 2,
+            "batch_size": 16,
+            "max_len": 24,
+            "seed": 1,
+        },
+        search={"algorithm": "grid"},
+        scheduler={"type": "fifo"},
+        resources={"cpus": 1, "workers_per_trial": 1, "max_concurrent_trials": 2},
+        seed=0,
+    )
     (root / "job.yaml").write_text(yaml.safe_dump(job))
     bad = dict(job, schedular={"type": "asha"})
     (root / "bad_job.yaml").write_text(yaml.safe_dump(bad))
@@ -47,8 +59,14 @@ def project(tmp_path_factory):
 
 
 def sentune(cluster, *args, cwd=None, timeout=120, **env):
-    out = subprocess.run([sys.executable, "-m", "sentune.cli", *args], cwd=cwd, env=cluster.env(**env),
-                         capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-m", "sentune.cli", *args],
+        cwd=cwd,
+        env=cluster.env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return out.returncode, out.stdout, out.stderr.strip()
 
 
@@ -80,16 +98,28 @@ def test_the_dashboard_api_refuses_requests_without_the_right_token(cluster):
 
 
 def test_wrong_token_and_unreachable_address_are_one_line_errors(cluster, project):
-    rc, out, err = sentune(cluster, "submit", "job.yaml", "--address", cluster.dashboard, "--storage", "/tmp/x",
-                           cwd=project, RAY_AUTH_TOKEN="wrong-token")
+    rc, out, err = sentune(
+        cluster,
+        "submit",
+        "job.yaml",
+        "--address",
+        cluster.dashboard,
+        "--storage",
+        "/tmp/x",
+        cwd=project,
+        RAY_AUTH_TOKEN="wrong-token",
+    )
     assert rc == 1 and len(err.splitlines()) == 1, err
     assert "refused the token from RAY_AUTH_TOKEN (403)" in err
     rc, out, err = sentune(cluster, "status", "anything", "--address", f"127.0.0.1:{_closed_port()}")
     assert rc == 1 and len(err.splitlines()) == 1, err
-    assert err.startswith("sentune: cannot reach the Ray dashboard at http://127.0.0.1:") and "connection refused" in err
+    assert (
+        err.startswith("sentune: cannot reach the Ray dashboard at http://127.0.0.1:") and "connection refused" in err
+    )
     # no token at all: the message says where one is looked for
-    rc, out, err = sentune(cluster, "dashboard", "--address", cluster.dashboard, RAY_AUTH_TOKEN_PATH="",
-                           HOME=str(project / "nohome"))
+    rc, out, err = sentune(
+        cluster, "dashboard", "--address", cluster.dashboard, RAY_AUTH_TOKEN_PATH="", HOME=str(project / "nohome")
+    )
     assert rc == 1 and len(err.splitlines()) == 1 and "(401)" in err and "RAY_AUTH_TOKEN" in err, err
 
 
@@ -101,13 +131,15 @@ def _closed_port():
 
 def test_an_invalid_job_is_refused_before_anything_is_uploaded(cluster, project):
     before = job_ids(cluster)
-    rc, out, err = sentune(cluster, "submit", "bad_job.yaml", "--address", cluster.dashboard, "--storage", "/tmp/x",
-                           cwd=project)
+    rc, out, err = sentune(
+        cluster, "submit", "bad_job.yaml", "--address", cluster.dashboard, "--storage", "/tmp/x", cwd=project
+    )
     assert rc == 2 and len(err.splitlines()) == 1 and "schedular" in err, err
     rc, out, err = sentune(cluster, "submit", "job.yaml", "--address", cluster.dashboard, cwd=project)
     assert rc == 2 and "storage_path 'results' is relative" in err, err
-    rc, out, err = sentune(cluster, "submit", "bad_data_job.yaml", "--address", cluster.dashboard, "--storage", "/tmp/x",
-                           cwd=project)
+    rc, out, err = sentune(
+        cluster, "submit", "bad_data_job.yaml", "--address", cluster.dashboard, "--storage", "/tmp/x", cwd=project
+    )
     assert rc == 2 and len(err.splitlines()) == 1 and "bad_dev.txt:2: line has no '|||' separator" in err, err
     assert job_ids(cluster) == before
 
@@ -115,8 +147,9 @@ def test_an_invalid_job_is_refused_before_anything_is_uploaded(cluster, project)
 def test_submitted_job_succeeds_on_both_nodes_and_results_come_back(cluster, project, tmp_path):
     storage = f"file://{tmp_path}/store"  # any pyarrow URI; file:// runs the same code path as s3://
     t_submit = time.time()
-    rc, out, err = sentune(cluster, "submit", "job.yaml", "--address", cluster.dashboard, "--storage", storage,
-                           cwd=project)
+    rc, out, err = sentune(
+        cluster, "submit", "job.yaml", "--address", cluster.dashboard, "--storage", storage, cwd=project
+    )
     assert rc == 0, err
     sid = out.split()[1]
     assert sid.startswith("sentune-tiny-") and f"dashboard: {cluster.dashboard}/#/jobs/{sid}" in out
@@ -138,14 +171,16 @@ def test_submitted_job_succeeds_on_both_nodes_and_results_come_back(cluster, pro
     print(f"\nsubmit -> first trial result: {first:.1f} s")
     assert 0 < first < 400
     # the dashboard's Train view names each trial's run <job>-<trial id>, with its worker actors
-    r = requests.get(f"{cluster.dashboard}/api/train/v2/runs/v1", headers={"Authorization": f"Bearer {cluster.token}"},
-                     timeout=30)
+    r = requests.get(
+        f"{cluster.dashboard}/api/train/v2/runs/v1", headers={"Authorization": f"Bearer {cluster.token}"}, timeout=30
+    )
     runs = {run["name"]: run for run in r.json()["train_runs"]}
     assert {f"tiny-{t}" for t in epochs.trial_id.unique()} <= set(runs), sorted(runs)
     assert all(run["attempts"] and run["attempts"][-1]["workers"] for run in runs.values())
     # what was uploaded: the project folder without results/ and the other excluded folders
-    r = requests.get(f"{cluster.dashboard}/api/jobs/{sid}", headers={"Authorization": f"Bearer {cluster.token}"},
-                     timeout=10)
+    r = requests.get(
+        f"{cluster.dashboard}/api/jobs/{sid}", headers={"Authorization": f"Bearer {cluster.token}"}, timeout=10
+    )
     env = r.json()["runtime_env"]
     assert "results/" in env["excludes"] and ".venv/" in env["excludes"]
     assert json.loads(json.dumps(r.json()["metadata"]))["sentune_job"] == "tiny"
@@ -155,8 +190,9 @@ def test_submitted_job_succeeds_on_both_nodes_and_results_come_back(cluster, pro
 
 
 def test_stop_ends_a_running_job(cluster, project, tmp_path):
-    rc, out, err = sentune(cluster, "submit", "job.yaml", "--address", cluster.dashboard, "--storage",
-                           str(tmp_path / "store"), cwd=project)
+    rc, out, err = sentune(
+        cluster, "submit", "job.yaml", "--address", cluster.dashboard, "--storage", str(tmp_path / "store"), cwd=project
+    )
     assert rc == 0, err
     sid = out.split()[1]
     rc, out, err = sentune(cluster, "stop", sid, "--address", cluster.dashboard)

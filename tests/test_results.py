@@ -10,29 +10,53 @@ from sentune.results._store import atomic_write_bytes, write_parquet
 
 
 def make_run(tmp_path, trials, mode="max", metric="val_macro_f1"):
-    write_run_info(tmp_path, {"job": "j", "run_id": "r", "trainable": "llama_torch", "metric": metric, "mode": mode,
-                              "label_names": ["neg", "pos"], "tuned_params": ["lr"], "data": {"builtin": "en-movie-5"}})
+    write_run_info(
+        tmp_path,
+        {
+            "job": "j",
+            "run_id": "r",
+            "trainable": "llama_torch",
+            "metric": metric,
+            "mode": mode,
+            "label_names": ["neg", "pos"],
+            "tuned_params": ["lr"],
+            "data": {"builtin": "en-movie-5"},
+        },
+    )
     trial_rows, epoch_rows = [], []
     for tid, lr, peaks in trials:
         best = max(peaks) if mode == "max" else min(peaks)
-        trial_rows.append({"trial_id": tid, "status": "completed", "epochs_run": len(peaks), "peak_metric": best,
-                           "peak_epoch": peaks.index(best) + 1, "checkpoint_path": None,
-                           "config_json": json.dumps({"lr": lr, "epochs": len(peaks)}), "config/lr": lr})
+        trial_rows.append(
+            {
+                "trial_id": tid,
+                "status": "completed",
+                "epochs_run": len(peaks),
+                "peak_metric": best,
+                "peak_epoch": peaks.index(best) + 1,
+                "checkpoint_path": None,
+                "config_json": json.dumps({"lr": lr, "epochs": len(peaks)}),
+                "config/lr": lr,
+            }
+        )
         for e, v in enumerate(peaks, 1):
-            epoch_rows.append({"trial_id": tid, "epoch": e, metric: v, "train_acc": 0.9, "val_acc": 0.7,
-                               "val_loss": 0.5})
+            epoch_rows.append(
+                {"trial_id": tid, "epoch": e, metric: v, "train_acc": 0.9, "val_acc": 0.7, "val_loss": 0.5}
+            )
     write_parquet(tmp_path / "trials.parquet", trial_rows)
     write_parquet(tmp_path / "epochs.parquet", epoch_rows)
     return tmp_path
 
 
 def test_tie_break_metric_then_fewer_epochs_then_trial_id(tmp_path):
-    run = make_run(tmp_path, [
-        ("t3", 0.1, [0.5, 0.8, 0.7]),   # 0.8 at epoch 2
-        ("t2", 0.2, [0.8, 0.6, 0.6]),   # 0.8 at epoch 1  -> wins on fewer epochs
-        ("t1", 0.3, [0.6, 0.79, 0.7]),
-        ("t0", 0.4, [0.8, 0.6, 0.6]),   # same as t2 -> t0 wins on trial id
-    ])
+    run = make_run(
+        tmp_path,
+        [
+            ("t3", 0.1, [0.5, 0.8, 0.7]),  # 0.8 at epoch 2
+            ("t2", 0.2, [0.8, 0.6, 0.6]),  # 0.8 at epoch 1  -> wins on fewer epochs
+            ("t1", 0.3, [0.6, 0.79, 0.7]),
+            ("t0", 0.4, [0.8, 0.6, 0.6]),  # same as t2 -> t0 wins on trial id
+        ],
+    )
     board = leaderboard(run)
     assert board.trial_id.tolist() == ["t0", "t2", "t3", "t1"]
     assert board["rank"].tolist() == [1, 2, 3, 4]
@@ -65,8 +89,10 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 
 
 def test_mixed_config_values_are_stored_as_text(tmp_path):
-    write_parquet(tmp_path / "m.parquet", [{"config/focal_alpha": None}, {"config/focal_alpha": "auto"},
-                                           {"config/focal_alpha": [0.25, 0.75]}])
+    write_parquet(
+        tmp_path / "m.parquet",
+        [{"config/focal_alpha": None}, {"config/focal_alpha": "auto"}, {"config/focal_alpha": [0.25, 0.75]}],
+    )
     col = pd.read_parquet(tmp_path / "m.parquet")["config/focal_alpha"]
     assert col.isna().tolist() == [True, False, False] and col.tolist()[1:] == ["auto", "[0.25, 0.75]"]
 
@@ -94,10 +120,23 @@ def test_seed_report_has_the_seed_columns_and_the_best_epochs_figures(tmp_path):
     path = write_seed_report(run, ["neg", "pos"], y, probs, now=dt.datetime(2026, 11, 22, 9, 8, 7))
     assert path.name == "training_report_20261122_090807.csv"
     row = pd.read_csv(path).iloc[0]
-    assert list(row.index[:10]) == ["timestamp", "best_epoch", "best_val_loss", "best_val_accuracy",
-                                    "best_val_precision", "best_val_recall", "final_test_loss", "final_test_accuracy",
-                                    "final_test_precision", "final_test_recall"]
-    assert row.best_epoch == 2 and row.best_val_precision == pytest.approx(0.7) and row.best_val_recall == pytest.approx(0.6)
+    assert list(row.index[:10]) == [
+        "timestamp",
+        "best_epoch",
+        "best_val_loss",
+        "best_val_accuracy",
+        "best_val_precision",
+        "best_val_recall",
+        "final_test_loss",
+        "final_test_accuracy",
+        "final_test_precision",
+        "final_test_recall",
+    ]
+    assert (
+        row.best_epoch == 2
+        and row.best_val_precision == pytest.approx(0.7)
+        and row.best_val_recall == pytest.approx(0.6)
+    )
     assert row.final_test_accuracy == pytest.approx(0.75)
     assert row.final_test_loss == pytest.approx(-np.mean(np.log([0.9, 0.4, 0.8, 0.7])))
     assert row["report_neg_precision"] == 1.0 and row["report_pos_recall"] == 1.0

@@ -5,11 +5,13 @@ import yaml
 
 from sentune.errors import ConfigError
 from sentune.search import Domain
-from sentune.tuning._factories import to_tune
 from sentune.spec import load_job, parse_job
+from sentune.tuning._factories import to_tune
 
 BASE = dict(
-    name="t", trainable="llama_torch", data={"builtin": "en-movie-5"},
+    name="t",
+    trainable="llama_torch",
+    data={"builtin": "en-movie-5"},
     search_space={"lr": {"loguniform": [1.0e-4, 1.0e-2]}, "backbone": "random:tiny", "epochs": 4},
 )
 
@@ -20,9 +22,16 @@ def job(**changes):
 
 
 def test_valid_job_parses_into_domains():
-    spec = job(search_space={**BASE["search_space"], "hidden_dropout": {"uniform": [0.0, 0.5]},
-                             "batch_size": {"choice": [16, 32]}, "warmup_epochs": {"quniform": [0, 2, 0.5]},
-                             "seed": {"randint": [0, 10]}, "focal_alpha": {"grid": ["none", "auto"]}})
+    spec = job(
+        search_space={
+            **BASE["search_space"],
+            "hidden_dropout": {"uniform": [0.0, 0.5]},
+            "batch_size": {"choice": [16, 32]},
+            "warmup_epochs": {"quniform": [0, 2, 0.5]},
+            "seed": {"randint": [0, 10]},
+            "focal_alpha": {"grid": ["none", "auto"]},
+        }
+    )
     assert spec.space["lr"] == Domain("loguniform", (1.0e-4, 1.0e-2))
     assert spec.space["backbone"] == "random:tiny"
     assert spec.epochs_max == 4
@@ -32,22 +41,31 @@ def test_valid_job_parses_into_domains():
     assert space["focal_alpha"] == {"grid_search": ["none", "auto"]}
 
 
-@pytest.mark.parametrize("space, message", [
-    ({"dropout": {"uniform": [0.1, 0.5]}}, "unknown parameter 'dropout' for this trainable"),
-    ({"lr": {"loguniform": [0, 1.0e-2]}}, "lr: loguniform needs low > 0, got 0"),
-    ({"lr": {"uniform": [-1.0, 1.0e-2]}}, "lr: lower bound -1.0 is invalid: Input should be greater than 0"),
-    ({"lr": 0}, "lr: Input should be greater than 0"),
-    ({"hidden_dropout": {"uniform": [0.1, 1.0]}}, "hidden_dropout: upper bound 1.0 is invalid: Input should be less than 1"),
-    ({"hidden_dropout": {"choice": [0.3, 0.9, 1.2]}}, "hidden_dropout: value 1.2 is invalid"),
-    ({"lr": {"loguniform": [1.0e-2, 1.0e-4]}}, "lr: low 0.01 > high 0.0001"),
-    ({"batch_size": {"randint": [8, 8]}}, "batch_size: empty range [8, 8]"),
-    ({"lr": {"normal": [0, 1]}}, "lr: unknown domain 'normal'"),
-    ({"backbone": {"choice": ["random:tiny", "smollm2"]}}, "backbone shapes the shared data and cannot be searched"),
-    ({"backbone": "gpt:nothing"}, "backbone 'gpt:nothing': expected smollm2"),
-    ({"backbone": "llama2c:/no/such/stories42M.pt"}, "file /no/such/stories42M.pt not found"),
-    ({"focal_alpha": 1.5}, "focal_alpha"),
-    ({"epochs": 2, "warmup_epochs": 3}, "warmup_epochs (3.0) exceeds epochs (2)"),
-])
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"dropout": {"uniform": [0.1, 0.5]}}, "unknown parameter 'dropout' for this trainable"),
+        ({"lr": {"loguniform": [0, 1.0e-2]}}, "lr: loguniform needs low > 0, got 0"),
+        ({"lr": {"uniform": [-1.0, 1.0e-2]}}, "lr: lower bound -1.0 is invalid: Input should be greater than 0"),
+        ({"lr": 0}, "lr: Input should be greater than 0"),
+        (
+            {"hidden_dropout": {"uniform": [0.1, 1.0]}},
+            "hidden_dropout: upper bound 1.0 is invalid: Input should be less than 1",
+        ),
+        ({"hidden_dropout": {"choice": [0.3, 0.9, 1.2]}}, "hidden_dropout: value 1.2 is invalid"),
+        ({"lr": {"loguniform": [1.0e-2, 1.0e-4]}}, "lr: low 0.01 > high 0.0001"),
+        ({"batch_size": {"randint": [8, 8]}}, "batch_size: empty range [8, 8]"),
+        ({"lr": {"normal": [0, 1]}}, "lr: unknown domain 'normal'"),
+        (
+            {"backbone": {"choice": ["random:tiny", "smollm2"]}},
+            "backbone shapes the shared data and cannot be searched",
+        ),
+        ({"backbone": "gpt:nothing"}, "backbone 'gpt:nothing': expected smollm2"),
+        ({"backbone": "llama2c:/no/such/stories42M.pt"}, "file /no/such/stories42M.pt not found"),
+        ({"focal_alpha": 1.5}, "focal_alpha"),
+        ({"epochs": 2, "warmup_epochs": 3}, "warmup_epochs (3.0) exceeds epochs (2)"),
+    ],
+)
 def test_rejected_search_spaces_name_the_parameter(space, message):
     with pytest.raises(ConfigError) as exc:
         job(search_space={**BASE["search_space"], **space})
@@ -55,21 +73,29 @@ def test_rejected_search_spaces_name_the_parameter(space, message):
     assert str(exc.value).startswith("job: ")
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"schedular": {"type": "asha"}}, "job: schedular: unknown key"),
-    ({"scheduler": {"type": "asha", "grace": 1}}, "job: scheduler.grace: unknown key"),
-    ({"scheduler": {"type": "hyperband"}}, "job: scheduler.type: Input should be 'asha' or 'fifo'"),
-    ({"scheduler": {"metric": "val_f1"}}, "job: scheduler.metric: metric must be one of"),
-    ({"scheduler": {"max_t": 9}}, "job: scheduler.max_t (9) exceeds epochs (4)"),
-    ({"resources": {"gpus": 1.5}}, "gpus above 1 must be a whole number"),
-    ({"resources": {"workers_per_trial": 0}}, "job: resources.workers_per_trial: Input should be greater than or equal to 1"),
-    ({"trainable": "bert"}, "unknown trainable 'bert'"),
-    ({"data": {"builtin": "en-movie-5", "train": "x.txt"}}, "give either 'builtin' or 'train'"),
-    ({"data": {"train": "x.txt"}}, "at least 'train' and 'dev'"),
-    ({"name": "my job"}, "job: name: name may hold letters"),
-    ({"search": {"algorithm": "optuna"}, "search_space": {**BASE["search_space"], "lr": {"grid": [0.1, 0.01]}}},
-     "optuna: grid domains are not supported"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"schedular": {"type": "asha"}}, "job: schedular: unknown key"),
+        ({"scheduler": {"type": "asha", "grace": 1}}, "job: scheduler.grace: unknown key"),
+        ({"scheduler": {"type": "hyperband"}}, "job: scheduler.type: Input should be 'asha' or 'fifo'"),
+        ({"scheduler": {"metric": "val_f1"}}, "job: scheduler.metric: metric must be one of"),
+        ({"scheduler": {"max_t": 9}}, "job: scheduler.max_t (9) exceeds epochs (4)"),
+        ({"resources": {"gpus": 1.5}}, "gpus above 1 must be a whole number"),
+        (
+            {"resources": {"workers_per_trial": 0}},
+            "job: resources.workers_per_trial: Input should be greater than or equal to 1",
+        ),
+        ({"trainable": "bert"}, "unknown trainable 'bert'"),
+        ({"data": {"builtin": "en-movie-5", "train": "x.txt"}}, "give either 'builtin' or 'train'"),
+        ({"data": {"train": "x.txt"}}, "at least 'train' and 'dev'"),
+        ({"name": "my job"}, "job: name: name may hold letters"),
+        (
+            {"search": {"algorithm": "optuna"}, "search_space": {**BASE["search_space"], "lr": {"grid": [0.1, 0.01]}}},
+            "optuna: grid domains are not supported",
+        ),
+    ],
+)
 def test_rejected_jobs(changes, message):
     spec_error = None
     try:
@@ -83,6 +109,7 @@ def test_job_files_in_repo_are_valid():
     root = Path(__file__).resolve().parents[1]
     for path in sorted((root / "tune_jobs").glob("*.yaml")):
         import os
+
         cwd = os.getcwd()
         os.chdir(root)
         try:

@@ -9,27 +9,46 @@ import pytest
 import yaml
 
 from sentune.errors import DataError
+from sentune.spec import parse_job
 from sentune.standalone import load_train_config, train_alone
 from sentune.tuning import run_sweep
-from sentune.spec import parse_job
 
 pytestmark = pytest.mark.slow
 
-DESIGN_METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "grad_norm",
-                  "epoch_seconds", "samples_per_second"]
+DESIGN_METRICS = [
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_macro_f1",
+    "lr",
+    "grad_norm",
+    "epoch_seconds",
+    "samples_per_second",
+]
 
 
 def make_job(sst_dir, tmp_path, **changes):
     raw = dict(
-        name="tiny", trainable="llama_torch",
+        name="tiny",
+        trainable="llama_torch",
         data={"train": str(sst_dir / "train.txt"), "dev": str(sst_dir / "dev.txt"), "test": str(sst_dir / "test.txt")},
         search_space={"lr": {"grid": [3.0e-3, 1.0e-7]}},
-        params={"backbone": "random:tiny", "option": "finetune", "epochs": 4, "batch_size": 16, "max_len": 24, "seed": 1},
-        search={"algorithm": "grid"}, num_samples=2,
+        params={
+            "backbone": "random:tiny",
+            "option": "finetune",
+            "epochs": 4,
+            "batch_size": 16,
+            "max_len": 24,
+            "seed": 1,
+        },
+        search={"algorithm": "grid"},
+        num_samples=2,
         scheduler={"type": "asha", "metric": "val_macro_f1", "mode": "max", "grace_period": 1, "reduction_factor": 2},
         # one trial at a time: ASHA then sees the good lr's rung before the bad one reaches it
         resources={"cpus": 1, "workers_per_trial": 1, "max_concurrent_trials": 1},
-        storage_path=str(tmp_path / "results"), seed=0,
+        storage_path=str(tmp_path / "results"),
+        seed=0,
     )
     raw.update(changes)
     return parse_job(raw)
@@ -66,9 +85,11 @@ def test_parquet_has_one_row_per_trial_epoch(sweep):
 
 
 def test_plain_pandas_reads_the_store_without_sentune(sweep):
-    code = ("import sys, pandas as pd; e = pd.read_parquet(sys.argv[1] + '/epochs.parquet'); "
-            "t = pd.read_parquet(sys.argv[1] + '/trials.parquet'); "
-            "assert 'sentune' not in sys.modules; print(len(e), len(t))")
+    code = (
+        "import sys, pandas as pd; e = pd.read_parquet(sys.argv[1] + '/epochs.parquet'); "
+        "t = pd.read_parquet(sys.argv[1] + '/trials.parquet'); "
+        "assert 'sentune' not in sys.modules; print(len(e), len(t))"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(sweep.run_dir)], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(sum(pd.read_parquet(sweep.run_dir / "trials.parquet").epochs_run)), "4"]
 
@@ -81,8 +102,13 @@ def test_leaderboard_and_exports(sweep):
     assert board.iloc[0]["lr"] == 3.0e-3
     for col in ("status", "peak_epoch", "train_val_gap", "final_train_acc", "final_val_acc"):
         assert col in board.columns
-    for name in ("leaderboard.csv", "best_config.yaml", "classification_report.csv", "predictions_dev.csv",
-                 "predictions_test.csv"):
+    for name in (
+        "leaderboard.csv",
+        "best_config.yaml",
+        "classification_report.csv",
+        "predictions_dev.csv",
+        "predictions_test.csv",
+    ):
         assert (sweep.run_dir / name).is_file(), name
     report = pd.read_csv(sweep.run_dir / "classification_report.csv").set_index("class")
     assert report.loc["macro avg", "support"] == 80
@@ -99,23 +125,46 @@ def test_best_config_reruns_alone_and_reproduces(sweep):
 
 
 def test_cli_results_and_export(sweep, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "sentune.cli", "results", str(sweep.run_dir)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "sentune.cli", "results", str(sweep.run_dir)], capture_output=True, text=True, check=True
+    )
     assert "peak_val_macro_f1" in out.stdout and "stopped_early" in out.stdout
     target = tmp_path / "best.yaml"
-    subprocess.run([sys.executable, "-m", "sentune.cli", "export", str(sweep.run_dir), "-o", str(target)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "sentune.cli", "export", str(sweep.run_dir), "-o", str(target)],
+        check=True,
+        capture_output=True,
+    )
     assert yaml.safe_load(target.read_text())["params"]["lr"] == 3.0e-3
-    bad = subprocess.run([sys.executable, "-m", "sentune.cli", "results", str(tmp_path)], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.strip() == f"sentune: error: {tmp_path} is not a sentune run folder (no run.json)"
+    bad = subprocess.run(
+        [sys.executable, "-m", "sentune.cli", "results", str(tmp_path)], capture_output=True, text=True
+    )
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == f"sentune: error: {tmp_path} is not a sentune run folder (no run.json)"
+    )
 
 
 def test_ddp_trial_with_two_workers(ray_local, sst_dir, tmp_path):
-    spec = make_job(sst_dir, tmp_path, name="ddp", search_space={}, search={"algorithm": "random"}, num_samples=1,
-                    scheduler={"type": "fifo"},
-                    params={"backbone": "random:tiny", "option": "finetune", "epochs": 2, "batch_size": 8,
-                            "max_len": 24, "lr": 3.0e-3, "lr_scaling": "sqrt"},
-                    resources={"cpus": 1, "workers_per_trial": 2})
+    spec = make_job(
+        sst_dir,
+        tmp_path,
+        name="ddp",
+        search_space={},
+        search={"algorithm": "random"},
+        num_samples=1,
+        scheduler={"type": "fifo"},
+        params={
+            "backbone": "random:tiny",
+            "option": "finetune",
+            "epochs": 2,
+            "batch_size": 8,
+            "max_len": 24,
+            "lr": 3.0e-3,
+            "lr_scaling": "sqrt",
+        },
+        resources={"cpus": 1, "workers_per_trial": 2},
+    )
     summary = run_sweep(spec)
     epochs = pd.read_parquet(summary.run_dir / "epochs.parquet")
     assert len(epochs) == 2
@@ -138,11 +187,17 @@ def test_bad_data_stops_the_job_before_any_trial(sst_dir, tmp_path):
 
 
 def test_optuna_tpe_sweep(ray_local, sst_dir, tmp_path):
-    spec = make_job(sst_dir, tmp_path, name="tpe", search_space={"lr": {"loguniform": [1.0e-4, 1.0e-2]},
-                                                                  "hidden_dropout": {"uniform": [0.0, 0.5]}},
-                    search={"algorithm": "optuna"}, num_samples=2, scheduler={"type": "fifo"},
-                    params={"backbone": "random:tiny", "option": "finetune", "epochs": 1, "batch_size": 16, "max_len": 24},
-                    resources={"cpus": 1, "max_concurrent_trials": 2})
+    spec = make_job(
+        sst_dir,
+        tmp_path,
+        name="tpe",
+        search_space={"lr": {"loguniform": [1.0e-4, 1.0e-2]}, "hidden_dropout": {"uniform": [0.0, 0.5]}},
+        search={"algorithm": "optuna"},
+        num_samples=2,
+        scheduler={"type": "fifo"},
+        params={"backbone": "random:tiny", "option": "finetune", "epochs": 1, "batch_size": 16, "max_len": 24},
+        resources={"cpus": 1, "max_concurrent_trials": 2},
+    )
     summary = run_sweep(spec)
     trials = pd.read_parquet(summary.run_dir / "trials.parquet")
     assert len(trials) == 2 and (trials.status == "completed").all()
@@ -155,8 +210,15 @@ def test_report_html_has_every_plot_and_no_external_url(sweep):
     page = (sweep.run_dir / "report.html").read_text()
     ids = re.findall(r'<figure class="plot" id="([^"]+)"', page)
     best = sweep.leaderboard.iloc[0]["trial_id"]
-    expected = {"curves-loss", "curves-acc", "curves-f1", "metric-vs-lr", "parallel-coordinates",
-                f"pred-dist-{best}", "confusion-matrix"}
+    expected = {
+        "curves-loss",
+        "curves-acc",
+        "curves-f1",
+        "metric-vs-lr",
+        "parallel-coordinates",
+        f"pred-dist-{best}",
+        "confusion-matrix",
+    }
     assert expected <= set(ids), ids
     assert page.count("data:image/png;base64,") == len(ids) >= 7
     assert 'id="leaderboard"' in page and "stopped_early" in page
@@ -164,11 +226,25 @@ def test_report_html_has_every_plot_and_no_external_url(sweep):
 
 
 def test_nan_trial_is_flagged_and_stopped(ray_local, sst_dir, tmp_path):
-    spec = make_job(sst_dir, tmp_path, name="nan", search_space={"focal_alpha": {"grid": [[1.0, 1.0], [3.0e38, 3.0e38]]}},
-                    num_samples=1, scheduler={"type": "fifo"},
-                    params={"backbone": "random:tiny", "option": "finetune", "epochs": 4, "batch_size": 16, "max_len": 24,
-                            "loss": "focal", "lr": 3.0e-3},
-                    resources={"cpus": 1, "max_concurrent_trials": 2}, diagnostics={"stop_on": ["nan"]})
+    spec = make_job(
+        sst_dir,
+        tmp_path,
+        name="nan",
+        search_space={"focal_alpha": {"grid": [[1.0, 1.0], [3.0e38, 3.0e38]]}},
+        num_samples=1,
+        scheduler={"type": "fifo"},
+        params={
+            "backbone": "random:tiny",
+            "option": "finetune",
+            "epochs": 4,
+            "batch_size": 16,
+            "max_len": 24,
+            "loss": "focal",
+            "lr": 3.0e-3,
+        },
+        resources={"cpus": 1, "max_concurrent_trials": 2},
+        diagnostics={"stop_on": ["nan"]},
+    )
     summary = run_sweep(spec)
     trials = pd.read_parquet(summary.run_dir / "trials.parquet").set_index("config/focal_alpha")
     bad, good = trials.loc["[3e+38, 3e+38]"], trials.loc["[1.0, 1.0]"]
@@ -183,8 +259,14 @@ def test_nan_trial_is_flagged_and_stopped(ray_local, sst_dir, tmp_path):
 def test_focal_alpha_of_the_wrong_length_stops_the_job_before_ray(sst_dir, tmp_path):
     from sentune.errors import ConfigError
 
-    spec = make_job(sst_dir, tmp_path, search_space={"focal_alpha": {"choice": [[0.5, 0.5], [0.2, 0.3, 0.5]]}},
-                    search={"algorithm": "random"})
-    with pytest.raises(ConfigError, match=r"job tiny: focal_alpha \[0.2, 0.3, 0.5\]: focal_alpha has 3 values; this data has 2 classes"):
+    spec = make_job(
+        sst_dir,
+        tmp_path,
+        search_space={"focal_alpha": {"choice": [[0.5, 0.5], [0.2, 0.3, 0.5]]}},
+        search={"algorithm": "random"},
+    )
+    with pytest.raises(
+        ConfigError, match=r"job tiny: focal_alpha \[0.2, 0.3, 0.5\]: focal_alpha has 3 values; this data has 2 classes"
+    ):
         run_sweep(spec)
     assert not (tmp_path / "results").exists()

@@ -5,6 +5,16 @@ from sentune.data._config import DataConfig, DataSplits, load_splits
 from sentune.data._readers import TextDataset, read_csv, read_label_names, read_sst, write_sst
 
 __all__ = [
-    "BUILTIN_DATASETS", "DataConfig", "DataSplits", "TextDataset", "builtin_dir", "ensure_builtin",
-    "load_splits", "prepare_builtin", "read_csv", "read_label_names", "read_sst", "write_sst",
+    "BUILTIN_DATASETS",
+    "DataConfig",
+    "DataSplits",
+    "TextDataset",
+    "builtin_dir",
+    "ensure_builtin",
+    "load_splits",
+    "prepare_builtin",
+    "read_csv",
+    "read_label_names",
+    "read_sst",
+    "write_sst",
 ]

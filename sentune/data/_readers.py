@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class TextDataset:
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=self.num_classes)
 
-    def take(self, index: Sequence[int]) -> "TextDataset":
+    def take(self, index: Sequence[int] | np.ndarray) -> TextDataset:
         index = list(index)
         return TextDataset(
             texts=[self.texts[i] for i in index],

@@ -69,7 +69,7 @@ def write_run_info(run_dir: Path, info: dict) -> None:
     atomic_write_bytes(Path(run_dir) / "run.json", lambda tmp: Path(tmp).write_text(text))
 
 
-def read_run_info(run_dir: Path) -> dict:
+def read_run_info(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         from sentune.errors import ConfigError
@@ -78,9 +78,9 @@ def read_run_info(run_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def read_epochs(run_dir: Path) -> pd.DataFrame:
+def read_epochs(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(Path(run_dir) / "epochs.parquet")
 
 
-def read_trials(run_dir: Path) -> pd.DataFrame:
+def read_trials(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(Path(run_dir) / "trials.parquet")

@@ -5,5 +5,17 @@ from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, Prep
 from sentune.trainables._params import CoreParams, LlamaTorchParams, LstmTfParams
 from sentune.trainables._registry import TRAINABLE_NAMES, TrainableEntry, get_trainable
 
-__all__ = ["TRAINABLE_NAMES", "CoreParams", "FitResult", "LlamaTorchParams", "LoopContext", "LoopHooks",
-           "LstmTfParams", "PreparedData", "SplitArrays", "Trainable", "TrainableEntry", "get_trainable"]
+__all__ = [
+    "TRAINABLE_NAMES",
+    "CoreParams",
+    "FitResult",
+    "LlamaTorchParams",
+    "LoopContext",
+    "LoopHooks",
+    "LstmTfParams",
+    "PreparedData",
+    "SplitArrays",
+    "Trainable",
+    "TrainableEntry",
+    "get_trainable",
+]

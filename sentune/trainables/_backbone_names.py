@@ -66,9 +66,7 @@ def parse_backbone(text: str) -> BackboneSpec:
         return BackboneSpec("smollm2", "")
     kind, sep, value = text.partition(":")
     if not sep or kind not in ("random", "hf", "gguf", "llama2c"):
-        raise ConfigError(
-            f"backbone {text!r}: expected smollm2, random:PRESET, hf:DIR, gguf:FILE or llama2c:FILE.pt"
-        )
+        raise ConfigError(f"backbone {text!r}: expected smollm2, random:PRESET, hf:DIR, gguf:FILE or llama2c:FILE.pt")
     if kind == "random":
         if value in RANDOM_PRESETS:
             shape = RANDOM_PRESETS[value]
@@ -76,7 +74,10 @@ def parse_backbone(text: str) -> BackboneSpec:
             try:
                 shape = {k.strip(): int(v) for k, v in (kv.split("=") for kv in value.split(","))}
             except ValueError:
-                raise ConfigError(f"backbone {text!r}: random shape must be a preset {sorted(RANDOM_PRESETS)} or dim=..,layers=..,heads=..,vocab=..") from None
+                raise ConfigError(
+                    f"backbone {text!r}: random shape must be a preset {sorted(RANDOM_PRESETS)} "
+                    "or dim=..,layers=..,heads=..,vocab=.."
+                ) from None
             unknown = set(shape) - {"dim", "layers", "heads", "vocab", "hidden"}
             missing = {"dim", "layers", "heads", "vocab"} - set(shape)
             if unknown or missing:

@@ -17,19 +17,29 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from sentune._paths import cache_dir
 from sentune.trainables._backbone_names import RANDOM_PRESETS, SMOLLM2_FILE, BackboneSpec, parse_backbone, smollm2_gguf
 
-__all__ = ["RANDOM_PRESETS", "SMOLLM2_FILE", "BackboneSpec", "Tokenized", "build_tokenizer", "hf_dir", "load_decoder",
-           "parse_backbone", "smollm2_gguf"]
+__all__ = [
+    "RANDOM_PRESETS",
+    "SMOLLM2_FILE",
+    "BackboneSpec",
+    "Tokenized",
+    "build_tokenizer",
+    "hf_dir",
+    "load_decoder",
+    "parse_backbone",
+    "smollm2_gguf",
+]
 
 # --------------------------------------------------------------------------- tokenizers
+
 
 @dataclass
 class Tokenized:
@@ -60,9 +70,11 @@ def build_tokenizer(spec: BackboneSpec, train_texts: Sequence[str]) -> Callable[
         normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
         counts = Counter(w for t in train_texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(t)))
         words = sorted(counts, key=lambda w: (-counts[w], w))[: spec.shape["vocab"] - 2]
-        tok = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}, unk_token="[UNK]"))
-        tok.normalizer, tok.pre_tokenizer = normalizer, pre
-        return lambda texts, max_len: _pack([e.ids for e in tok.encode_batch(list(texts))], max_len, 0)
+        words_tok = Tokenizer(
+            models.WordLevel({"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}, unk_token="[UNK]")
+        )
+        words_tok.normalizer, words_tok.pre_tokenizer = normalizer, pre
+        return lambda texts, max_len: _pack([e.ids for e in words_tok.encode_batch(list(texts))], max_len, 0)
     if spec.kind == "llama2c":
         import sentencepiece as spm
 
@@ -70,23 +82,26 @@ def build_tokenizer(spec: BackboneSpec, train_texts: Sequence[str]) -> Callable[
         bos = sp.bos_id() if sp.bos_id() >= 0 else None
         pad = sp.pad_id() if sp.pad_id() >= 0 else 0
 
-        def encode(texts, max_len):
+        def encode_pieces(texts, max_len):
             seqs = sp.encode(list(texts))
             return _pack([([bos] if bos is not None else []) + s for s in seqs], max_len, pad)
 
-        return encode
+        return encode_pieces
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(hf_dir(spec)))
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
     def encode(texts, max_len):
-        return _pack(tok(list(texts), add_special_tokens=True, truncation=True, max_length=max_len)["input_ids"], max_len, pad)
+        return _pack(
+            tok(list(texts), add_special_tokens=True, truncation=True, max_length=max_len)["input_ids"], max_len, pad
+        )
 
     return encode
 
 
 # --------------------------------------------------------------------------- decoders
+
 
 def _convert_gguf(gguf_path: Path, out: Path) -> None:
     """De-quantize a GGUF file once into an HF directory (loading the GGUF takes ~25-40 s)."""
@@ -131,9 +146,14 @@ def _llama2c_to_hf(path: Path):
     n_kv = args.get("n_kv_heads") or n_heads
     hidden = state["layers.0.feed_forward.w1.weight"].shape[0]
     cfg = LlamaConfig(
-        vocab_size=state["tok_embeddings.weight"].shape[0], hidden_size=dim, intermediate_size=hidden,
-        num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
-        rms_norm_eps=args.get("norm_eps", 1e-5), max_position_embeddings=args.get("max_seq_len", 1024),
+        vocab_size=state["tok_embeddings.weight"].shape[0],
+        hidden_size=dim,
+        intermediate_size=hidden,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv,
+        rms_norm_eps=args.get("norm_eps", 1e-5),
+        max_position_embeddings=args.get("max_seq_len", 1024),
         attention_dropout=0.0,
     )
 
@@ -166,9 +186,14 @@ def load_decoder(spec: BackboneSpec, *, seed: int = 0):
     if spec.kind == "random":
         s = spec.shape
         cfg = LlamaConfig(
-            vocab_size=s["vocab"], hidden_size=s["dim"], intermediate_size=s.get("hidden", 4 * s["dim"]),
-            num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["heads"],
-            max_position_embeddings=2048, attention_dropout=0.0,
+            vocab_size=s["vocab"],
+            hidden_size=s["dim"],
+            intermediate_size=s.get("hidden", 4 * s["dim"]),
+            num_hidden_layers=s["layers"],
+            num_attention_heads=s["heads"],
+            num_key_value_heads=s["heads"],
+            max_position_embeddings=2048,
+            attention_dropout=0.0,
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -179,4 +204,3 @@ def load_decoder(spec: BackboneSpec, *, seed: int = 0):
     if not isinstance(model, LlamaModel) and hasattr(model, "model"):
         model = model.model
     return model
-

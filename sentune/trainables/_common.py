@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+
 import numpy as np
 
 from sentune._direction import Direction
 
-__all__ = ["BestEpoch", "classification_metrics", "cycling_batches", "epoch_metrics", "epoch_shard", "lr_range_rows",
-           "lr_scale_factor", "resolve_alpha", "warmup_cosine"]
+__all__ = [
+    "BestEpoch",
+    "classification_metrics",
+    "cycling_batches",
+    "epoch_metrics",
+    "epoch_shard",
+    "lr_range_rows",
+    "lr_scale_factor",
+    "resolve_alpha",
+    "warmup_cosine",
+]
 
 
 class BestEpoch:
@@ -18,7 +28,8 @@ class BestEpoch:
 
     def __init__(self, metric: str):
         self.metric, self.direction = metric, Direction.of(metric)
-        self.value, self.epoch = None, 0
+        self.value: float | None = None
+        self.epoch = 0
 
     def update(self, metrics: dict) -> bool:
         """True when this epoch is the new best."""
@@ -29,7 +40,7 @@ class BestEpoch:
         return False
 
 
-def resolve_alpha(alpha, class_counts: Sequence[int]) -> list[float] | None:
+def resolve_alpha(alpha, class_counts: Sequence[int] | np.ndarray) -> list[float] | None:
     """Per-class focal alpha: ``None``; ``"auto"`` (inverse class frequency, mean 1);
     a list (one weight per class); or, for two classes, a float ``a`` meaning ``[1 - a, a]``."""
     n_classes = len(class_counts)
@@ -41,7 +52,9 @@ def resolve_alpha(alpha, class_counts: Sequence[int]) -> list[float] | None:
         return [float(w) for w in weights]
     if isinstance(alpha, (int, float)):
         if n_classes != 2:
-            raise ValueError(f"a scalar focal_alpha needs two classes; this data has {n_classes}: give a list or 'auto'")
+            raise ValueError(
+                f"a scalar focal_alpha needs two classes; this data has {n_classes}: give a list or 'auto'"
+            )
         return [1.0 - float(alpha), float(alpha)]
     alpha = [float(a) for a in alpha]
     if len(alpha) != n_classes:
@@ -72,9 +85,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
     labels = list(range(len(label_names)))
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     out = {
         f"{prefix}_acc": float(accuracy_score(y_true, y_pred)),
         f"{prefix}_macro_f1": float(np.mean(f1)),
@@ -105,9 +116,21 @@ def cycling_batches(seed: int, n: int, per_rank: int, world: int, rank: int, bat
             yield shard[i : i + batch_size]
 
 
-def epoch_metrics(*, epoch: int, sums: np.ndarray, val_loss: float, y_dev: np.ndarray, val_pred: np.ndarray,
-                  label_names: Sequence[str], lr: float, norms: Sequence[float], seconds: float, workers: int,
-                  batch_size: int, lr_scale: float) -> dict:
+def epoch_metrics(
+    *,
+    epoch: int,
+    sums: np.ndarray,
+    val_loss: float,
+    y_dev: np.ndarray,
+    val_pred: np.ndarray,
+    label_names: Sequence[str],
+    lr: float,
+    norms: Sequence[float],
+    seconds: float,
+    workers: int,
+    batch_size: int,
+    lr_scale: float,
+) -> dict:
     """The metrics every trainable reports each epoch (DESIGN.md). ``sums`` = (loss x rows, correct, rows)
     over the epoch's training batches, summed over the workers."""
     return {
@@ -127,8 +150,15 @@ def epoch_metrics(*, epoch: int, sums: np.ndarray, val_loss: float, y_dev: np.nd
     }
 
 
-def lr_range_rows(step_at: Callable[[float], float], *, lr_min: float, lr_max: float, steps: int,
-                  diverge_factor: float, smoothing: float) -> list[dict]:
+def lr_range_rows(
+    step_at: Callable[[float], float],
+    *,
+    lr_min: float,
+    lr_max: float,
+    steps: int,
+    diverge_factor: float,
+    smoothing: float,
+) -> list[dict]:
     """Raise the lr exponentially from ``lr_min`` to ``lr_max`` over ``steps`` calls of ``step_at(lr)``
     (one optimizer step at that lr, returning its loss averaged over the workers); stop once the
     bias-corrected moving average of the loss exceeds ``diverge_factor`` times its minimum or turns

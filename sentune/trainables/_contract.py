@@ -80,7 +80,7 @@ class LoopContext:
 class FitResult:
     history: list[dict]
     best_epoch: int
-    best_metric: float
+    best_metric: float | None  # None only before the first epoch
     model: Any
 
 
@@ -105,10 +105,10 @@ class LoopHooks(ABC):
     def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
         """``values`` (float64) summed over the workers."""
 
-    def start_epoch(self) -> None:
+    def start_epoch(self) -> None:  # noqa: B027 (optional hook: most frameworks need nothing here)
         """Before an epoch's first step (e.g. the model into training mode)."""
 
-    def end_epoch(self) -> None:
+    def end_epoch(self) -> None:  # noqa: B027 (optional hook)
         """After an epoch's last step, before evaluation (e.g. average BatchNorm statistics)."""
 
     @abstractmethod
@@ -137,8 +137,9 @@ class Trainable(ABC):
 
     # --- data
     @abstractmethod
-    def prepare(self, params: CoreParams, splits, *, device: str = "cpu",
-                log: Callable[[str], None] | None = None) -> PreparedData:
+    def prepare(
+        self, params: CoreParams, splits, *, device: str = "cpu", log: Callable[[str], None] | None = None
+    ) -> PreparedData:
         """Turn the text splits into arrays once per job (tokens, vocabulary, frozen features)."""
 
     # --- one run
@@ -155,8 +156,9 @@ class Trainable(ABC):
         ctx = ctx or LoopContext()
         return run_epochs(params, data, self.hooks(params, data, ctx), ctx)
 
-    def lr_range_test(self, params: CoreParams, data: PreparedData, *, ctx: LoopContext | None = None,
-                      **options) -> list[dict]:
+    def lr_range_test(
+        self, params: CoreParams, data: PreparedData, *, ctx: LoopContext | None = None, **options
+    ) -> list[dict]:
         """Raise the lr exponentially step by step and record the loss (see ``_driver.range_test``)."""
         from sentune.trainables._driver import range_test
 
@@ -169,7 +171,9 @@ class Trainable(ABC):
         """(options, model) from a folder written by :meth:`LoopHooks.write_checkpoint`."""
 
     @abstractmethod
-    def predict(self, model: Any, data: PreparedData, split: str, *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, model: Any, data: PreparedData, split: str, *, device: str = "cpu"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities [N, C] and predicted ids [N] for a split."""
 
     # --- what the Ray layer needs

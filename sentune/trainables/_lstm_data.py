@@ -94,11 +94,14 @@ def prepare_lstm_data(params: LstmTfParams, splits, *, log: Callable[[str], None
     dt = time.perf_counter() - t0
     truncated = float(np.mean([len(t) > params.max_len for t in tokens["train"]]))
     oov = float(np.mean(arrays["dev"].x[arrays["dev"].x > 0] == OOV_ID)) if arrays["dev"].x.any() else 0.0
-    log(f"{params.tokenizer} tokens for {n_rows} rows in {dt:.1f} s; vocab {len(vocab)}; "
-        f"{truncated:.1%} of train rows cut at max_len {params.max_len}; dev OOV rate {oov:.1%}")
+    log(
+        f"{params.tokenizer} tokens for {n_rows} rows in {dt:.1f} s; vocab {len(vocab)}; "
+        f"{truncated:.1%} of train rows cut at max_len {params.max_len}; dev OOV rate {oov:.1%}"
+    )
     return LstmData(
-        label_names=list(splits.label_names), splits=arrays, vocab=vocab, max_len=params.max_len,
+        label_names=list(splits.label_names),
+        splits=arrays,
+        vocab=vocab,
+        max_len=params.max_len,
         info={"tokenizer": params.tokenizer, "train_truncated": truncated, "dev_oov_rate": oov},
     )
-
-

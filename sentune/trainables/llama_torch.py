@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,13 +28,25 @@ from sentune.trainables._common import lr_scale_factor, resolve_alpha
 from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, PreparedData, Report, SplitArrays, Trainable
 from sentune.trainables._params import LlamaTorchParams
 
-__all__ = ["CHECKPOINT_FILE", "FitResult", "LlamaData", "LlamaTorch", "LlamaTorchParams", "LoopContext", "fit",
-           "load_checkpoint", "lr_range_test", "predict", "prepare"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "FitResult",
+    "LlamaData",
+    "LlamaTorch",
+    "LlamaTorchParams",
+    "LoopContext",
+    "fit",
+    "load_checkpoint",
+    "lr_range_test",
+    "predict",
+    "prepare",
+]
 
 CHECKPOINT_FILE = "classifier.pt"
 
 
 # --------------------------------------------------------------------------- data
+
 
 @dataclass(kw_only=True)
 class LlamaData(PreparedData):
@@ -71,6 +84,7 @@ def compute_features(decoder, tokens: Tokenized, *, pooling: str, device: str, b
 
 # --------------------------------------------------------------------------- data
 
+
 def _prepare(params: LlamaTorchParams, splits, *, device: str, log: Callable[[str], None]) -> LlamaData:
     """Tokenize every split once; with ``option: pretrain`` also compute (or load cached) features."""
     spec = parse_backbone(params.backbone)
@@ -85,12 +99,21 @@ def _prepare(params: LlamaTorchParams, splits, *, device: str, log: Callable[[st
         return LlamaData(
             label_names=list(splits.label_names),
             splits={n: SplitArrays(t.ids, named[n].labels, t.lengths) for n, t in tokens.items()},
-            features=False, hidden_size=decoder_cfg.hidden_size, pad_id=pad_id,
+            features=False,
+            hidden_size=decoder_cfg.hidden_size,
+            pad_id=pad_id,
             info={"backbone": params.backbone},
         )
     key = hashlib.sha256(
-        json.dumps([spec.identity(), params.pooling, params.max_len, params.seed if spec.kind == "random" else 0,
-                    {n: hashlib.sha256(t.ids.tobytes()).hexdigest() for n, t in tokens.items()}]).encode()
+        json.dumps(
+            [
+                spec.identity(),
+                params.pooling,
+                params.max_len,
+                params.seed if spec.kind == "random" else 0,
+                {n: hashlib.sha256(t.ids.tobytes()).hexdigest() for n, t in tokens.items()},
+            ]
+        ).encode()
     ).hexdigest()[:24]
     cache = cache_dir("features") / f"{key}.npz"
     if cache.is_file():
@@ -112,11 +135,15 @@ def _prepare(params: LlamaTorchParams, splits, *, device: str, log: Callable[[st
     return LlamaData(
         label_names=list(splits.label_names),
         splits={n: SplitArrays(feats[n], named[n].labels) for n in tokens},
-        features=True, hidden_size=hidden, pad_id=pad_id, info={"backbone": params.backbone, "feature_cache": str(cache)},
+        features=True,
+        hidden_size=hidden,
+        pad_id=pad_id,
+        info={"backbone": params.backbone, "feature_cache": str(cache)},
     )
 
 
 # --------------------------------------------------------------------------- model
+
 
 class LlamaClassifier(nn.Module):
     """Decoder (optional: absent when it is frozen and its features are precomputed) + dropout + linear."""
@@ -136,7 +163,7 @@ class LlamaClassifier(nn.Module):
         return self.head(self.dropout(x))
 
 
-def build_model(params: LlamaTorchParams, data: PreparedData) -> LlamaClassifier:
+def build_model(params: LlamaTorchParams, data: LlamaData) -> LlamaClassifier:
     decoder = None
     if not data.features:
         decoder = load_decoder(parse_backbone(params.backbone), seed=params.seed)
@@ -159,10 +186,12 @@ def loss_fn(logits, target, *, kind: str, alpha: torch.Tensor | None, gamma: flo
 
 # --------------------------------------------------------------------------- one run
 
+
 def _tensors(split: SplitArrays, idx, device, features: bool):
     y = torch.from_numpy(split.y[idx]).to(device)
     if features:
         return torch.from_numpy(split.x[idx]).to(device), None, y
+    assert split.lengths is not None  # token ids always come with their lengths
     lens = split.lengths[idx]
     width = int(lens.max())
     x = torch.from_numpy(split.x[idx, :width].astype(np.int64)).to(device)
@@ -199,13 +228,21 @@ class _TorchHooks(LoopHooks):
         self.model = build_model(params, data).to(ctx.device)
         self.train_model = ctx.wrap_model(self.model)
         train_y = data.splits["train"].y
-        alpha = (resolve_alpha(params.focal_alpha, np.bincount(train_y, minlength=data.num_classes))
-                 if params.loss == "focal" else None)
-        self.loss_kw = dict(kind=params.loss, gamma=params.focal_gamma,
-                            alpha=None if alpha is None else torch.tensor(alpha, dtype=torch.float32, device=ctx.device))
+        alpha = (
+            resolve_alpha(params.focal_alpha, np.bincount(train_y, minlength=data.num_classes))
+            if params.loss == "focal"
+            else None
+        )
+        self.loss_kw: dict[str, Any] = dict(
+            kind=params.loss,
+            gamma=params.focal_gamma,
+            alpha=None if alpha is None else torch.tensor(alpha, dtype=torch.float32, device=ctx.device),
+        )
         self.lr_scale = lr_scale_factor(params.lr_scaling, ctx.world_size)
         self.trainable = [p for p in self.train_model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=params.lr * self.lr_scale, weight_decay=params.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=params.lr * self.lr_scale, weight_decay=params.weight_decay
+        )
         self.per_rank = len(train_y) // ctx.world_size
         self._reduce = ctx.all_reduce_sum or (_all_reduce_sum if ctx.world_size > 1 else None)
 
@@ -245,12 +282,16 @@ class _TorchHooks(LoopHooks):
     def write_checkpoint(self, folder: Path, state: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(state, folder / CHECKPOINT_FILE)
-        meta = {"params": self.params.model_dump(mode="json"), "label_names": self.data.label_names,
-                "hidden_size": self.data.hidden_size}
+        meta = {
+            "params": self.params.model_dump(mode="json"),
+            "label_names": self.data.label_names,
+            "hidden_size": self.data.hidden_size,
+        }
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 # --------------------------------------------------------------------------- the trainable
+
 
 def _cpu_fallback(device: torch.device) -> torch.device:
     """A logical GPU on a node without CUDA (Ray hands one out all the same) means the CPU."""
@@ -293,8 +334,9 @@ class LlamaTorch(Trainable):
         if device.type == "cpu":
             torch.set_num_threads(max(1, cpus))
         wrap = (lambda m: ray.train.torch.prepare_model(m)) if world_size > 1 or device.type != "cpu" else (lambda m: m)
-        return LoopContext(world_size=world_size, rank=rank, device=str(device), cpus=cpus, report=report,
-                           wrap_model=wrap)
+        return LoopContext(
+            world_size=world_size, rank=rank, device=str(device), cpus=cpus, report=report, wrap_model=wrap
+        )
 
     def use_cpus(self, cpus: int) -> str:
         torch.set_num_threads(max(1, cpus))

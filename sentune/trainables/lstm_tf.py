@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -30,9 +31,26 @@ from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, Repo
 from sentune.trainables._lstm_data import OOV_ID, PAD_ID, LstmData, build_vocab, encode, tokenize  # noqa: E402
 from sentune.trainables._params import LstmTfParams  # noqa: E402
 
-__all__ = ["OOV_ID", "PAD_ID", "FitResult", "LoopContext", "LstmData", "LstmTf", "LstmTfParams", "build_model",
-           "build_vocab", "encode", "fit", "load_checkpoint", "lr_range_test", "make_strategy", "predict", "prepare",
-           "strategy_all_reduce_sum", "tokenize"]
+__all__ = [
+    "OOV_ID",
+    "PAD_ID",
+    "FitResult",
+    "LoopContext",
+    "LstmData",
+    "LstmTf",
+    "LstmTfParams",
+    "build_model",
+    "build_vocab",
+    "encode",
+    "fit",
+    "load_checkpoint",
+    "lr_range_test",
+    "make_strategy",
+    "predict",
+    "prepare",
+    "strategy_all_reduce_sum",
+    "tokenize",
+]
 
 WEIGHTS_FILE = "model.weights.h5"
 VOCAB_FILE = "vocab.json"
@@ -40,6 +58,7 @@ _EPS = 1e-7
 
 
 # --------------------------------------------------------------------------- model
+
 
 def build_model(params: LstmTfParams, vocab_len: int, num_classes: int, max_len: int) -> keras.Model:
     """Embedding → LSTM(u1, seq) → BN → Dropout → LSTM(u2) → BN → Dropout → Dense(relu) → BN → Dropout
@@ -78,6 +97,7 @@ def per_example_loss(probs, y, *, kind: str, alpha, gamma: float):
 
 
 # --------------------------------------------------------------------------- one run
+
 
 def strategy_all_reduce_sum(strategy: tf.distribute.Strategy | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A function that sums a small float64 array across the strategy's workers with its collectives
@@ -137,8 +157,11 @@ def _make_train_step(model, optimizer, strategy, loss_kw, grad_clip: float | Non
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # embedding: dense
         # The optimizer sums the gradients over the replicas itself; the global norm (for clipping and
         # the report) needs the sum here too. Scaling each worker's part by the same factor clips the sum.
-        summed = grads if replicas == 1 else tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, grads)
+        summed = (
+            grads
+            if replicas == 1
+            else tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        )
         norm = tf.linalg.global_norm(summed)
         if grad_clip is not None:
             factor = tf.minimum(1.0, grad_clip / (norm + 1e-6))
@@ -147,7 +170,9 @@ def _make_train_step(model, optimizer, strategy, loss_kw, grad_clip: float | Non
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), y), tf.float32))
         return tf.reduce_sum(per_ex), correct, norm
 
-    @tf.function(input_signature=[tf.TensorSpec([None, max_len], tf.int32), tf.TensorSpec([None], tf.int32)], autograph=False)
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, max_len], tf.int32), tf.TensorSpec([None], tf.int32)], autograph=False
+    )
     def train_step(x, y):
         out = strategy.run(replica_step, args=(x, y))
         return [strategy.experimental_local_results(o)[0] for o in out]
@@ -164,8 +189,12 @@ def _make_probs_fn(model, max_len: int):
 
 
 def _moving_stats(model: keras.Model) -> list:
-    return [v for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
-            for v in (layer.moving_mean, layer.moving_variance)]
+    return [
+        v
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+        for v in (layer.moving_mean, layer.moving_variance)
+    ]
 
 
 def _probs(probs_fn, split: SplitArrays, batch_size: int = 512) -> np.ndarray:
@@ -183,21 +212,26 @@ class _TfHooks(LoopHooks):
         self.strategy = strategy = ctx.strategy or tf.distribute.get_strategy()
         keras.utils.set_random_seed(params.seed)  # the same initial weights and dropout stream on every worker
         train_y = data.splits["train"].y
-        alpha = (resolve_alpha(params.focal_alpha, np.bincount(train_y, minlength=data.num_classes))
-                 if params.loss == "focal" else None)
-        self.loss_kw = {"kind": params.loss, "alpha": alpha, "gamma": params.focal_gamma}
+        alpha = (
+            resolve_alpha(params.focal_alpha, np.bincount(train_y, minlength=data.num_classes))
+            if params.loss == "focal"
+            else None
+        )
+        self.loss_kw: dict[str, Any] = {"kind": params.loss, "alpha": alpha, "gamma": params.focal_gamma}
         self.lr_scale = lr_scale_factor(params.lr_scaling, ctx.world_size)
         with strategy.scope():
             self.model = build_model(params, len(data.vocab), data.num_classes, data.max_len)
-            self.optimizer = keras.optimizers.Adam(learning_rate=params.lr * self.lr_scale,
-                                                   weight_decay=params.weight_decay or None)
+            self.optimizer = keras.optimizers.Adam(
+                learning_rate=params.lr * self.lr_scale, weight_decay=params.weight_decay or None
+            )
             self.optimizer.build(self.model.trainable_variables)
         self._reduce = ctx.all_reduce_sum
         if self._reduce is None and strategy.num_replicas_in_sync > 1:
             self._reduce = strategy_all_reduce_sum(strategy)
         self.per_rank = len(train_y) // ctx.world_size
-        self.train_step = _make_train_step(self.model, self.optimizer, strategy, self.loss_kw, params.grad_clip,
-                                           data.max_len)
+        self.train_step = _make_train_step(
+            self.model, self.optimizer, strategy, self.loss_kw, params.grad_clip, data.max_len
+        )
         self.probs_fn = _make_probs_fn(self.model, data.max_len)
 
     def set_lr(self, lr: float) -> None:
@@ -251,13 +285,19 @@ class _TfHooks(LoopHooks):
             self.model.set_weights(current)
         data = self.data
         (folder / VOCAB_FILE).write_text(json.dumps(data.vocab, ensure_ascii=False), encoding="utf-8")
-        meta = {"params": self.params.model_dump(mode="json"), "label_names": data.label_names,
-                "vocab_len": len(data.vocab), "vocab_file": VOCAB_FILE, "max_len": data.max_len,
-                "weights_file": WEIGHTS_FILE}
+        meta = {
+            "params": self.params.model_dump(mode="json"),
+            "label_names": data.label_names,
+            "vocab_len": len(data.vocab),
+            "vocab_file": VOCAB_FILE,
+            "max_len": data.max_len,
+            "weights_file": WEIGHTS_FILE,
+        }
         (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- the trainable
+
 
 class LstmTf(Trainable):
     """``lstm_tf``: the seed's stacked LSTM; Ray Train's TensorflowTrainer runs it (MultiWorkerMirroredStrategy)."""
@@ -280,8 +320,10 @@ class LstmTf(Trainable):
         params = LstmTfParams(**meta["params"])
         vocab = json.loads((folder / meta.get("vocab_file", VOCAB_FILE)).read_text(encoding="utf-8"))
         if vocab != data.vocab or meta["max_len"] != data.max_len:
-            raise ConfigError(f"{folder}: the checkpoint's vocabulary / max_len differ from the prepared data's "
-                              f"({len(vocab)} vs {len(data.vocab)} tokens, max_len {meta['max_len']} vs {data.max_len})")
+            raise ConfigError(
+                f"{folder}: the checkpoint's vocabulary / max_len differ from the prepared data's "
+                f"({len(vocab)} vs {len(data.vocab)} tokens, max_len {meta['max_len']} vs {data.max_len})"
+            )
         model = build_model(params, len(vocab), len(meta["label_names"]), meta["max_len"])
         model.load_weights(folder / meta.get("weights_file", WEIGHTS_FILE))
         return params, model

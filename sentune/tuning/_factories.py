@@ -16,9 +16,14 @@ def to_tune(parsed: Mapping[str, Domain | Any]) -> dict:
     """Ray Tune's param_space for a parsed search space."""
     from ray import tune
 
-    kinds: dict[str, Callable] = {"grid": lambda *a: tune.grid_search(list(a)), "choice": lambda *a: tune.choice(list(a)),
-                                  "loguniform": tune.loguniform, "uniform": tune.uniform, "quniform": tune.quniform,
-                                  "randint": tune.randint}
+    kinds: dict[str, Callable] = {
+        "grid": lambda *a: tune.grid_search(list(a)),
+        "choice": lambda *a: tune.choice(list(a)),
+        "loguniform": tune.loguniform,
+        "uniform": tune.uniform,
+        "quniform": tune.quniform,
+        "randint": tune.randint,
+    }
     return {name: kinds[dom.kind](*dom.args) if isinstance(dom, Domain) else dom for name, dom in parsed.items()}
 
 
@@ -44,11 +49,13 @@ def _pick(table: Mapping[str, Any], kind: str, what: str):
         raise ConfigError(f"unknown {what} {kind!r}; choose from {', '.join(table)}") from None
 
 
-def make_scheduler(kind: str, *, max_t: int, grace_period: int = 1, reduction_factor: float = 2,
-                   time_attr: str = "training_iteration"):
+def make_scheduler(
+    kind: str, *, max_t: int, grace_period: int = 1, reduction_factor: float = 2, time_attr: str = "training_iteration"
+):
     """A Tune trial scheduler by name; ``time_attr`` is what its rungs count (epochs)."""
-    return _pick(SCHEDULERS, kind, "scheduler")(time_attr=time_attr, max_t=max_t, grace_period=grace_period,
-                                                reduction_factor=reduction_factor)
+    return _pick(SCHEDULERS, kind, "scheduler")(
+        time_attr=time_attr, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor
+    )
 
 
 def _variants(parsed, *, seed: int, metric: str, mode: str, max_concurrent: int):
@@ -69,9 +76,11 @@ def _optuna(parsed, *, seed: int, metric: str, mode: str, max_concurrent: int):
 SEARCH_ALGORITHMS: dict[str, Callable[..., Any]] = {"random": _variants, "grid": _variants, "optuna": _optuna}
 
 
-def make_search_alg(kind: str, parsed: Mapping[str, Domain | Any], *, seed: int, metric: str, mode: str,
-                    max_concurrent: int):
+def make_search_alg(
+    kind: str, parsed: Mapping[str, Domain | Any], *, seed: int, metric: str, mode: str, max_concurrent: int
+):
     """``random`` / ``grid`` -> Ray's variant generator; ``optuna`` -> TPE with a seeded sampler. (The job
     spec has checked that the domains suit the algorithm.)"""
-    return _pick(SEARCH_ALGORITHMS, kind, "search algorithm")(parsed, seed=seed, metric=metric, mode=mode,
-                                                              max_concurrent=max_concurrent)
+    return _pick(SEARCH_ALGORITHMS, kind, "search algorithm")(
+        parsed, seed=seed, metric=metric, mode=mode, max_concurrent=max_concurrent
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -36,11 +37,18 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, verbose
         env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     # Ray Train's controller collects worker reports when it polls them (every 2 s by default), which
     # adds ~2 s to every epoch of a small model; poll faster.
-    env |= {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"),
-            # the dashboard's Train view lists each trial's run (named <job>-<trial id>) with its actors
-            "RAY_TRAIN_ENABLE_STATE_TRACKING": os.environ.get("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")}
-    ray.init(**kwargs, runtime_env={"env_vars": env}, log_to_driver=verbose, configure_logging=True,
-             logging_level="WARNING")
+    env |= {
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"),
+        # the dashboard's Train view lists each trial's run (named <job>-<trial id>) with its actors
+        "RAY_TRAIN_ENABLE_STATE_TRACKING": os.environ.get("RAY_TRAIN_ENABLE_STATE_TRACKING", "1"),
+    }
+    ray.init(
+        **kwargs,
+        runtime_env={"env_vars": env},
+        log_to_driver=verbose,
+        configure_logging=True,
+        logging_level=logging.WARNING,
+    )
 
 
 def max_concurrent_trials(resources) -> int:

@@ -12,12 +12,12 @@ import pandas as pd
 
 from sentune import results
 from sentune._log import log_line
-from sentune.data import load_splits
+from sentune.data import DataSplits, load_splits
+from sentune.diagnostics import DiagnosticsTracker
 from sentune.errors import ConfigError, SentuneError
+from sentune.search import Domain
 from sentune.spec import JobSpec
 from sentune.trainables import TrainableEntry, get_trainable
-from sentune.diagnostics import DiagnosticsTracker
-from sentune.search import Domain
 from sentune.tuning._callback import DiagnosticsStopper, RecordCallback
 from sentune.tuning._factories import make_scheduler, make_search_alg, to_tune
 from sentune.tuning._session import init_ray, max_concurrent_trials
@@ -40,7 +40,7 @@ class RunSummary:
 @dataclass
 class _Started:
     entry: TrainableEntry
-    splits: object
+    splits: DataSplits
     run_dir: Path
     run_id: str
     data_ref: object
@@ -64,18 +64,32 @@ def _start(spec: JobSpec, *, address: str | None, verbose: bool, run_id: str | N
         remote = None
         run_dir = (Path(spec.storage_path) / spec.name / run_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    results.write_run_info(run_dir, {
-        "job": spec.name, "kind": spec.kind, "run_id": run_id, "trainable": spec.trainable,
-        "metric": spec.scheduler.metric, "mode": spec.scheduler.direction.mode,
-        "label_names": splits.label_names, "tuned_params": spec.tuned,
-        "data": spec.data.resolved().model_dump(mode="json", exclude_defaults=True),
-        "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test) if splits.test else 0},
-        "spec": spec.model_dump(mode="json"),
-    })
+    results.write_run_info(
+        run_dir,
+        {
+            "job": spec.name,
+            "kind": spec.kind,
+            "run_id": run_id,
+            "trainable": spec.trainable,
+            "metric": spec.scheduler.metric,
+            "mode": spec.scheduler.direction.mode,
+            "label_names": splits.label_names,
+            "tuned_params": spec.tuned,
+            "data": spec.data.resolved().model_dump(mode="json", exclude_defaults=True),
+            "sizes": {
+                "train": len(splits.train),
+                "dev": len(splits.dev),
+                "test": len(splits.test) if splits.test else 0,
+            },
+            "spec": spec.model_dump(mode="json"),
+        },
+    )
     where = f"{run_dir} (uploaded to {remote} at the end)" if remote else str(run_dir)
-    log_line(f"job {spec.name}: {spec.trainable} on {len(splits.train)}/{len(splits.dev)}/"
-             f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
-             f"results -> {where}")
+    log_line(
+        f"job {spec.name}: {spec.trainable} on {len(splits.train)}/{len(splits.dev)}/"
+        f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
+        f"results -> {where}"
+    )
     init_ray(address, verbose=verbose)
     import ray
 
@@ -91,8 +105,9 @@ def _start(spec: JobSpec, *, address: str | None, verbose: bool, run_id: str | N
     return _Started(entry, splits, run_dir, run_id, data_ref, remote)
 
 
-def run_sweep(spec: JobSpec, *, address: str | None = None, verbose: bool = False,
-              run_id: str | None = None) -> RunSummary:
+def run_sweep(
+    spec: JobSpec, *, address: str | None = None, verbose: bool = False, run_id: str | None = None
+) -> RunSummary:
     """Run a validated tune job on Ray (the embedded local Ray unless ``address`` is given)."""
     if spec.kind != "tune":
         raise ConfigError(f"job {spec.name} is a {spec.kind}; use run_range_test")
@@ -103,26 +118,55 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, verbose: bool = Fals
     from ray import tune
 
     ray_storage = st.remote or str(st.run_dir)
-    driver = make_trial_driver(st.entry, st.data_ref, workers=res.workers_per_trial, cpus=res.cpus, gpus=res.gpus,
-                               storage_path=results.join_uri(ray_storage, "train"), job=spec.name)
+    driver = make_trial_driver(
+        st.entry,
+        st.data_ref,
+        workers=res.workers_per_trial,
+        cpus=res.cpus,
+        gpus=res.gpus,
+        storage_path=results.join_uri(ray_storage, "train"),
+        job=spec.name,
+    )
     tracker = DiagnosticsTracker(spec.diagnostics, st.splits.dev.class_counts().tolist(), st.splits.label_names)
-    recorder = results.RunRecorder(st.run_dir, job=spec.name, run_id=st.run_id, metric=metric, mode=mode,
-                                   max_epochs=spec.epochs_max, tracker=tracker)
+    recorder = results.RunRecorder(
+        st.run_dir,
+        job=spec.name,
+        run_id=st.run_id,
+        metric=metric,
+        mode=mode,
+        max_epochs=spec.epochs_max,
+        tracker=tracker,
+    )
     tuner = tune.Tuner(
         tune.with_resources(driver, {"memory": 64 * 1024 * 1024}),  # the trial driver only waits on its workers
         param_space=to_tune(spec.space),
         tune_config=tune.TuneConfig(
-            metric=metric, mode=mode, num_samples=spec.num_samples,  # the search algorithm caps concurrency
-            scheduler=make_scheduler(spec.scheduler.type, max_t=spec.scheduler.max_t or spec.epochs_max,
-                                     grace_period=spec.scheduler.grace_period,
-                                     reduction_factor=spec.scheduler.reduction_factor),
-            search_alg=make_search_alg(spec.search.algorithm, spec.space, seed=spec.seed, metric=metric, mode=mode,
-                                       max_concurrent=max_concurrent_trials(res)),
+            metric=metric,
+            mode=mode,
+            num_samples=spec.num_samples,  # the search algorithm caps concurrency
+            scheduler=make_scheduler(
+                spec.scheduler.type,
+                max_t=spec.scheduler.max_t or spec.epochs_max,
+                grace_period=spec.scheduler.grace_period,
+                reduction_factor=spec.scheduler.reduction_factor,
+            ),
+            search_alg=make_search_alg(
+                spec.search.algorithm,
+                spec.space,
+                seed=spec.seed,
+                metric=metric,
+                mode=mode,
+                max_concurrent=max_concurrent_trials(res),
+            ),
             trial_name_creator=lambda t: f"{spec.name}-{t.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=ray_storage, callbacks=[RecordCallback(recorder)],
-            stop=DiagnosticsStopper(tracker), failure_config=tune.FailureConfig(max_failures=1), verbose=0,
+            name="tune",
+            storage_path=ray_storage,
+            callbacks=[RecordCallback(recorder)],
+            stop=DiagnosticsStopper(tracker),
+            failure_config=tune.FailureConfig(max_failures=1),
+            verbose=0,
         ),
     )
     try:
@@ -144,12 +188,14 @@ def _finish(spec: JobSpec, st: _Started) -> RunSummary:
     best = results.best_trial(run_dir)
     if best["checkpoint_path"]:
         wanted = ["dev"] + (["test"] if splits.test is not None else [])
-        preds = predict_on_cluster(st.entry, best["checkpoint_path"], st.data_ref, wanted, cpus=res.cpus,
-                                   gpus=res.gpus, storage=st.remote)
+        preds = predict_on_cluster(
+            st.entry, best["checkpoint_path"], st.data_ref, wanted, cpus=res.cpus, gpus=res.gpus, storage=st.remote
+        )
         for split_name in wanted:
             ds = getattr(splits, split_name)
-            frame = results.write_evaluation(run_dir, splits.label_names, split_name, ds.texts, ds.labels,
-                                             preds[split_name][0])
+            frame = results.write_evaluation(
+                run_dir, splits.label_names, split_name, ds.texts, ds.labels, preds[split_name][0]
+            )
             if split_name == "test":
                 report = frame
                 results.write_seed_report(run_dir, splits.label_names, ds.labels, preds[split_name][0])
@@ -157,13 +203,15 @@ def _finish(spec: JobSpec, st: _Started) -> RunSummary:
     return RunSummary(run_dir, board, exported["best_config"], report, 0.0, st.remote)
 
 
-def run_range_test(spec: JobSpec, *, address: str | None = None, verbose: bool = False,
-                   run_id: str | None = None) -> tuple[Path, dict]:
+def run_range_test(
+    spec: JobSpec, *, address: str | None = None, verbose: bool = False, run_id: str | None = None
+) -> tuple[Path, dict]:
     """``kind: lr_range_test``: one run, lr raised exponentially; returns (run folder, suggestion)."""
     st = _start(spec, address=address, verbose=verbose, run_id=run_id)
     rt = spec.range_test
-    rows = range_test_on_cluster(st.entry, spec.constants, st.data_ref, rt.model_dump(), cpus=spec.resources.cpus,
-                                 gpus=spec.resources.gpus)
+    rows = range_test_on_cluster(
+        st.entry, spec.constants, st.data_ref, rt.model_dump(), cpus=spec.resources.cpus, gpus=spec.resources.gpus
+    )
     suggestion = results.write_range_test(st.run_dir, rows, lr_max=rt.lr_max)
     if st.remote:
         results.upload_run(st.run_dir, st.remote)

@@ -59,12 +59,21 @@ def _predict_task(entry: TrainableEntry, checkpoint_dir: str, data, splits: list
         return {s: trainable.predict(model, data, s, device=device) for s in splits}
 
 
-def predict_on_cluster(entry: TrainableEntry, checkpoint_dir: str, data_ref, splits: list[str], *, cpus: float,
-                       gpus: float, storage: str | None = None):
+def predict_on_cluster(
+    entry: TrainableEntry,
+    checkpoint_dir: str,
+    data_ref,
+    splits: list[str],
+    *,
+    cpus: float,
+    gpus: float,
+    storage: str | None = None,
+):
     import ray
 
-    return ray.get(_submit(_predict_task, "sentune-evaluate", cpus, gpus, entry, checkpoint_dir, data_ref, splits,
-                           storage))
+    return ray.get(
+        _submit(_predict_task, "sentune-evaluate", cpus, gpus, entry, checkpoint_dir, data_ref, splits, storage)
+    )
 
 
 def _range_task(entry: TrainableEntry, params: dict, data, options: dict) -> list[dict]:
@@ -73,8 +82,9 @@ def _range_task(entry: TrainableEntry, params: dict, data, options: dict) -> lis
     return trainable.lr_range_test(entry.params_model(**params), data, ctx=LoopContext(device=device), **options)
 
 
-def range_test_on_cluster(entry: TrainableEntry, params: dict, data_ref, options: dict, *, cpus: float,
-                          gpus: float) -> list[dict]:
+def range_test_on_cluster(
+    entry: TrainableEntry, params: dict, data_ref, options: dict, *, cpus: float, gpus: float
+) -> list[dict]:
     import ray
 
     return ray.get(_submit(_range_task, "sentune-lr-range-test", cpus, gpus, entry, params, data_ref, options))

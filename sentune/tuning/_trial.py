@@ -44,8 +44,9 @@ def _worker_loop(cfg: dict):
     world, rank = ctx.get_world_size(), ctx.get_world_rank()
     trainable = entry.load()
     # first: TensorFlow's strategy must exist before any other TensorFlow op
-    loop_ctx = trainable.worker_context(world_size=world, rank=rank, cpus=max(1, int(cfg["cpus_per_worker"])),
-                                        report=_reporter(rank))
+    loop_ctx = trainable.worker_context(
+        world_size=world, rank=rank, cpus=max(1, int(cfg["cpus_per_worker"])), report=_reporter(rank)
+    )
     params = entry.params_model(**cfg["params"])
     data = ray.get(cfg["data_ref"][0])
     trainable.fit(params, data, loop_ctx)
@@ -58,9 +59,11 @@ def scaling_kwargs(workers: int, cpus: float, gpus: float) -> dict:
     return {"num_workers": workers, "use_gpu": gpus > 0, "resources_per_worker": per_worker}
 
 
-def make_trial_driver(entry: TrainableEntry, data_ref, *, workers: int, cpus: float, gpus: float, storage_path: str,
-                      job: str = "sentune"):
-    """A Tune function trainable: one Ray Train run per trial, named ``<job>-<trial id>`` (the dashboard's Train view)."""
+def make_trial_driver(
+    entry: TrainableEntry, data_ref, *, workers: int, cpus: float, gpus: float, storage_path: str, job: str = "sentune"
+):
+    """A Tune function trainable: one Ray Train run per trial, named ``<job>-<trial id>`` (the dashboard's
+    Train view)."""
     refs = [data_ref]  # a list, so Tune's pickling keeps the ObjectRef instead of the data
 
     def trial_driver(config: dict):
@@ -74,8 +77,9 @@ def make_trial_driver(entry: TrainableEntry, data_ref, *, workers: int, cpus: fl
             train_loop_config={"entry": entry, "params": config, "data_ref": refs, "cpus_per_worker": cpus},
             scaling_config=ray.train.ScalingConfig(**scaling_kwargs(workers, cpus, gpus)),
             run_config=ray.train.RunConfig(
-                name=f"{job}-{trial}", storage_path=storage_path,
-                callbacks=[TuneReportCallback()],
+                name=f"{job}-{trial}",
+                storage_path=storage_path,
+                callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train V2 UserCallback
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             ),
         )
