@@ -6,23 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DESIGN_METRICS
 from sentune.data import DataConfig, load_splits
 from sentune.trainables import llama_torch as lt
 from sentune.trainables._backbones import load_decoder, parse_backbone
 from sentune.trainables._common import lr_scale_factor, resolve_alpha, warmup_cosine
-
-DESIGN_METRICS = [
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_macro_f1",
-    "lr",
-    "grad_norm",
-    "epoch_seconds",
-    "samples_per_second",
-]
 
 
 @pytest.fixture(scope="module")

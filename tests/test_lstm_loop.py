@@ -6,22 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import DESIGN_METRICS
 from sentune.data import DataConfig, load_splits
 from sentune.errors import ConfigError
 from sentune.trainables import lstm_tf as lt
 
-DESIGN_METRICS = [
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_macro_f1",
-    "lr",
-    "grad_norm",
-    "epoch_seconds",
-    "samples_per_second",
-]
 TINY = {
     "embedding_dim": 32,
     "lstm_units": [16, 8],

@@ -6,6 +6,7 @@ import math
 import pandas as pd
 import pytest
 
+from conftest import DESIGN_METRICS
 from sentune.spec import parse_job
 from sentune.tuning import run_sweep
 
@@ -54,19 +55,7 @@ def two_workers(ray_local, tmp_path_factory):
 def test_two_worker_trial_reports_every_metric(two_workers):
     epochs = pd.read_parquet(two_workers.run_dir / "epochs.parquet")
     assert epochs.epoch.tolist() == [1, 2]
-    for col in [
-        "train_loss",
-        "train_acc",
-        "val_loss",
-        "val_acc",
-        "val_macro_f1",
-        "lr",
-        "grad_norm",
-        "epoch_seconds",
-        "samples_per_second",
-        "node_id",
-        "reported_at",
-    ]:
+    for col in [*DESIGN_METRICS, "node_id", "reported_at"]:
         assert epochs[col].notna().all(), col
         if col != "node_id":
             assert all(math.isfinite(v) for v in epochs[col]), col

@@ -8,24 +8,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import DESIGN_METRICS
 from sentune.errors import DataError
 from sentune.spec import parse_job
 from sentune.standalone import load_train_config, train_alone
 from sentune.tuning import run_sweep
 
 pytestmark = pytest.mark.slow
-
-DESIGN_METRICS = [
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_macro_f1",
-    "lr",
-    "grad_norm",
-    "epoch_seconds",
-    "samples_per_second",
-]
 
 
 def make_job(sst_dir, tmp_path, **changes):

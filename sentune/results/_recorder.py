@@ -53,6 +53,7 @@ class RunRecorder:
                 "epochs_run": 0, "epochs_max": self._epochs_of(config), "metric": self.metric,
                 "peak_metric": None, "peak_epoch": None, "stop_reason": None, "diagnostics": None, "overfit": None,
                 "checkpoint_path": None, "error": None,
+                "started_at": time.time(),  # wall clock on the driver when Tune started the trial
                 "config_json": json.dumps(config, default=str),
                 **{f"config/{k}": _plain(v) for k, v in config.items()},
             }
@@ -86,6 +87,15 @@ class RunRecorder:
             t.update(summarize(rows))
         self.flush()
         return row
+
+    def checkpoint(self, trial_id: str, path: str) -> None:
+        """The trial's latest result came with a checkpoint (the best so far), stored at ``path``."""
+        rows = self.rows.get(trial_id)
+        if rows:
+            rows[-1]["checkpoint_path"] = path
+        if trial_id in self.trials:
+            self.trials[trial_id]["checkpoint_path"] = path
+        self.flush()
 
     def completed(self, trial_id: str, config: dict) -> dict:
         """The trial ended without error: completed, or stopped early (and why)."""

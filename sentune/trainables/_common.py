@@ -13,6 +13,7 @@ from sentune._direction import Direction
 __all__ = [
     "BestEpoch",
     "classification_metrics",
+    "focal_class_weights",
     "cycling_batches",
     "epoch_metrics",
     "epoch_shard",
@@ -60,6 +61,13 @@ def resolve_alpha(alpha, class_counts: Sequence[int] | np.ndarray) -> list[float
     if len(alpha) != n_classes:
         raise ValueError(f"focal_alpha has {len(alpha)} values; this data has {n_classes} classes")
     return alpha
+
+
+def focal_class_weights(params, train_y: np.ndarray, num_classes: int) -> list[float] | None:
+    """The per-class focal alpha a run trains with: None unless ``params.loss`` is focal."""
+    if params.loss != "focal":
+        return None
+    return resolve_alpha(params.focal_alpha, np.bincount(train_y, minlength=num_classes))
 
 
 def lr_scale_factor(rule: str, workers: int) -> float:

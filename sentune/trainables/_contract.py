@@ -182,8 +182,9 @@ class Trainable(ABC):
         """The Ray Train trainer class whose workers run :meth:`fit` (TorchTrainer, TensorflowTrainer)."""
 
     @abstractmethod
-    def worker_context(self, *, world_size: int, rank: int, cpus: int, report: Report) -> LoopContext:
-        """The loop context on one Ray Train worker (device, process group or strategy, threads)."""
+    def worker_context(self, *, world_size: int, rank: int, cpus: int, use_gpu: bool, report: Report) -> LoopContext:
+        """The loop context on one Ray Train worker, or in the Tune trial itself for one worker (device:
+        the GPU Ray assigned when ``use_gpu``, else the CPU; process group or strategy; threads)."""
 
     @abstractmethod
     def use_cpus(self, cpus: int) -> str:

@@ -24,7 +24,7 @@ from torch import nn
 from sentune._log import log_line
 from sentune._paths import cache_dir
 from sentune.trainables._backbones import Tokenized, build_tokenizer, load_decoder, parse_backbone
-from sentune.trainables._common import lr_scale_factor, resolve_alpha
+from sentune.trainables._common import focal_class_weights, lr_scale_factor
 from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, PreparedData, Report, SplitArrays, Trainable
 from sentune.trainables._params import LlamaTorchParams
 
@@ -228,11 +228,7 @@ class _TorchHooks(LoopHooks):
         self.model = build_model(params, data).to(ctx.device)
         self.train_model = ctx.wrap_model(self.model)
         train_y = data.splits["train"].y
-        alpha = (
-            resolve_alpha(params.focal_alpha, np.bincount(train_y, minlength=data.num_classes))
-            if params.loss == "focal"
-            else None
-        )
+        alpha = focal_class_weights(params, train_y, data.num_classes)
         self.loss_kw: dict[str, Any] = dict(
             kind=params.loss,
             gamma=params.focal_gamma,
@@ -327,13 +323,15 @@ class LlamaTorch(Trainable):
 
         return TorchTrainer
 
-    def worker_context(self, *, world_size: int, rank: int, cpus: int, report: Report) -> LoopContext:
+    def worker_context(self, *, world_size: int, rank: int, cpus: int, use_gpu: bool, report: Report) -> LoopContext:
         import ray.train.torch
 
-        device = _cpu_fallback(ray.train.torch.get_device())
+        # a trial without GPUs still sees every GPU of its node (Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone)
+        device = _cpu_fallback(ray.train.torch.get_device()) if use_gpu else torch.device("cpu")
         if device.type == "cpu":
             torch.set_num_threads(max(1, cpus))
-        wrap = (lambda m: ray.train.torch.prepare_model(m)) if world_size > 1 or device.type != "cpu" else (lambda m: m)
+        # DDP for a worker group; one worker's model just moves to its device (in _TorchHooks)
+        wrap = (lambda m: ray.train.torch.prepare_model(m)) if world_size > 1 else (lambda m: m)
         return LoopContext(
             world_size=world_size, rank=rank, device=str(device), cpus=cpus, report=report, wrap_model=wrap
         )

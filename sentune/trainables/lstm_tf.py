@@ -26,7 +26,7 @@ import tensorflow as tf  # noqa: E402
 
 from sentune._log import log_line  # noqa: E402
 from sentune.errors import ConfigError  # noqa: E402
-from sentune.trainables._common import lr_scale_factor, resolve_alpha  # noqa: E402
+from sentune.trainables._common import focal_class_weights, lr_scale_factor  # noqa: E402
 from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, Report, SplitArrays, Trainable  # noqa: E402
 from sentune.trainables._lstm_data import OOV_ID, PAD_ID, LstmData, build_vocab, encode, tokenize  # noqa: E402
 from sentune.trainables._params import LstmTfParams  # noqa: E402
@@ -132,11 +132,16 @@ def _set_threads(cpus: int | None) -> None:
     _THREADS_SET = True
 
 
-def make_strategy(world_size: int, *, cpus: int | None = None) -> tf.distribute.Strategy:
+def make_strategy(world_size: int, *, cpus: int | None = None, gpus: bool = True) -> tf.distribute.Strategy:
     """The strategy a worker trains under: ``MultiWorkerMirroredStrategy`` (from TF_CONFIG, which Ray's
     TensorflowTrainer sets) for several workers, else the default one. Call it before any other
     TensorFlow op; it also sets TensorFlow's thread pools to ``cpus``."""
     _set_threads(cpus)
+    if not gpus:  # a worker without a GPU of its own must not take one of its node's
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # the runtime is up already (a reused process): it was set then
+            pass
     if world_size > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
@@ -212,11 +217,7 @@ class _TfHooks(LoopHooks):
         self.strategy = strategy = ctx.strategy or tf.distribute.get_strategy()
         keras.utils.set_random_seed(params.seed)  # the same initial weights and dropout stream on every worker
         train_y = data.splits["train"].y
-        alpha = (
-            resolve_alpha(params.focal_alpha, np.bincount(train_y, minlength=data.num_classes))
-            if params.loss == "focal"
-            else None
-        )
+        alpha = focal_class_weights(params, train_y, data.num_classes)
         self.loss_kw: dict[str, Any] = {"kind": params.loss, "alpha": alpha, "gamma": params.focal_gamma}
         self.lr_scale = lr_scale_factor(params.lr_scaling, ctx.world_size)
         with strategy.scope():
@@ -337,10 +338,10 @@ class LstmTf(Trainable):
 
         return TensorflowTrainer
 
-    def worker_context(self, *, world_size: int, rank: int, cpus: int, report: Report) -> LoopContext:
+    def worker_context(self, *, world_size: int, rank: int, cpus: int, use_gpu: bool, report: Report) -> LoopContext:
         # MultiWorkerMirroredStrategy for several workers (TF_CONFIG set by the TensorflowTrainer): made
         # first, before any other TensorFlow op; the loop builds its cross-worker sum from it
-        strategy = make_strategy(world_size, cpus=cpus)
+        strategy = make_strategy(world_size, cpus=cpus, gpus=use_gpu)
         return LoopContext(world_size=world_size, rank=rank, cpus=cpus, report=report, strategy=strategy)
 
     def use_cpus(self, cpus: int) -> str:

@@ -36,6 +36,10 @@ class RecordCallback(Callback):
         note = f"  [{', '.join(raised)}]" if raised else ""
         log_line(f"{trial.trial_id} epoch {row['epoch']:>3}  {shown}{note}")
 
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        """A one-worker trial's checkpoint reaches Tune itself (a worker group's comes as checkpoint_path)."""
+        self.recorder.checkpoint(trial.trial_id, checkpoint.path)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.recorder.completed(trial.trial_id, trial.config)
 

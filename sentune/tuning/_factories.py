@@ -50,7 +50,7 @@ def _pick(table: Mapping[str, Any], kind: str, what: str):
 
 
 def make_scheduler(
-    kind: str, *, max_t: int, grace_period: int = 1, reduction_factor: float = 2, time_attr: str = "training_iteration"
+    kind: str, *, max_t: int, grace_period: int = 1, reduction_factor: float = 2, time_attr: str = "epoch"
 ):
     """A Tune trial scheduler by name; ``time_attr`` is what its rungs count (epochs)."""
     return _pick(SCHEDULERS, kind, "scheduler")(

@@ -16,8 +16,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None, verbose: bool = False) -> None:
-    """Connect to ``address`` (or ``RAY_ADDRESS``), or start the embedded local Ray (dashboard on loopback)."""
+def init_ray(
+    address: str | None = None, *, num_cpus: int | None = None, num_gpus: float | None = None, verbose: bool = False
+) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), or start the embedded local Ray (dashboard on loopback;
+    ``num_cpus`` / ``num_gpus`` override what it detects)."""
     import ray
 
     if ray.is_initialized():
@@ -31,7 +34,13 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, verbose
     env = {}
     if not address:  # the dashboard also serves the State API that Ray Train uses to clean up stopped trials
         port = _free_port()
-        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, num_cpus=num_cpus)
+        kwargs.update(
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=port,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+        )
         # Ray Train's workers call the State API without an address; with a second Ray on this machine it
         # cannot tell which one is theirs ("Found multiple active Ray instances") and stopped trials hang.
         env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +35,8 @@ class RunSummary:
     test_report: pd.DataFrame | None
     wall_seconds: float
     remote: str | None = None  # where the run folder was uploaded, for a URI storage_path
+    # seconds spent preparing the data, in Tuner.fit (the sweep itself), and evaluating/exporting after it
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,6 +47,7 @@ class _Started:
     run_id: str
     data_ref: object
     remote: str | None = None  # the run folder behind a URI, when storage_path is one
+    prepare_seconds: float = 0.0
 
 
 def _start(spec: JobSpec, *, address: str | None, verbose: bool, run_id: str | None) -> _Started:
@@ -101,8 +104,9 @@ def _start(spec: JobSpec, *, address: str | None, verbose: bool, run_id: str | N
         cause = exc.as_instanceof_cause()
         last = str(cause).strip().splitlines()[-1]
         raise SentuneError(f"preparing the data failed: {type(cause).__name__}: {last}") from None
-    log_line(f"data prepared once in {time.perf_counter() - t0:.1f} s (shared through the object store)")
-    return _Started(entry, splits, run_dir, run_id, data_ref, remote)
+    prepare_s = time.perf_counter() - t0
+    log_line(f"data prepared once in {prepare_s:.1f} s (shared through the object store)")
+    return _Started(entry, splits, run_dir, run_id, data_ref, remote, prepare_s)
 
 
 def run_sweep(
@@ -138,7 +142,7 @@ def run_sweep(
         tracker=tracker,
     )
     tuner = tune.Tuner(
-        tune.with_resources(driver, {"memory": 64 * 1024 * 1024}),  # the trial driver only waits on its workers
+        driver,
         param_space=to_tune(spec.space),
         tune_config=tune.TuneConfig(
             metric=metric,
@@ -159,6 +163,7 @@ def run_sweep(
                 max_concurrent=max_concurrent_trials(res),
             ),
             trial_name_creator=lambda t: f"{spec.name}-{t.trial_id}",
+            reuse_actors=True,  # a new trial starts in a process that has its framework imported
         ),
         run_config=tune.RunConfig(
             name="tune",
@@ -170,8 +175,15 @@ def run_sweep(
         ),
     )
     try:
+        t_fit = time.perf_counter()
         tuner.fit()
+        t_finish = time.perf_counter()
         summary = _finish(spec, st)
+        summary.timings = {
+            "prepare_s": st.prepare_seconds,
+            "fit_s": t_finish - t_fit,
+            "finish_s": time.perf_counter() - t_finish,
+        }
     finally:
         if st.remote:
             results.upload_run(st.run_dir, st.remote)

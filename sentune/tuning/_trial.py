@@ -1,24 +1,37 @@
-"""One Tune trial: a function trainable that runs the trainable's loop on Ray Train workers.
+"""One Tune trial: a function trainable that runs the trainable's loop through Ray Train.
 
-Each trial builds the trainable's Ray Train trainer (``TorchTrainer`` with DDP, ``TensorflowTrainer``
-with MultiWorkerMirroredStrategy: :meth:`Trainable.ray_trainer`) whose workers run the shared epoch
-driver; ``TuneReportCallback`` forwards every epoch's metrics (and the checkpoint path) to Tune.
+A one-worker trial runs in Ray Train's local mode (``ScalingConfig(num_workers=0)``): the loop runs in the
+Tune trial's own process, which holds the worker's CPUs and GPU fraction itself, with no controller and
+no worker actors, and reports straight to Tune (``ray.tune.report``). With Tune's ``reuse_actors`` a new
+trial starts in a process that has torch / TensorFlow imported already. A trial with several workers
+builds the trainable's Ray Train trainer (``TorchTrainer`` with DDP, ``TensorflowTrainer`` with
+MultiWorkerMirroredStrategy: :meth:`Trainable.ray_trainer`) whose workers run the same epoch driver;
+``TuneReportCallback`` forwards every epoch's metrics (and the checkpoint path) to Tune, and the trial
+itself only waits (no CPU). Either way the loop and the metrics are the same.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from sentune.trainables import TrainableEntry
 
-__all__ = ["make_trial_driver", "scaling_kwargs"]
+__all__ = ["make_trial_driver", "scaling_kwargs", "trial_resources"]
+
+_DRIVER_MEMORY = 64 * 1024 * 1024  # what a multi-worker trial's own process reserves: it only waits
 
 
-def _reporter(rank: int):
-    """``report(metrics, save)`` for the loop: node id added; rank 0 attaches the checkpoint."""
+def _reporter(rank: int, *, local: bool) -> Callable:
+    """``report(metrics, save)`` for the loop: node id added; rank 0 attaches the checkpoint. In local mode
+    the loop runs inside the Tune trial, where ``ray.train.report`` raises: it reports to Tune directly."""
     import ray
-    import ray.train
+
+    if local:
+        import ray.tune as to
+    else:
+        import ray.train as to  # type: ignore[no-redef]
 
     node_id = ray.get_runtime_context().get_node_id()
 
@@ -27,25 +40,34 @@ def _reporter(rank: int):
         if save is not None and rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 save(Path(tmp))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                to.report(metrics, checkpoint=to.Checkpoint.from_directory(tmp))
         else:
-            ray.train.report(metrics)
+            to.report(metrics)
 
     return report
 
 
 def _worker_loop(cfg: dict):
-    """Runs on every worker of the trial's Ray Train trainer."""
+    """Runs on every worker of the trial's Ray Train trainer (in local mode: in the trial itself)."""
     import ray
-    import ray.train
 
     entry: TrainableEntry = cfg["entry"]
-    ctx = ray.train.get_context()
-    world, rank = ctx.get_world_size(), ctx.get_world_rank()
+    local = cfg["local"]
+    if local:  # ray.train.get_context() raises inside a Tune trial
+        world, rank = 1, 0
+    else:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        world, rank = ctx.get_world_size(), ctx.get_world_rank()
     trainable = entry.load()
     # first: TensorFlow's strategy must exist before any other TensorFlow op
     loop_ctx = trainable.worker_context(
-        world_size=world, rank=rank, cpus=max(1, int(cfg["cpus_per_worker"])), report=_reporter(rank)
+        world_size=world,
+        rank=rank,
+        cpus=max(1, int(cfg["cpus_per_worker"])),
+        use_gpu=cfg["use_gpu"],
+        report=_reporter(rank, local=local),
     )
     params = entry.params_model(**cfg["params"])
     data = ray.get(cfg["data_ref"][0])
@@ -59,30 +81,54 @@ def scaling_kwargs(workers: int, cpus: float, gpus: float) -> dict:
     return {"num_workers": workers, "use_gpu": gpus > 0, "resources_per_worker": per_worker}
 
 
+def trial_resources(workers: int, cpus: float, gpus: float) -> dict:
+    """What the Tune trial's own process reserves: the one worker's CPUs and GPU fraction in local mode;
+    for a worker group, only memory (the workers hold the CPUs and GPUs)."""
+    if workers == 1:
+        return {"cpu": cpus, "gpu": gpus} if gpus > 0 else {"cpu": cpus}
+    return {"cpu": 0, "memory": _DRIVER_MEMORY}
+
+
 def make_trial_driver(
     entry: TrainableEntry, data_ref, *, workers: int, cpus: float, gpus: float, storage_path: str, job: str = "sentune"
 ):
-    """A Tune function trainable: one Ray Train run per trial, named ``<job>-<trial id>`` (the dashboard's
-    Train view)."""
+    """A Tune function trainable (with its resources): one Ray Train run per trial, named
+    ``<job>-<trial id>`` (a worker group's run shows in the dashboard's Train view)."""
+    from ray import tune
+
     refs = [data_ref]  # a list, so Tune's pickling keeps the ObjectRef instead of the data
+    local = workers == 1
 
     def trial_driver(config: dict):
         import ray.train
         import ray.tune
-        from ray.tune.integration.ray_train import TuneReportCallback
 
         trial = ray.tune.get_context().get_trial_id()
+        callbacks: list = []  # in local mode Tune gets the reports itself
+        if local:
+            scaling = ray.train.ScalingConfig(num_workers=0)
+        else:
+            from ray.tune.integration.ray_train import TuneReportCallback
+
+            scaling, callbacks = ray.train.ScalingConfig(**scaling_kwargs(workers, cpus, gpus)), [TuneReportCallback()]
         trainer = entry.load().ray_trainer()(
             _worker_loop,
-            train_loop_config={"entry": entry, "params": config, "data_ref": refs, "cpus_per_worker": cpus},
-            scaling_config=ray.train.ScalingConfig(**scaling_kwargs(workers, cpus, gpus)),
+            train_loop_config={
+                "entry": entry,
+                "params": config,
+                "data_ref": refs,
+                "cpus_per_worker": cpus,
+                "use_gpu": gpus > 0,
+                "local": local,
+            },
+            scaling_config=scaling,
             run_config=ray.train.RunConfig(
                 name=f"{job}-{trial}",
                 storage_path=storage_path,
-                callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train V2 UserCallback
+                callbacks=callbacks,
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             ),
         )
         trainer.fit()
 
-    return trial_driver
+    return tune.with_resources(trial_driver, trial_resources(workers, cpus, gpus))
