@@ -28,7 +28,15 @@ from sentune._log import log_line  # noqa: E402
 from sentune.errors import ConfigError  # noqa: E402
 from sentune.trainables._common import focal_class_weights, lr_scale_factor  # noqa: E402
 from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, Report, SplitArrays, Trainable  # noqa: E402
-from sentune.trainables._lstm_data import OOV_ID, PAD_ID, LstmData, build_vocab, encode, tokenize  # noqa: E402
+from sentune.trainables._lstm_data import (  # noqa: E402
+    OOV_ID,
+    PAD_ID,
+    LstmData,
+    build_vocab,
+    encode,
+    prepare_lstm_data,
+    tokenize,
+)
 from sentune.trainables._params import LstmTfParams  # noqa: E402
 
 __all__ = [
@@ -308,8 +316,6 @@ class LstmTf(Trainable):
 
     def prepare(self, params, splits, *, device="cpu", log=None) -> LstmData:
         """(``device`` is unused: TensorFlow places ops itself.)"""
-        from sentune.trainables._lstm_data import prepare_lstm_data
-
         return prepare_lstm_data(params, splits, log=log or log_line)
 
     def hooks(self, params, data, ctx) -> LoopHooks:
