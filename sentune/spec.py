@@ -52,10 +52,6 @@ class SchedulerConfig(_Strict):
     def direction(self) -> Direction:
         return Direction.of(self.metric, self.mode)
 
-    @property
-    def resolved_mode(self) -> str:
-        return self.direction.mode
-
 
 class ResourcesConfig(_Strict):
     cpus: float = Field(1.0, gt=0)
