@@ -5,7 +5,7 @@ import pytest
 from conftest import synthetic_rows, write_sst_file
 from sentune.data import DataConfig, load_splits, read_csv, read_label_names, read_sst
 from sentune.data._builtin import five_class
-from sentune.errors import DataError
+from sentune.errors import ConfigError, DataError
 
 
 def test_read_sst_with_label_names(tmp_path):
@@ -52,6 +52,37 @@ def test_single_class_train_split_is_rejected(tmp_path):
     write_sst_file(tmp_path / "dev.txt", [(0, "bad"), (1, "good")])
     with pytest.raises(DataError, match=r"train\.txt: train split has a single class \('1'\)"):
         load_splits(DataConfig(train=tmp_path / "train.txt", dev=tmp_path / "dev.txt"))
+
+
+@pytest.mark.parametrize(
+    "labels, line, message",
+    [
+        ([0, 1, 2, 3, 4, 7, 4], 6, "label 7 leaves classes 5, 6 with no train row; give label_names or fix the label"),
+        ([1, 2, 3, 3], 3, "label 3 leaves class 0 with no train row"),  # 1-based labels: class 0 has no row
+        ([0, 1, 10**9], 3, "label 1000000000 leaves classes 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ... (999999998 in all)"),
+    ],
+)
+def test_an_integer_label_that_leaves_classes_without_a_train_row(tmp_path, labels, line, message):
+    write_sst_file(tmp_path / "train.txt", [(label, f"sentence {i}") for i, label in enumerate(labels)])
+    write_sst_file(tmp_path / "dev.txt", [(0, "bad"), (1, "good")])
+    with pytest.raises(ConfigError) as exc:
+        load_splits(DataConfig(train=tmp_path / "train.txt", dev=tmp_path / "dev.txt"))
+    assert str(exc.value).startswith(f"{tmp_path / 'train.txt'}:{line}: {message}")
+    assert "\n" not in str(exc.value)
+    # with label names given, the classes are the names'
+    names = [f"c{i}" for i in range(8)]
+    write_sst_file(tmp_path / "dev.txt", [(0, "bad"), (7, "good")])
+    if max(labels) < 8:
+        cfg = DataConfig(train=tmp_path / "train.txt", dev=tmp_path / "dev.txt", label_names=names)
+        assert load_splits(cfg).num_classes == 8
+
+
+def test_an_integer_label_without_a_train_row_in_a_csv(tmp_path):
+    f = tmp_path / "train.csv"
+    f.write_text("label,review\n0,bad\n1,good\n3,odd\n", encoding="utf-8")
+    (tmp_path / "dev.csv").write_text("label,review\n0,bad\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.csv:4: label 3 leaves class 2 with no train row"):
+        load_splits(DataConfig(train=f, dev=tmp_path / "dev.csv"))
 
 
 def test_dev_label_outside_train_classes(tmp_path):

@@ -105,12 +105,35 @@ class _LabelMap:
         return f"one of {list(range(len(self.names)))} or {self.names}"
 
 
+def _inferred_names(path: Path, labels: np.ndarray, lines: list[int]) -> list[str]:
+    """No label names given: the classes are 0..the largest label, and each must have a row here (else a
+    stray label, a ``7`` in a 0-4 file, would make classes nothing trains). A file of one label is left
+    to the caller (``load_splits`` says the train split has a single class)."""
+    present = np.unique(labels)
+    top = int(present[-1])
+    if len(present) > 1 and len(present) < top + 1:
+        missing_count = top + 1 - len(present)
+        # the first ten missing classes lie below len(present) + 10, however large the stray label
+        missing = np.setdiff1d(np.arange(min(top, len(present) + 10)), present, assume_unique=True)
+        shown = ", ".join(str(int(c)) for c in missing[:10])
+        if missing_count > 10:
+            shown += f", ... ({missing_count} in all)"
+        line = lines[int(np.argmax(labels == top))] if lines else None
+        raise DataError(
+            path,
+            f"label {top} leaves {'class' if missing_count == 1 else 'classes'} {shown} with no train row; "
+            "give label_names or fix the label",
+            line,
+        )
+    return [str(i) for i in range(top + 1)]
+
+
 def _finish(path: Path, texts, labels, lines, label_names) -> TextDataset:
     if not texts:
         raise DataError(path, "file has no labelled rows")
     labels_arr = np.asarray(labels, dtype=np.int64)
     if label_names is None:
-        label_names = [str(i) for i in range(int(labels_arr.max()) + 1)]
+        label_names = _inferred_names(path, labels_arr, lines)
     return TextDataset(texts, labels_arr, list(label_names), str(path), lines)
 
 

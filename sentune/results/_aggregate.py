@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 
 from sentune._direction import Direction
-from sentune.results._store import atomic_write_bytes, read_epochs, read_run_info, read_trials
+from sentune.results._store import atomic_write_bytes, has_epochs, read_epochs, read_run_info, read_trials
 
 __all__ = ["leaderboard", "best_trial", "best_config", "write_best_config", "write_evaluation",
            "format_leaderboard", "export_run"]
@@ -30,7 +30,7 @@ def leaderboard(run_dir: str | Path) -> pd.DataFrame:
     info = read_run_info(run_dir)
     metric, mode = info["metric"], info["mode"]
     trials = read_trials(run_dir)
-    epochs = read_epochs(run_dir) if (Path(run_dir) / "epochs.parquet").exists() else pd.DataFrame()
+    epochs = read_epochs(run_dir) if has_epochs(run_dir) else pd.DataFrame()
     last = epochs.sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id") if len(epochs) else pd.DataFrame()
     extra = [c for c in ("stop_reason", "diagnostics", "overfit") if c in trials.columns]
     board = trials[["trial_id", "status", "epochs_run", "peak_metric", "peak_epoch", *extra]].copy()

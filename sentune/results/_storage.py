@@ -3,8 +3,9 @@
 A job whose ``storage_path`` is a URI writes its run folder on the driver (a staging folder in the
 sentune cache) and uploads it when the run ends; Ray Tune and Train write their state and checkpoints
 to the URI directly, so every node reaches them. ``sentune results`` / ``export`` / ``report`` fetch
-the small files of a run (Parquet, JSON, YAML, CSV, HTML, PNG; not checkpoints) into the cache and read
-them there.
+the small files of a run (Parquet, the parts of ``epochs.parquet/`` included, JSON, YAML, CSV, HTML,
+PNG; not checkpoints) into the cache and read them there (through the same readers, so the parts of a
+record uploaded mid-run resolve to one row per trial and epoch).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from pathlib import Path
 
 from sentune._paths import cache_dir
 from sentune.errors import ConfigError
+from sentune.results._store import _OLD_SUFFIX, EPOCHS, remove_path
 
 __all__ = ["is_uri", "join_uri", "staging_dir", "upload_run", "fetch_run", "resolve_run_dir"]
 
-_SKIP_DIRS = ("tune", "train")  # Ray's own state and the checkpoints: large, and not needed to read results
+_SKIP_DIRS = ("tune", "train", "resume")  # Ray's own state, checkpoints, resume states: large, and not needed to read results
+_OLD_EPOCHS = f".{EPOCHS}{_OLD_SUFFIX}"  # a single-file record being turned into a folder (see _recorder)
 
 
 def is_uri(path: str | Path) -> bool:
@@ -41,19 +44,42 @@ def staging_dir(job: str, run_id: str) -> Path:
     return cache_dir("staging") / job / run_id
 
 
+def _skipped(rel_parts: tuple[str, ...] | list[str]) -> bool:
+    """Ray's state and checkpoints, and half-written files (``.name.tmpPID``, a folder being swapped in)."""
+    if rel_parts[0] in _SKIP_DIRS:
+        return True
+    return any(p.startswith(".") and p != _OLD_EPOCHS for p in rel_parts)
+
+
 def upload_run(local: Path, uri: str) -> None:
-    """Copy a run folder's own files (not Ray's state or checkpoints, already there) to ``uri``."""
+    """Copy a run folder's own files (not Ray's state or checkpoints, already there) to ``uri``.
+
+    ``epochs.parquet`` is a folder of parts: parts at ``uri`` that the local folder no longer has (merged,
+    compacted) are removed there, so the copy holds what the local folder holds."""
     import pyarrow.fs as pafs
 
     fs, root = _filesystem(uri)
+    root = root.rstrip("/")
     local_fs = pafs.LocalFileSystem()
-    for path in sorted(Path(local).rglob("*")):
+    local = Path(local)
+    remote_epochs = f"{root}/{EPOCHS}"
+    kind = fs.get_file_info(remote_epochs).type
+    if (local / EPOCHS).is_dir() and kind == pafs.FileType.File:  # an older single-file record there
+        fs.delete_file(remote_epochs)
+    elif (local / EPOCHS).is_file() and kind == pafs.FileType.Directory:
+        fs.delete_dir(remote_epochs)
+    for path in sorted(local.rglob("*")):
         rel = path.relative_to(local)
-        if not path.is_file() or rel.parts[0] in _SKIP_DIRS:
+        if not path.is_file() or _skipped(rel.parts):
             continue
-        dest = f"{root.rstrip('/')}/{rel.as_posix()}"
+        dest = f"{root}/{rel.as_posix()}"
         fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
         pafs.copy_files(str(path), dest, source_filesystem=local_fs, destination_filesystem=fs)
+    if (local / EPOCHS).is_dir():
+        have = {p.name for p in (local / EPOCHS).iterdir() if p.is_file()}
+        for item in fs.get_file_info(pafs.FileSelector(remote_epochs, allow_not_found=True)):
+            if item.type == pafs.FileType.File and item.base_name not in have:
+                fs.delete_file(item.path)
 
 
 def fetch_run(uri: str) -> Path:
@@ -66,16 +92,21 @@ def fetch_run(uri: str) -> Path:
     if info.type == pafs.FileType.NotFound:
         raise ConfigError(f"{uri}: no such run folder")
     if fs.get_file_info(f"{root}/trials.parquet").type == pafs.FileType.NotFound:
-        runs = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.Directory
-                      and fs.get_file_info(f"{i.path}/run.json").type == pafs.FileType.File)
+        runs = sorted(
+            i.path
+            for i in fs.get_file_info(pafs.FileSelector(root))
+            if i.type == pafs.FileType.Directory and fs.get_file_info(f"{i.path}/run.json").type == pafs.FileType.File
+        )
         if not runs:
             raise ConfigError(f"{uri}: neither a run folder (trials.parquet) nor a job folder with runs")
         root = runs[-1]
     local = cache_dir("fetched") / hashlib.sha256(f"{uri}|{root}".encode()).hexdigest()[:16] / root.rsplit("/", 1)[-1]
     local.mkdir(parents=True, exist_ok=True)
+    for stale in (EPOCHS, _OLD_EPOCHS):  # parts from an earlier fetch may have been merged away since
+        remove_path(local / stale)
     for item in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        rel = item.path[len(root):].lstrip("/")
-        if item.type != pafs.FileType.File or rel.split("/", 1)[0] in _SKIP_DIRS:
+        rel = item.path[len(root) :].lstrip("/")
+        if item.type != pafs.FileType.File or _skipped(rel.split("/")):
             continue
         dest = local / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
