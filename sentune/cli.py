@@ -12,7 +12,6 @@ __all__ = ["main"]
 
 
 def _cmd_run(args) -> int:
-    from sentune.results import format_leaderboard
     from sentune.spec import load_job
     from sentune.tuning import run_range_test, run_sweep
 
@@ -29,7 +28,22 @@ def _cmd_run(args) -> int:
         )
         print(f"Curve: {run_dir / 'lr_range.png'}")
         return 0
-    summary = run_sweep(spec, address=args.address, verbose=args.verbose)
+    return _print_summary(run_sweep(spec, address=args.address, verbose=args.verbose))
+
+
+def _cmd_resume(args) -> int:
+    from sentune.tuning import resume_sweep
+
+    return _print_summary(resume_sweep(args.run, address=args.address, verbose=args.verbose))
+
+
+def _print_summary(summary) -> int:
+    from sentune.results import format_leaderboard
+
+    if summary.interrupted:
+        where = summary.remote or summary.run_dir
+        print(f"\nStopped before the sweep ended; its state is saved. Go on with:\n  sentune resume {where}")
+        return 130
     print("\nLeaderboard")
     print(format_leaderboard(summary.leaderboard))
     if summary.test_report is not None:
@@ -169,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     run_help = "a run folder, a job folder (its newest run), or either behind a URI (s3://, gs://, file://...)"
+    p = sub.add_parser("resume", help="go on with an interrupted sweep (Ctrl-C, a killed driver, a lost head node)")
+    p.add_argument("run", help="the run folder, local or behind a URI (s3://, gs://, file://...)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--verbose", action="store_true", help="forward Ray worker logs")
+    p.set_defaults(func=_cmd_resume)
+
     p = sub.add_parser("results", help="print a run's leaderboard")
     p.add_argument("run_dir", help=run_help)
     p.add_argument("--limit", type=int, default=20)

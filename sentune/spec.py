@@ -20,7 +20,7 @@ from sentune.errors import ConfigError, format_validation
 from sentune.search import Domain, load_search_space, parse_search_space
 from sentune.trainables import get_trainable
 
-__all__ = ["JobSpec", "load_job", "parse_job", "REPORTED_METRICS"]
+__all__ = ["FailureConfig", "JobSpec", "load_job", "parse_job", "REPORTED_METRICS"]
 
 REPORTED_METRICS = ("val_macro_f1", "val_acc", "val_loss", "train_loss", "train_acc")
 
@@ -66,6 +66,17 @@ class ResourcesConfig(_Strict):
         return self
 
 
+class FailureConfig(_Strict):
+    """What a trial survives, and how much of it a failure may cost: a trial (or its worker group) whose
+    process or node dies is retried up to ``max_failures`` times and goes on from its resume checkpoint,
+    written after every ``checkpoint_every_epochs``-th epoch (and every ``checkpoint_every_steps``
+    optimizer steps inside an epoch, for long epochs). Only the latest resume checkpoint is kept."""
+
+    max_failures: int = Field(3, ge=0)
+    checkpoint_every_epochs: int = Field(1, ge=1)
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+
+
 class RangeTestConfig(_Strict):
     lr_min: float = Field(1e-7, gt=0)
     lr_max: float = Field(1e-2, gt=0)
@@ -90,6 +101,7 @@ class JobSpec(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     num_samples: int = Field(1, ge=1)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    failure: FailureConfig = Field(default_factory=FailureConfig)
     storage_path: str = "results"
     seed: int = 0
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
@@ -159,6 +171,15 @@ class JobSpec(_Strict):
     @property
     def constants(self) -> dict[str, Any]:
         return {k: v for k, v in self._space.items() if not isinstance(v, Domain)}
+
+    @property
+    def trial_count(self) -> int:
+        """How many trials the sweep runs: ``num_samples`` times the grid's size."""
+        grid = 1
+        for dom in self._space.values():
+            if isinstance(dom, Domain) and dom.kind == "grid":
+                grid *= len(dom.args)
+        return self.num_samples * grid
 
     @property
     def epochs_max(self) -> int:

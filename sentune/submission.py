@@ -140,6 +140,11 @@ def _is_remote_storage(storage: str) -> bool:
     return is_uri(storage) or Path(storage).is_absolute()
 
 
+# `sentune stop` (the Jobs API's stop) sends the driver a first Ctrl-C and gives it time to save the sweep's
+# state (Ray's default is SIGTERM and a SIGKILL after 3 s); `sentune resume` then goes on with the run.
+STOP_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "60"}
+
+
 def submit_job(
     job_path: str | Path, *, address: str | None = None, storage: str | None = None, working_dir: str | Path = "."
 ) -> tuple[str, str]:
@@ -172,7 +177,7 @@ def submit_job(
     client.submit_job(
         entrypoint=f"sentune run {rel_job.as_posix()} --storage {storage}",
         submission_id=sid,
-        runtime_env={"working_dir": str(working_dir), "excludes": UPLOAD_EXCLUDES},
+        runtime_env={"working_dir": str(working_dir), "excludes": UPLOAD_EXCLUDES, "env_vars": STOP_ENV},
         metadata={"sentune_job": spec.name, "sentune_trainable": spec.trainable, "sentune_storage": str(storage)},
     )
     return sid, f"{dashboard_url(address)}/#/jobs/{sid}"

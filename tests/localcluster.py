@@ -137,6 +137,26 @@ class LocalCluster:
         found.pop(os.getpid(), None)
         return list(found.values())
 
+    def kill_worker_node(self) -> int:
+        """SIGKILL the second node's raylet and every process it started (a node lost at once); returns
+        how many processes were killed."""
+        procs = [p for p in self._processes() if self._on(p, self.temp_dirs[1])]
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=10)
+        return len(procs)
+
+    @staticmethod
+    def _on(p: psutil.Process, temp_dir: Path) -> bool:
+        try:
+            procs = [p, *p.parents()]
+            return any(str(temp_dir) in " ".join(q.cmdline()) for q in procs)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
     def stop(self) -> None:
         procs = self._processes()
         for p in procs:

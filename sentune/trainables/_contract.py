@@ -74,6 +74,8 @@ class LoopContext:
     all_reduce_sum: Callable[[np.ndarray], np.ndarray] | None = None
     wrap_model: Callable[[Any], Any] = _identity
     strategy: Any = None
+    # where the run keeps (and first looks for) its resume checkpoint: a ResumeStore; None: none kept
+    resume: Any = None
 
 
 @dataclass
@@ -122,6 +124,15 @@ class LoopHooks(ABC):
     @abstractmethod
     def restore(self, state: Any) -> None:
         """Put weights from :meth:`snapshot` back into the model."""
+
+    @abstractmethod
+    def train_state(self) -> Any:
+        """Everything a resumed run needs to go on exactly (picklable, on the CPU): weights, optimizer
+        state, the framework's RNG states on this worker."""
+
+    @abstractmethod
+    def load_train_state(self, state: Any) -> None:
+        """Put a :meth:`train_state` back."""
 
     @abstractmethod
     def write_checkpoint(self, folder: Path, state: Any) -> None:

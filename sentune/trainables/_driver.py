@@ -25,7 +25,13 @@ __all__ = ["range_test", "run_epochs"]
 
 
 def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: LoopContext) -> FitResult:
-    """Train for ``params.epochs``; report each epoch; restore the best epoch's weights at the end."""
+    """Train for ``params.epochs``; report each epoch; restore the best epoch's weights at the end.
+
+    With ``ctx.resume`` (a :class:`~sentune.trainables._resume.ResumeStore`) the run first takes up the
+    latest resume checkpoint there (weights, optimizer, RNG states, schedule position, the best epoch and
+    its weights, the history), goes on from the next epoch or step with the same results it would have
+    had without the interruption (same seed: the same data order), and writes a new checkpoint at the
+    end of every ``every_epochs``-th epoch (and every ``every_steps`` steps, if set) after reporting."""
     train, dev = data.splits["train"], data.splits["dev"]
     base_lr = params.lr * hooks.lr_scale
     steps_per_epoch = math.ceil(hooks.per_rank / params.batch_size)
@@ -33,15 +39,38 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
     warmup_steps = round(params.warmup_epochs * steps_per_epoch)
     best: BestEpoch = BestEpoch(params.monitor)
     best_state = None
-    history, step = [], 0
-    for epoch in range(1, params.epochs + 1):
+    history: list[dict] = []
+    step, first_epoch, first_pos, partial = 0, 1, 0, None
+    store = ctx.resume
+    saved = store.load(ctx.rank) if store is not None else None
+    if saved is not None:
+        hooks.load_train_state(saved["train"])
+        best.value, best.epoch, best_state = saved["best_value"], saved["best_epoch"], saved["best_state"]
+        history, step = list(saved["history"]), saved["step"]
+        first_epoch, first_pos, partial = saved["epoch"], saved["pos"], saved["partial"]
+    resumed_at = first_epoch if saved is not None else 0  # reported: 0 for a fresh run
+
+    def save(next_epoch: int, pos: int, part: dict | None) -> None:
+        assert store is not None
+        state = {
+            "epoch": next_epoch, "pos": pos, "step": step, "partial": part, "history": history,
+            "best_value": best.value, "best_epoch": best.epoch, "best_state": best_state,
+            "train": hooks.train_state(),
+        }  # fmt: skip
+        barrier = lambda: hooks.all_reduce_sum(np.zeros(1))  # noqa: E731 (every worker has written)
+        store.save(state, epoch=next_epoch, step=step, rank=ctx.rank, barrier=barrier)
+
+    for epoch in range(first_epoch, params.epochs + 1):
         t0 = time.perf_counter()
         hooks.start_epoch()
         shard = epoch_shard(params.seed, len(train.y), hooks.per_rank, ctx.world_size, ctx.rank, epoch)
         sums = np.zeros(3)  # loss x rows, correct, rows
-        norms = []
+        norms: list[float] = []
+        if partial is not None:  # resumed inside this epoch
+            sums, norms, t0 = np.array(partial["sums"]), list(partial["norms"]), t0 - partial["seconds"]
+        start, first_pos, partial = first_pos, 0, None
         lr_used = base_lr * warmup_cosine(step, warmup_steps, total_steps)
-        for i in range(0, len(shard), params.batch_size):
+        for i in range(start, len(shard), params.batch_size):
             idx = shard[i : i + params.batch_size]
             lr_used = base_lr * warmup_cosine(step, warmup_steps, total_steps)
             hooks.set_lr(lr_used)
@@ -49,6 +78,9 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
             norms.append(norm)
             step += 1
             sums += (loss_sum, correct, len(idx))
+            if store is not None and store.every_steps and step % store.every_steps == 0 and i + len(idx) < len(shard):
+                part = {"sums": sums.tolist(), "norms": norms, "seconds": time.perf_counter() - t0}
+                save(epoch, i + len(idx), part)
         sums = hooks.all_reduce_sum(sums)
         hooks.end_epoch()
         val_loss, val_pred = hooks.evaluate("dev")
@@ -67,14 +99,19 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
             batch_size=params.batch_size,
             lr_scale=hooks.lr_scale,
         )
+        metrics["resumed_at_epoch"] = resumed_at
         improved = best.update(metrics)
         if improved:
             best_state = hooks.snapshot()
         history.append(metrics)
         if ctx.report is not None:
-            save = (lambda d, s=best_state: hooks.write_checkpoint(Path(d), s)) if improved else None
-            ctx.report(metrics, save)
-    hooks.restore(best_state)
+            save_best = (lambda d, s=best_state: hooks.write_checkpoint(Path(d), s)) if improved else None
+            ctx.report(metrics, save_best)
+        # after the report: a failure in between repeats this epoch (its row is replaced), loses nothing
+        if store is not None and (epoch % store.every_epochs == 0 or epoch == params.epochs):
+            save(epoch + 1, 0, None)
+    if best_state is not None:
+        hooks.restore(best_state)
     return FitResult(history, best.epoch, best.value, hooks.model)
 
 

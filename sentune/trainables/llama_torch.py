@@ -40,6 +40,7 @@ __all__ = [
     "lr_range_test",
     "predict",
     "prepare",
+    "warm_up",
 ]
 
 CHECKPOINT_FILE = "classifier.pt"
@@ -275,6 +276,22 @@ class _TorchHooks(LoopHooks):
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state)
 
+    def train_state(self) -> dict:
+        cuda = self.device.startswith("cuda") and torch.cuda.is_available()
+        return {
+            "model": self.snapshot(),
+            "optimizer": self.optimizer.state_dict(),  # pickled at once by the resume store
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
+        }
+
+    def load_train_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
     def write_checkpoint(self, folder: Path, state: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(state, folder / CHECKPOINT_FILE)
@@ -339,6 +356,12 @@ class LlamaTorch(Trainable):
     def use_cpus(self, cpus: int) -> str:
         torch.set_num_threads(max(1, cpus))
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def warm_up() -> None:
+    """What torch loads on first use, loaded ahead (a trial process's start): the optimizer's first
+    construction imports torch._dynamo (~2 s on 2 cores)."""
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
 
 TRAINABLE = LlamaTorch()

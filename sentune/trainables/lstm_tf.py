@@ -282,6 +282,20 @@ class _TfHooks(LoopHooks):
     def restore(self, state: list[np.ndarray]) -> None:
         self.model.set_weights(state)
 
+    def train_state(self) -> dict:
+        """Every variable of the model (weights, BatchNorm statistics and the dropout layers' seed
+        generators) and of the optimizer (step count, moments)."""
+        return {
+            "model": [v.numpy() for v in self.model.variables],
+            "optimizer": [v.numpy() for v in self.optimizer.variables],
+        }
+
+    def load_train_state(self, state: dict) -> None:
+        for v, a in zip(self.model.variables, state["model"], strict=True):
+            v.assign(a)
+        for v, a in zip(self.optimizer.variables, state["optimizer"], strict=True):
+            v.assign(a)
+
     def write_checkpoint(self, folder: Path, state: list[np.ndarray]) -> None:
         """model.weights.h5 (the weights ``state``, written through the trained model itself: a new model
         made inside a strategy's scope would start collectives on this worker alone), vocab.json, meta.json."""

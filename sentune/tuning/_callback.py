@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ray.tune import Callback, Stopper
 
 from sentune._log import log_line
@@ -20,8 +22,9 @@ def _fmt(value) -> str:
 class RecordCallback(Callback):
     """Hands every trial event to a :class:`~sentune.results.RunRecorder` and logs one line per epoch."""
 
-    def __init__(self, recorder: RunRecorder):
+    def __init__(self, recorder: RunRecorder, *, on_finished: Callable[[str, str], None] | None = None):
         self.recorder = recorder
+        self.on_finished = on_finished  # (trial id, status) once a trial has ended without error
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.recorder.trial(trial.trial_id, trial.config)
@@ -41,13 +44,15 @@ class RecordCallback(Callback):
         self.recorder.checkpoint(trial.trial_id, checkpoint.path)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.recorder.completed(trial.trial_id, trial.config)
+        row = self.recorder.completed(trial.trial_id, trial.config)
+        if self.on_finished is not None:
+            self.on_finished(trial.trial_id, row["status"])
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.recorder.errored(trial.trial_id, trial.config, str(getattr(trial, "error_file", "") or ""))
 
     def on_experiment_end(self, trials, **info):
-        self.recorder.flush(force=True)
+        self.recorder.close()
 
 
 class DiagnosticsStopper(Stopper):

@@ -28,15 +28,15 @@ def to_tune(parsed: Mapping[str, Domain | Any]) -> dict:
 
 
 def _asha(*, time_attr: str, max_t: int, grace_period: int, reduction_factor: float):
-    from ray.tune.schedulers import ASHAScheduler
+    from sentune.tuning._schedulers import ResumableASHA
 
-    return ASHAScheduler(time_attr=time_attr, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
+    return ResumableASHA(time_attr=time_attr, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
 
 
 def _fifo(**_):
-    from ray.tune.schedulers import FIFOScheduler
+    from sentune.tuning._schedulers import ResumableFIFO
 
-    return FIFOScheduler()
+    return ResumableFIFO()
 
 
 SCHEDULERS: dict[str, Callable[..., Any]] = {"asha": _asha, "fifo": _fifo}

@@ -4,9 +4,13 @@ driver per trial), then aggregate, evaluate the best checkpoint and export."""
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -16,15 +20,20 @@ from sentune.data import DataSplits, load_splits
 from sentune.diagnostics import DiagnosticsTracker
 from sentune.errors import ConfigError, SentuneError
 from sentune.search import Domain
-from sentune.spec import JobSpec
+from sentune.spec import JobSpec, parse_job
 from sentune.trainables import TrainableEntry, get_trainable
+from sentune.trainables._resume import trial_ids
 from sentune.tuning._callback import DiagnosticsStopper, RecordCallback
 from sentune.tuning._factories import make_scheduler, make_search_alg, to_tune
 from sentune.tuning._session import init_ray, max_concurrent_trials
 from sentune.tuning._tasks import predict_on_cluster, prepare_on_cluster, range_test_on_cluster
-from sentune.tuning._trial import make_trial_driver
+from sentune.tuning._trial import make_trial_driver, resume_store
 
-__all__ = ["RunSummary", "run_range_test", "run_sweep"]
+__all__ = ["RUN_FORMAT", "RunSummary", "resume_sweep", "run_range_test", "run_sweep"]
+
+# run.json's "format": the layout of a run folder (resume checkpoints, the Parquet record, Ray's state)
+# that `sentune resume` can continue; a run written in another format is refused in one line.
+RUN_FORMAT = 2
 
 
 @dataclass
@@ -37,6 +46,8 @@ class RunSummary:
     remote: str | None = None  # where the run folder was uploaded, for a URI storage_path
     # seconds spent preparing the data, in Tuner.fit (the sweep itself), and evaluating/exporting after it
     timings: dict[str, float] = field(default_factory=dict)
+    # stopped (Ctrl-C, SIGTERM, `sentune stop`) before every trial ended: `sentune resume` goes on with it
+    interrupted: bool = False
 
 
 @dataclass
@@ -50,8 +61,58 @@ class _Started:
     prepare_seconds: float = 0.0
 
 
-def _start(spec: JobSpec, *, address: str | None, verbose: bool, run_id: str | None) -> _Started:
-    """Read and check the data (before Ray starts), open the run folder, prepare the data once on Ray."""
+def _run_info(spec: JobSpec, splits: DataSplits, run_id: str) -> dict:
+    return {
+        "job": spec.name,
+        "kind": spec.kind,
+        "run_id": run_id,
+        "trainable": spec.trainable,
+        "metric": spec.scheduler.metric,
+        "mode": spec.scheduler.direction.mode,
+        "label_names": splits.label_names,
+        "tuned_params": spec.tuned,
+        "data": spec.data.resolved().model_dump(mode="json", exclude_defaults=True),
+        "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test) if splits.test else 0},
+        "spec": spec.model_dump(mode="json"),
+        "format": RUN_FORMAT,
+        "status": "running",
+    }
+
+
+def _check_writable(run_dir: Path, remote: str | None) -> None:
+    """An unwritable storage path fails the job in one line, before Ray starts."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+        if remote:
+            import pyarrow.fs as pafs
+
+            fs, root = pafs.FileSystem.from_uri(remote)
+            fs.create_dir(root, recursive=True)
+            with fs.open_output_stream(f"{root}/.write-test-{os.getpid()}") as f:
+                f.write(b"")
+            fs.delete_file(f"{root}/.write-test-{os.getpid()}")
+    except OSError as exc:
+        where = remote if remote and run_dir.is_dir() else run_dir
+        raise ConfigError(f"storage path {where}: not writable ({exc.strerror or str(exc).splitlines()[0]})") from None
+
+
+def _set_status(run_dir: Path, status: str) -> None:
+    results.write_run_info(run_dir, {**results.read_run_info(run_dir), "status": status})
+
+
+def _start(
+    spec: JobSpec,
+    *,
+    address: str | None,
+    verbose: bool,
+    run_id: str | None,
+    existing: tuple[Path, str | None] | None = None,
+) -> _Started:
+    """Read and check the data (before Ray starts), open the run folder (``existing``: the folder and URI
+    of a run being resumed), prepare the data once on Ray."""
     entry = get_trainable(spec.trainable)
     splits = load_splits(spec.data)
     values = {k: list(v.extremes()) if isinstance(v, Domain) else [v] for k, v in spec.space.items()}
@@ -59,41 +120,28 @@ def _start(spec: JobSpec, *, address: str | None, verbose: bool, run_id: str | N
         entry.params_model.check_data(values, splits.train.class_counts())
     except ConfigError as exc:
         raise ConfigError(f"job {spec.name}: {exc}") from None
-    run_id = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if results.is_uri(spec.storage_path):  # written here, uploaded at the end; Ray writes its state there directly
-        remote = results.join_uri(spec.storage_path, spec.name, run_id)
-        run_dir = results.staging_dir(spec.name, run_id)
+    if existing is not None:
+        (run_dir, remote), run_id = existing, existing[0].name
     else:
-        remote = None
-        run_dir = (Path(spec.storage_path) / spec.name / run_id).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results.write_run_info(
-        run_dir,
-        {
-            "job": spec.name,
-            "kind": spec.kind,
-            "run_id": run_id,
-            "trainable": spec.trainable,
-            "metric": spec.scheduler.metric,
-            "mode": spec.scheduler.direction.mode,
-            "label_names": splits.label_names,
-            "tuned_params": spec.tuned,
-            "data": spec.data.resolved().model_dump(mode="json", exclude_defaults=True),
-            "sizes": {
-                "train": len(splits.train),
-                "dev": len(splits.dev),
-                "test": len(splits.test) if splits.test else 0,
-            },
-            "spec": spec.model_dump(mode="json"),
-        },
-    )
+        run_id = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        if results.is_uri(spec.storage_path):  # written here, uploaded at the end; Ray writes its state there
+            remote = results.join_uri(spec.storage_path, spec.name, run_id)
+            run_dir = results.staging_dir(spec.name, run_id)
+        else:
+            remote = None
+            run_dir = (Path(spec.storage_path) / spec.name / run_id).resolve()
+    _check_writable(run_dir, remote)
+    if existing is None:
+        results.write_run_info(run_dir, _run_info(spec, splits, run_id))
+    else:
+        _set_status(run_dir, "running")
     where = f"{run_dir} (uploaded to {remote} at the end)" if remote else str(run_dir)
     log_line(
         f"job {spec.name}: {spec.trainable} on {len(splits.train)}/{len(splits.dev)}/"
         f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
         f"results -> {where}"
     )
-    init_ray(address, verbose=verbose)
+    init_ray(address, verbose=verbose, preimport=entry.implementation.split(":")[0])
     import ray
 
     t0 = time.perf_counter()
@@ -117,11 +165,45 @@ def run_sweep(
         raise ConfigError(f"job {spec.name} is a {spec.kind}; use run_range_test")
     t_start = time.perf_counter()
     st = _start(spec, address=address, verbose=verbose, run_id=run_id)
+    return _sweep(spec, st, t_start, restore=False)
+
+
+def resume_sweep(run: str | Path, *, address: str | None = None, verbose: bool = False) -> RunSummary:
+    """Go on with an interrupted sweep (a run folder, local or behind a URI): finished trials stay
+    finished, running ones go on from their resume checkpoints, pending ones start; ASHA's rungs and the
+    search algorithm's state are what they were. The run then ends as usual (leaderboard, test
+    evaluation, export, report)."""
+    t_start = time.perf_counter()
+    run = str(run)
+    remote = run.rstrip("/") if results.is_uri(run) else None
+    run_dir = results.fetch_run(remote) if remote else Path(run).resolve()
+    info = results.read_run_info(run_dir)  # "not a sentune run folder" otherwise
+    if info.get("kind") != "tune":
+        raise ConfigError(f"{run}: a {info.get('kind')} run; only tune sweeps can be resumed")
+    if info.get("format") != RUN_FORMAT:
+        raise ConfigError(
+            f"{run}: written by an incompatible sentune (run format {info.get('format', 1)}, this one reads "
+            f"{RUN_FORMAT}); start the job again"
+        )
+    if info.get("status") == "finished":
+        raise ConfigError(f"{run}: this run is finished; nothing to resume (its leaderboard: sentune results {run})")
+    tune_dir = results.join_uri(remote or str(run_dir), "tune")
+    from ray import tune
+
+    if not tune.Tuner.can_restore(tune_dir):
+        raise ConfigError(f"{run}: Ray Tune's state is missing ({tune_dir}); start the job again")
+    spec = parse_job(info["spec"], source=f"{run}/run.json")
+    st = _start(spec, address=address, verbose=verbose, run_id=None, existing=(run_dir, remote))
+    return _sweep(spec, st, t_start, restore=True)
+
+
+def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool) -> RunSummary:
     metric, mode = spec.scheduler.metric, spec.scheduler.direction.mode
     res = spec.resources
     from ray import tune
 
     ray_storage = st.remote or str(st.run_dir)
+    resume_root = results.join_uri(ray_storage, "resume")
     driver = make_trial_driver(
         st.entry,
         st.data_ref,
@@ -129,56 +211,97 @@ def run_sweep(
         cpus=res.cpus,
         gpus=res.gpus,
         storage_path=results.join_uri(ray_storage, "train"),
+        resume_root=resume_root,
+        failure=spec.failure,
         job=spec.name,
     )
     tracker = DiagnosticsTracker(spec.diagnostics, st.splits.dev.class_counts().tolist(), st.splits.label_names)
-    recorder = results.RunRecorder(
-        st.run_dir,
-        job=spec.name,
-        run_id=st.run_id,
-        metric=metric,
-        mode=mode,
-        max_epochs=spec.epochs_max,
-        tracker=tracker,
+    recorder_kw: dict[str, Any] = dict(
+        job=spec.name, run_id=st.run_id, metric=metric, mode=mode, max_epochs=spec.epochs_max, tracker=tracker
     )
-    tuner = tune.Tuner(
-        driver,
-        param_space=to_tune(spec.space),
-        tune_config=tune.TuneConfig(
-            metric=metric,
-            mode=mode,
-            num_samples=spec.num_samples,  # the search algorithm caps concurrency
-            scheduler=make_scheduler(
-                spec.scheduler.type,
-                max_t=spec.scheduler.max_t or spec.epochs_max,
-                grace_period=spec.scheduler.grace_period,
-                reduction_factor=spec.scheduler.reduction_factor,
-            ),
-            search_alg=make_search_alg(
-                spec.search.algorithm,
-                spec.space,
-                seed=spec.seed,
+    if restore:
+        recorder = results.RunRecorder.resume(st.run_dir, **recorder_kw)
+        _reconcile(recorder, resume_root)
+    else:
+        recorder = results.RunRecorder(st.run_dir, **recorder_kw)
+    scheduler = make_scheduler(
+        spec.scheduler.type,
+        max_t=spec.scheduler.max_t or spec.epochs_max,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+    if restore:  # Tuner.restore brings back the searcher's state but not the scheduler's (ray#30838)
+        scheduler.replay_later(_replay_rows(recorder))
+
+    def mark_finished(trial_id: str, status: str) -> None:  # a restarted driver of this trial returns at once
+        resume_store(resume_root, trial_id).mark_finished(status)
+
+    from ray.tune.logger import JsonLoggerCallback
+
+    callbacks: list[tune.Callback] = [RecordCallback(recorder, on_finished=mark_finished), JsonLoggerCallback()]
+    stopper = DiagnosticsStopper(tracker)
+    if restore:
+        tuner = tune.Tuner.restore(
+            results.join_uri(ray_storage, "tune"),
+            trainable=driver,
+            resume_unfinished=True,
+            resume_errored=False,
+            param_space=to_tune(spec.space),
+        )
+        # Ray 2.60 restores the Tuner's configs as pickled when the sweep started (empty record, fresh
+        # scheduler): hand it this process's record, stopper and rebuilt scheduler instead.
+        internal = tuner._local_tuner
+        assert internal is not None  # not Ray Client
+        run_config = internal.get_run_config()
+        run_config.callbacks, run_config.stop = callbacks, stopper
+        internal._tune_config.scheduler = scheduler
+    else:
+        tuner = tune.Tuner(
+            driver,
+            param_space=to_tune(spec.space),
+            tune_config=tune.TuneConfig(
                 metric=metric,
                 mode=mode,
-                max_concurrent=max_concurrent_trials(res),
+                num_samples=spec.num_samples,  # the search algorithm caps concurrency
+                scheduler=scheduler,
+                search_alg=make_search_alg(
+                    spec.search.algorithm,
+                    spec.space,
+                    seed=spec.seed,
+                    metric=metric,
+                    mode=mode,
+                    max_concurrent=max_concurrent_trials(res),
+                ),
+                trial_name_creator=lambda t: f"{spec.name}-{t.trial_id}",
+                reuse_actors=True,  # a new trial starts in a process that has its framework imported
             ),
-            trial_name_creator=lambda t: f"{spec.name}-{t.trial_id}",
-            reuse_actors=True,  # a new trial starts in a process that has its framework imported
-        ),
-        run_config=tune.RunConfig(
-            name="tune",
-            storage_path=ray_storage,
-            callbacks=[RecordCallback(recorder)],
-            stop=DiagnosticsStopper(tracker),
-            failure_config=tune.FailureConfig(max_failures=1),
-            verbose=0,
-        ),
-    )
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=ray_storage,
+                callbacks=callbacks,
+                stop=stopper,
+                failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
+                verbose=0,
+            ),
+        )
+    # Of Tune's default loggers keep the JSON one (Tune reads its own results back from it): the CSV one
+    # repeats it, and the TensorBoardX one imports torch in this process at every sweep's start (~3 s on
+    # 2 cores). The Parquet record holds every result.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    summary = None
     try:
         t_fit = time.perf_counter()
-        tuner.fit()
+        with _sigterm_as_sigint():
+            tuner.fit()
         t_finish = time.perf_counter()
-        summary = _finish(spec, st)
+        recorder.close()
+        if _interrupted(spec, recorder):
+            _set_status(st.run_dir, "interrupted")
+            summary = RunSummary(st.run_dir, results.leaderboard(st.run_dir) if recorder.trials else pd.DataFrame(),
+                                 None, None, 0.0, st.remote, interrupted=True)  # fmt: skip
+        else:
+            summary = _finish(spec, st)
+            _set_status(st.run_dir, "finished")
         summary.timings = {
             "prepare_s": st.prepare_seconds,
             "fit_s": t_finish - t_fit,
@@ -189,6 +312,59 @@ def run_sweep(
             results.upload_run(st.run_dir, st.remote)
     summary.wall_seconds = time.perf_counter() - t_start
     return summary
+
+
+class _sigterm_as_sigint:
+    """SIGTERM (what `sentune stop` and the Jobs API send) stops the sweep like a first Ctrl-C: Tune saves
+    its state, and the run can be resumed."""
+
+    def __enter__(self):
+        self.prev = None
+        try:
+            self.prev = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+
+
+def _interrupted(spec: JobSpec, recorder) -> bool:
+    """Did the sweep stop before every trial it would run had ended?"""
+    ended = {results.STATUS_COMPLETED, results.STATUS_STOPPED, results.STATUS_ERRORED}
+    if any(t["status"] not in ended for t in recorder.trials.values()):
+        return True
+    return len(recorder.trials) < spec.trial_count
+
+
+def _replay_rows(recorder) -> list[tuple[str, int, float]]:
+    """(trial id, epoch, metric) of every recorded epoch, in the order the results arrived."""
+    rows = [r for rs in recorder.rows.values() for r in rs if r.get(recorder.metric) is not None]
+    rows.sort(key=lambda r: (r.get("reported_at") or 0.0, r["epoch"]))
+    return [(r["trial_id"], int(r["epoch"]), float(r[recorder.metric])) for r in rows]
+
+
+def _reconcile(recorder, resume_root: str) -> None:
+    """Before a resumed sweep starts: epochs a trial finished (in its resume checkpoint) after the record's
+    last write go into the record, a trial the record had not seen yet included; a trial the record has as
+    ended is marked finished for its driver."""
+    ended = {results.STATUS_COMPLETED, results.STATUS_STOPPED, results.STATUS_ERRORED}
+    for tid in sorted(set(recorder.trials) | set(trial_ids(resume_root))):
+        store = resume_store(resume_root, tid)
+        status = recorder.trials[tid]["status"] if tid in recorder.trials else None
+        if status in ended:
+            if status != results.STATUS_ERRORED and not store.finished():
+                store.mark_finished(status)
+            continue
+        config = json.loads(recorder.trials[tid]["config_json"]) if status else store.config()
+        if config is None:
+            continue
+        have = {r["epoch"] for r in recorder.rows.get(tid, [])}
+        for metrics in store.history():
+            if metrics["epoch"] not in have:
+                recorder.result(tid, config, metrics)
 
 
 def _finish(spec: JobSpec, st: _Started) -> RunSummary:

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sentune.trainables import TrainableEntry
+from sentune.trainables._resume import ResumeStore
 
-__all__ = ["make_trial_driver", "scaling_kwargs", "trial_resources"]
+__all__ = ["make_trial_driver", "resume_store", "scaling_kwargs", "trial_resources"]
 
 _DRIVER_MEMORY = 64 * 1024 * 1024  # what a multi-worker trial's own process reserves: it only waits
 
@@ -69,6 +70,7 @@ def _worker_loop(cfg: dict):
         use_gpu=cfg["use_gpu"],
         report=_reporter(rank, local=local),
     )
+    loop_ctx.resume = cfg["resume"]
     params = entry.params_model(**cfg["params"])
     data = ray.get(cfg["data_ref"][0])
     trainable.fit(params, data, loop_ctx)
@@ -89,11 +91,29 @@ def trial_resources(workers: int, cpus: float, gpus: float) -> dict:
     return {"cpu": 0, "memory": _DRIVER_MEMORY}
 
 
+def resume_store(resume_root: str, trial_id: str, failure=None) -> ResumeStore:
+    """The fixed place of a trial's resume checkpoint (``failure``: the job's ``failure:`` block)."""
+    every = {} if failure is None else {"every_epochs": failure.checkpoint_every_epochs,
+                                        "every_steps": failure.checkpoint_every_steps}  # fmt: skip
+    return ResumeStore(f"{resume_root.rstrip('/')}/{trial_id}", **every)
+
+
 def make_trial_driver(
-    entry: TrainableEntry, data_ref, *, workers: int, cpus: float, gpus: float, storage_path: str, job: str = "sentune"
+    entry: TrainableEntry,
+    data_ref,
+    *,
+    workers: int,
+    cpus: float,
+    gpus: float,
+    storage_path: str,
+    resume_root: str,
+    failure,
+    job: str = "sentune",
 ):
     """A Tune function trainable (with its resources): one Ray Train run per trial, named
-    ``<job>-<trial id>`` (a worker group's run shows in the dashboard's Train view)."""
+    ``<job>-<trial id>`` (a worker group's run shows in the dashboard's Train view). Every trial keeps
+    its resume checkpoint under ``resume_root/<trial id>`` and, restarted, goes on from there; a trial
+    the sweep's driver has marked finished (a resumed sweep) returns at once."""
     from ray import tune
 
     refs = [data_ref]  # a list, so Tune's pickling keeps the ObjectRef instead of the data
@@ -104,6 +124,10 @@ def make_trial_driver(
         import ray.tune
 
         trial = ray.tune.get_context().get_trial_id()
+        store = resume_store(resume_root, trial, failure)
+        if store.finished():
+            return
+        store.save_config(config)
         callbacks: list = []  # in local mode Tune gets the reports itself
         if local:
             scaling = ray.train.ScalingConfig(num_workers=0)
@@ -120,6 +144,7 @@ def make_trial_driver(
                 "cpus_per_worker": cpus,
                 "use_gpu": gpus > 0,
                 "local": local,
+                "resume": store,
             },
             scaling_config=scaling,
             run_config=ray.train.RunConfig(
@@ -127,6 +152,8 @@ def make_trial_driver(
                 storage_path=storage_path,
                 callbacks=callbacks,
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+                # a dead worker or node: the worker group starts again and goes on from the resume checkpoint
+                failure_config=ray.train.FailureConfig(max_failures=failure.max_failures),
             ),
         )
         trainer.fit()

@@ -1,0 +1,134 @@
+"""A trial's resume checkpoint: the full state of its last finished epoch (or step), kept at a fixed place
+so that a restarted trial finds it whoever restarted it (Tune after a node died, Ray Train after a worker
+died, ``sentune resume`` after the sweep's own process died).
+
+Layout under ``root`` (a local folder or any pyarrow URI: the job's storage, which every node reaches)::
+
+    state-<epoch>-<step>/rank-<r>.pkl   one file per worker (each holds its own RNG state)
+    LATEST                              the name of the newest complete state folder
+    FINISHED                            the driver's word that the trial is over (stopped or completed)
+    config.json                         the trial's config, written when it first starts
+
+A state folder is complete once ``LATEST`` names it (written last, after every worker has written its
+file); older folders are then removed, so only the latest is kept. Neither Ray, torch nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["ResumeStore", "trial_ids"]
+
+_LATEST, _FINISHED, _CONFIG = "LATEST", "FINISHED", "config.json"
+
+
+def trial_ids(root: str) -> list[str]:
+    """The trials that have a folder under a resume root."""
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(root)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path)) if i.type == pafs.FileType.Directory)
+
+
+def _filesystem(root: str):
+    import pyarrow.fs as pafs
+
+    if "://" in root:
+        return pafs.FileSystem.from_uri(root)
+    return pafs.LocalFileSystem(), root
+
+
+class ResumeStore:
+    """Where one trial keeps its resume checkpoint, and how often it writes one.
+
+    ``every_epochs``: write at the end of every n-th epoch (and the last); ``every_steps``: also every
+    n optimizer steps inside an epoch (for long epochs; None: only at epoch ends)."""
+
+    def __init__(self, root: str, *, every_epochs: int = 1, every_steps: int | None = None):
+        self.root = str(root).rstrip("/")
+        self.every_epochs, self.every_steps = every_epochs, every_steps
+        self._fs = None
+
+    def __getstate__(self):  # a pyarrow filesystem does not travel to a worker; it is made again there
+        return {**self.__dict__, "_fs": None}
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            self._fs, self._path = _filesystem(self.root)
+        return self._fs
+
+    def _p(self, *parts: str) -> str:
+        self.fs  # noqa: B018 (sets _path)
+        return "/".join([self._path, *parts])
+
+    def _read(self, *parts: str) -> bytes | None:
+        import pyarrow.fs as pafs
+
+        path = self._p(*parts)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            return f.readall()
+
+    def _write(self, data: bytes, *parts: str) -> None:
+        """Write whole or not at all: a temporary name, then a rename (a copy on object stores)."""
+        path = self._p(*parts)
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.fs.move(tmp, path)
+
+    # --- the trial's side
+    def latest(self) -> str | None:
+        name = self._read(_LATEST)
+        return name.decode().strip() if name else None
+
+    def load(self, rank: int = 0) -> dict | None:
+        """The newest complete state for worker ``rank`` (rank 0's when the worker count changed), or None."""
+        name = self.latest()
+        if name is None:
+            return None
+        data = self._read(name, f"rank-{rank}.pkl") or self._read(name, "rank-0.pkl")
+        return None if data is None else pickle.loads(data)
+
+    def save(self, state: dict, *, epoch: int, step: int, rank: int, barrier: Callable[[], Any]) -> None:
+        """Every worker writes its state; after ``barrier`` (all have written) rank 0 names it LATEST and
+        removes the older ones."""
+        name = f"state-{epoch:06d}-{step:09d}"
+        self._write(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), name, f"rank-{rank}.pkl")
+        barrier()
+        if rank != 0:
+            return
+        old = self.latest()
+        self._write(name.encode(), _LATEST)
+        if old and old != name:
+            self.fs.delete_dir(self._p(old))
+
+    def finished(self) -> bool:
+        return self._read(_FINISHED) is not None
+
+    def save_config(self, config: dict) -> None:
+        """The trial's config, once: a resumed sweep can then record a trial its record had not seen."""
+        if self._read(_CONFIG) is None:
+            self._write(json.dumps(config, default=str).encode(), _CONFIG)
+
+    # --- the driver's side
+    def config(self) -> dict | None:
+        data = self._read(_CONFIG)
+        return None if data is None else json.loads(data)
+
+    def mark_finished(self, status: str) -> None:
+        self._write(status.encode(), _FINISHED)
+
+    def history(self) -> list[dict]:
+        """The epoch metrics the latest state holds (to fill a record that missed the last few)."""
+        state = self.load(0)
+        return list(state.get("history", [])) if state else []
