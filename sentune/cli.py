@@ -32,6 +32,12 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_resume(args) -> int:
+    if args.submit:
+        from sentune.submission import submit_resume
+
+        sid, url = submit_resume(args.run, address=args.submit)
+        print(f"submitted {sid}\ndashboard: {url}\nfollow:    sentune logs {sid} --follow --address {args.submit}")
+        return 0
     from sentune.tuning import resume_sweep
 
     return _print_summary(resume_sweep(args.run, address=args.address, verbose=args.verbose))
@@ -186,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="go on with an interrupted sweep (Ctrl-C, a killed driver, a lost head node)")
     p.add_argument("run", help="the run folder, local or behind a URI (s3://, gs://, file://...)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--submit", metavar="URL", help="instead, send the resume to a cluster's Jobs API (dashboard URL)")
     p.add_argument("--verbose", action="store_true", help="forward Ray worker logs")
     p.set_defaults(func=_cmd_resume)
 

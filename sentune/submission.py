@@ -183,6 +183,24 @@ def submit_job(
     return sid, f"{dashboard_url(address)}/#/jobs/{sid}"
 
 
+def submit_resume(run: str, *, address: str | None = None, working_dir: str | Path = ".") -> tuple[str, str]:
+    """Send ``sentune resume RUN`` through the Jobs API (a submitted job whose driver died, or that was
+    stopped): RUN must be where the cluster wrote it (a shared absolute path or a URI)."""
+    if not _is_remote_storage(str(run)):
+        raise ConfigError(f"{run}: a submitted resume needs the run's shared absolute path or URI")
+    working_dir = Path(working_dir).resolve()
+    name = str(run).rstrip("/").split("/")[-2] if str(run).count("/") >= 2 else "run"
+    client = connect(address)
+    sid = _submission_id(f"{name}-resume")
+    client.submit_job(
+        entrypoint=f"sentune resume {run}",
+        submission_id=sid,
+        runtime_env={"working_dir": str(working_dir), "excludes": UPLOAD_EXCLUDES, "env_vars": STOP_ENV},
+        metadata={"sentune_job": name, "sentune_resume": str(run)},
+    )
+    return sid, f"{dashboard_url(address)}/#/jobs/{sid}"
+
+
 def _check_data_travels(spec, working_dir: Path) -> None:
     """The job's own data files are read and checked here (one line naming file and line if bad), and a
     relative path must lie inside the uploaded folder; an absolute one is taken to be on shared storage."""

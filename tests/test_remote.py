@@ -190,15 +190,39 @@ def test_submitted_job_succeeds_on_both_nodes_and_results_come_back(cluster, pro
     assert yaml.safe_load((tmp_path / "best_config.yaml").read_text())["trainable"] == "llama_torch"
 
 
-def test_stop_ends_a_running_job(cluster, project, tmp_path):
+def test_stop_saves_the_sweep_and_a_submitted_resume_finishes_it(cluster, project, tmp_path):
+    job = yaml.safe_load((project / "job.yaml").read_text())
+    job.update(name="longer", params={**job["params"], "epochs": 12})
+    (project / "longer.yaml").write_text(yaml.safe_dump(job))
+    store = tmp_path / "store"
     rc, out, err = sentune(
-        cluster, "submit", "job.yaml", "--address", cluster.dashboard, "--storage", str(tmp_path / "store"), cwd=project
+        cluster, "submit", "longer.yaml", "--address", cluster.dashboard, "--storage", str(store), cwd=project
     )
     assert rc == 0, err
     sid = out.split()[1]
+    deadline = time.monotonic() + 300
+    while not list(store.glob("longer/*/epochs.parquet/*.parquet")):  # the sweep is under way
+        assert time.monotonic() < deadline, "no epoch reported"
+        time.sleep(0.5)
     rc, out, err = sentune(cluster, "stop", sid, "--address", cluster.dashboard)
     assert rc == 0 and out.strip() == f"{sid}: stop requested", out + err
     status, line = wait_status(cluster, sid, {"STOPPED", "SUCCEEDED", "FAILED"}, timeout=120)
     assert status == "STOPPED", line
+    run = next((store / "longer").iterdir())
+    logs = sentune(cluster, "logs", sid, "--address", cluster.dashboard)[1]
+    # the driver got a first Ctrl-C: it saved the sweep and said how to go on
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted", logs[-3000:]
+    assert f"sentune resume {run}" in logs
+
+    rc, out, err = sentune(cluster, "resume", str(run), "--submit", cluster.dashboard, cwd=project)
+    assert rc == 0, err
+    rid = out.split()[1]
+    status, line = wait_status(cluster, rid, {"SUCCEEDED", "FAILED", "STOPPED"}, timeout=400)
+    logs = sentune(cluster, "logs", rid, "--address", cluster.dashboard)[1]
+    assert status == "SUCCEEDED", line + logs[-3000:]
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    epochs = pd.read_parquet(run / "epochs.parquet")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any() and len(epochs) == 2 * 12
+
     rc, out, err = sentune(cluster, "status", "no-such-job", "--address", cluster.dashboard)
     assert rc == 1 and err == "sentune: no job 'no-such-job' on this cluster", err

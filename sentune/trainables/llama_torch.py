@@ -40,7 +40,6 @@ __all__ = [
     "lr_range_test",
     "predict",
     "prepare",
-    "warm_up",
 ]
 
 CHECKPOINT_FILE = "classifier.pt"
@@ -356,12 +355,6 @@ class LlamaTorch(Trainable):
     def use_cpus(self, cpus: int) -> str:
         torch.set_num_threads(max(1, cpus))
         return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def warm_up() -> None:
-    """What torch loads on first use, loaded ahead (a trial process's start): the optimizer's first
-    construction imports torch._dynamo (~2 s on 2 cores)."""
-    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
 
 TRAINABLE = LlamaTorch()

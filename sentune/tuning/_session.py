@@ -17,16 +17,10 @@ def _free_port() -> int:
 
 
 def init_ray(
-    address: str | None = None,
-    *,
-    num_cpus: int | None = None,
-    num_gpus: float | None = None,
-    verbose: bool = False,
-    preimport: str | None = None,
+    address: str | None = None, *, num_cpus: int | None = None, num_gpus: float | None = None, verbose: bool = False
 ) -> None:
     """Connect to ``address`` (or ``RAY_ADDRESS``), or start the embedded local Ray (dashboard on loopback;
-    ``num_cpus`` / ``num_gpus`` override what it detects). ``preimport``: a module every worker process
-    imports as it starts (the job's trainable: a new trial process then has torch / TensorFlow already)."""
+    ``num_cpus`` / ``num_gpus`` override what it detects)."""
     import ray
 
     if ray.is_initialized():
@@ -57,13 +51,9 @@ def init_ray(
         # the dashboard's Train view lists each trial's run (named <job>-<trial id>) with its actors
         "RAY_TRAIN_ENABLE_STATE_TRACKING": os.environ.get("RAY_TRAIN_ENABLE_STATE_TRACKING", "1"),
     }
-    runtime_env: dict = {"env_vars": env}
-    if preimport:
-        env["SENTUNE_PREIMPORT"] = preimport
-        runtime_env["worker_process_setup_hook"] = "sentune.tuning._warm.preimport"
     ray.init(
         **kwargs,
-        runtime_env=runtime_env,
+        runtime_env={"env_vars": env},
         log_to_driver=verbose,
         configure_logging=True,
         logging_level=logging.WARNING,

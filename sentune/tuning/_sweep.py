@@ -141,7 +141,7 @@ def _start(
         f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
         f"results -> {where}"
     )
-    init_ray(address, verbose=verbose, preimport=entry.implementation.split(":")[0])
+    init_ray(address, verbose=verbose)
     import ray
 
     t0 = time.perf_counter()
