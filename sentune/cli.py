@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 
 from sentune._log import console
@@ -28,7 +30,8 @@ def _cmd_run(args) -> int:
         )
         print(f"Curve: {run_dir / 'lr_range.png'}")
         return 0
-    return _print_summary(run_sweep(spec, address=args.address, verbose=args.verbose))
+    summary = run_sweep(spec, address=args.address, verbose=args.verbose, progress=_progress(args))
+    return _print_summary(summary, as_json=args.json)
 
 
 def _cmd_resume(args) -> int:
@@ -40,12 +43,30 @@ def _cmd_resume(args) -> int:
         return 0
     from sentune.tuning import resume_sweep
 
-    return _print_summary(resume_sweep(args.run, address=args.address, verbose=args.verbose))
+    summary = resume_sweep(args.run, address=args.address, verbose=args.verbose, progress=_progress(args))
+    return _print_summary(summary, as_json=args.json)
 
 
-def _print_summary(summary) -> int:
+def _progress(args) -> str:
+    """-q: the summary only; --json: a JSON object per result; else a live screen on a terminal, lines if not."""
+    if args.json or args.quiet:
+        logging.getLogger("sentune").setLevel(logging.WARNING)  # no progress lines either
+        return "json" if args.json else "quiet"
+    return "live" if sys.stdout.isatty() else "plain"
+
+
+def _print_summary(summary, *, as_json: bool = False) -> int:
     from sentune.results import format_leaderboard
 
+    if as_json:
+        best = summary.leaderboard.head(1).to_dict("records") if len(summary.leaderboard) else []
+        print(json.dumps({"event": "summary", "interrupted": summary.interrupted, "run_dir": str(summary.run_dir),
+                          "summary": summary.progress, "best": best[0] if best else None,
+                          "best_config": str(summary.best_config_path or "") or None}, default=str))  # fmt: skip
+        return 130 if summary.interrupted else 0
+
+    if summary.progress:
+        print(summary.progress)
     if summary.interrupted:
         where = summary.remote or summary.run_dir
         print(f"\nStopped before the sweep ended; its state is saved. Go on with:\n  sentune resume {where}")
@@ -72,6 +93,14 @@ def _cmd_results(args) -> int:
     run_dir = resolve_run_dir(args.run_dir)
     print(f"run {run_dir.name} ({args.run_dir})")
     print(format_leaderboard(leaderboard(run_dir), limit=args.limit))
+    return 0
+
+
+def _cmd_runs(args) -> int:
+    from sentune.results import format_table, list_runs
+
+    runs = list_runs(args.storage)
+    print(format_table(runs, limit=args.limit) if len(runs) else f"no runs under {args.storage}")
     return 0
 
 
@@ -134,7 +163,16 @@ def _cmd_logs(args) -> int:
     from sentune.submission import follow_logs, job_logs
 
     if args.follow:
-        status = follow_logs(args.job_id, lambda chunk: print(chunk, end="", flush=True), address=args.address)
+        if sys.stdout.isatty():  # the driver's plain lines, shown as the live screen
+            from sentune._progress import LineFollower
+
+            follower = LineFollower("live")
+            try:
+                status = follow_logs(args.job_id, follower.feed, address=args.address)
+            finally:
+                follower.close()
+        else:
+            status = follow_logs(args.job_id, lambda chunk: print(chunk, end="", flush=True), address=args.address)
         print(f"[sentune] {args.job_id}: {status}")
         return 0 if status == "SUCCEEDED" else 1
     print(job_logs(args.job_id, address=args.address), end="")
@@ -175,6 +213,11 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _progress_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--json", action="store_true", help="print one JSON object per result (for scripts)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sentune", description="Hyperparameter tuning for sentiment classifiers on Ray"
@@ -186,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--storage", help="override the job's storage_path")
     p.add_argument("--verbose", action="store_true", help="forward Ray worker logs")
+    _progress_options(p)
     p.set_defaults(func=_cmd_run)
 
     run_help = "a run folder, a job folder (its newest run), or either behind a URI (s3://, gs://, file://...)"
@@ -194,12 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--submit", metavar="URL", help="instead, send the resume to a cluster's Jobs API (dashboard URL)")
     p.add_argument("--verbose", action="store_true", help="forward Ray worker logs")
+    _progress_options(p)
     p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("results", help="print a run's leaderboard")
     p.add_argument("run_dir", help=run_help)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=_cmd_results)
+
+    p = sub.add_parser("runs", help="list the runs under a storage path or URI: status, trials, best metric")
+    p.add_argument(
+        "storage", nargs="?", default="results", help="a storage root, a job folder, or a URI (default: results)"
+    )
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=_cmd_runs)
 
     p = sub.add_parser("report", help="write a run's self-contained report.html")
     p.add_argument("run_dir", help=run_help)

@@ -128,11 +128,35 @@ class DiagnosticsTracker:
         return self._flags[key]
 
 
+def _lasting(hits: list[bool], run: int = 3) -> bool:
+    """Raised at the trial's last epoch, or in ``run`` epochs in a row: not a lopsided warm-up epoch."""
+    if not hits:
+        return False
+    if hits[-1]:
+        return True
+    streak = 0
+    for hit in hits:
+        streak = streak + 1 if hit else 0
+        if streak >= run:
+            return True
+    return False
+
+
 def summarize(epochs_flags: list[dict]) -> dict:
-    """A trial's diagnostics in one row: what it ever raised, and its worst over-fit degree."""
-    raised = []
+    """A trial's diagnostics in one row, by whether they persisted: ``diagnostics`` names what lasted (a NaN
+    loss always counts), ``recovered`` what was raised and went away, ``overfit`` the worst degree that
+    held for two epochs in a row or at the end."""
+    lasting: list[str] = []
+    recovered: list[str] = []
     for name in ("nan", "collapse", "stagnation", "grad_spike"):
-        if any(f.get(f"diag_{name}") for f in epochs_flags):
-            raised.append(name)
-    worst = max((OVERFIT_LEVELS.index(f.get("diag_overfit", "none")) for f in epochs_flags), default=0)
-    return {"diagnostics": ",".join(raised) or "ok", "overfit": OVERFIT_LEVELS[worst]}
+        hits = [bool(f.get(f"diag_{name}")) for f in epochs_flags]
+        if any(hits):
+            (lasting if name == "nan" or _lasting(hits) else recovered).append(name)
+    levels = [OVERFIT_LEVELS.index(f.get("diag_overfit", "none")) for f in epochs_flags]
+    held = [min(a, b) for a, b in zip(levels, levels[1:])] + levels[-1:]
+    worst = max(held, default=0)
+    return {
+        "diagnostics": ",".join(lasting) or "ok",
+        "recovered": ",".join(recovered) or None,
+        "overfit": OVERFIT_LEVELS[worst],
+    }

@@ -77,6 +77,18 @@ class FailureConfig(_Strict):
     checkpoint_every_steps: int | None = Field(None, ge=1)
 
 
+class MlflowConfig(_Strict):
+    tracking_uri: str  # an MLflow server (http://...), a database (sqlite:///...), or a file store (file:/...)
+    experiment: str | None = None  # default: the job's name
+
+
+class TrackingConfig(_Strict):
+    """The trackers a user already runs: every trial's config and epoch metrics go there too."""
+
+    tensorboard: bool = False  # event files under <run>/tune/<trial>/ (`tensorboard --logdir <run>/tune`)
+    mlflow: MlflowConfig | None = None
+
+
 class RangeTestConfig(_Strict):
     lr_min: float = Field(1e-7, gt=0)
     lr_max: float = Field(1e-2, gt=0)
@@ -102,6 +114,7 @@ class JobSpec(_Strict):
     num_samples: int = Field(1, ge=1)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     failure: FailureConfig = Field(default_factory=FailureConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage_path: str = "results"
     seed: int = 0
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)

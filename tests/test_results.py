@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -162,3 +163,48 @@ def test_results_read_a_run_behind_a_uri_and_a_job_folders_newest_run(tmp_path):
     assert (tmp_path / "up/j/r1/trials.parquet").is_file() and not (tmp_path / "up/j/r1/train").exists()
     with pytest.raises(Exception, match="neither a run folder"):
         resolve_run_dir(f"file://{tmp_path}/up")
+
+
+def test_runs_lists_finished_interrupted_and_running_runs(tmp_path):
+    import json
+    import time
+
+    from sentune.results import HEARTBEAT, list_runs
+
+    def run(job, run_id, status, beat=None, trials=2):
+        folder = tmp_path / job / run_id
+        folder.mkdir(parents=True)
+        info = {"job": job, "run_id": run_id, "kind": "tune", "metric": "val_macro_f1", "mode": "max",
+                "status": status, "started_at": time.time() - 100, "wall_seconds": 12.5}  # fmt: skip
+        (folder / "run.json").write_text(json.dumps(info))
+        if beat is not None:
+            (folder / HEARTBEAT).write_text(f"{beat:.3f}")
+        rows = [{"trial_id": f"t{i}", "status": "completed", "peak_metric": 0.5 + i / 10} for i in range(trials)]
+        write_parquet(folder / "trials.parquet", rows)
+
+    now = time.time()
+    run("a", "r1", "finished")
+    run("a", "r2", "interrupted")  # stopped by Ctrl-C
+    run("b", "r3", "running", beat=now - 3600)  # its driver was killed: no heartbeat for an hour
+    run("b", "r4", "running", beat=now - 1, trials=3)
+    runs = list_runs(tmp_path).set_index("run")
+    assert runs.status.to_dict() == {"r1": "finished", "r2": "interrupted", "r3": "interrupted", "r4": "running"}
+    assert runs.loc["r4", "trials"] == 3 and runs.loc["r4", "best"] == pytest.approx(0.7)
+    assert runs.loc["r1", "job"] == "a" and runs.loc["r1", "wall_s"] == 12.5
+    out = subprocess.run([sys.executable, "-m", "sentune.cli", "runs", str(tmp_path)], capture_output=True, text=True,
+                         check=True, env={**os.environ, "COLUMNS": "60"})  # fmt: skip
+    assert all(len(line) <= 60 for line in out.stdout.splitlines()), out.stdout
+    assert "interrupted" in out.stdout and "running" in out.stdout
+
+
+def test_leaderboard_shows_a_dash_for_missing_values_and_keeps_to_the_width():
+    from sentune.results import format_leaderboard
+
+    board = pd.DataFrame({"rank": [1, 2], "trial_id": ["t0", "t1"], "status": ["completed", "stopped_early"],
+                          "stop_reason": [None, "scheduler"], "peak": [0.51234, float("nan")],
+                          "a_very_long_column_name": ["x" * 30, "y"], "another": [1.0, 2.0]})  # fmt: skip
+    text = format_leaderboard(board, width=70)
+    lines = text.splitlines()
+    assert all(len(line) <= 70 for line in lines), text
+    assert " - " in lines[1] + " " and "nan" not in text.lower() and "None" not in text
+    assert lines[-1].startswith("(not shown:")

@@ -236,6 +236,7 @@ def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_resume_finishes(slow
         return run_dir if epochs is not None and len(epochs) >= 2 else None
 
     run_dir = _wait_until(proc, first_epochs, timeout=300)
+    assert _runs_status(tmp_path) == {run_dir.name: "running"}
     proc.send_signal(signal.SIGINT)  # the first Ctrl-C, to the driver only
     out = _finish(proc, timeout=120)
     assert proc.returncode == 130, out[-3000:]
@@ -243,6 +244,7 @@ def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_resume_finishes(slow
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     assert not (run_dir / "best_config.yaml").exists()
     os.killpg(proc.pid, signal.SIGKILL) if _alive(proc.pid) else None
+    assert _runs_status(tmp_path) == {run_dir.name: "interrupted"}
 
     resumed = _sentune("resume", str(run_dir), cwd=tmp_path)
     out = _finish(resumed)
@@ -251,6 +253,17 @@ def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_resume_finishes(slow
     assert len(trials) == 4 and set(trials.status) <= {"completed", "stopped_early"}
     _one_row_per_trial_epoch(pd.read_parquet(run_dir / "epochs.parquet"))
     assert (run_dir / "best_config.yaml").is_file()
+    assert _runs_status(tmp_path) == {run_dir.name: "finished"}
+
+
+def _runs_status(root: Path) -> dict:
+    """`sentune runs` on the storage folder: run id -> status."""
+    out = subprocess.run([sys.executable, "-m", "sentune.cli", "runs", str(root / "results")], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    col = lines[0].split().index("status")
+    return {ln.split()[1]: ln.split()[col] for ln in lines[1:] if ln.strip() and not ln.startswith("(")}
 
 
 def _alive(pgid: int) -> bool:

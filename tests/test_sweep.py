@@ -193,25 +193,32 @@ def test_optuna_tpe_sweep(ray_local, sst_dir, tmp_path):
     assert trials["config/lr"].between(1.0e-4, 1.0e-2).all() and trials["config/lr"].nunique() == 2
 
 
-def test_report_html_has_every_plot_and_no_external_url(sweep):
+def test_report_html_answers_first_has_every_plot_and_no_external_url(sweep):
     import re
 
     page = (sweep.run_dir / "report.html").read_text()
-    ids = re.findall(r'<figure class="plot" id="([^"]+)"', page)
+    ids = re.findall(r'data-plot="([^"]+)"', page)
     best = sweep.leaderboard.iloc[0]["trial_id"]
     expected = {
-        "curves-loss",
-        "curves-acc",
-        "curves-f1",
+        "curves-val_macro_f1",
+        "curves-val_loss",
+        "curves-train_loss",
+        "curves-val_acc",
         "metric-vs-lr",
         "parallel-coordinates",
         f"pred-dist-{best}",
         "confusion-matrix",
     }
     assert expected <= set(ids), ids
-    assert page.count("data:image/png;base64,") == len(ids) >= 7
-    assert 'id="leaderboard"' in page and "stopped_early" in page
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?https?:|@import""", page)
+    # the answer comes first: the winner with its config and test figures, the epochs early stopping saved
+    head = page[page.index('id="headline"') : page.index('id="leaderboard"')]
+    assert f"Best: {best}</b> with lr=" in head and "test accuracy" in head and "saved by early stopping" in head
+    assert page.index('id="headline"') < page.index('id="leaderboard"') < page.index('id="learning-curves"')
+    assert 'id="leaderboard-table"' in page and "stopped_early" in page and "sortTable" in page
+    # Plotly's JavaScript is inlined (one file, opens offline); outside scripts nothing points elsewhere
+    assert "<script src" not in page and "<link" not in page and page.count("Plotly.newPlot") >= len(ids)
+    markup = re.sub(r"<script.*?</script>", "", page, flags=re.S)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?https?:|@import""", markup)
 
 
 def test_nan_trial_is_flagged_and_stopped(ray_local, sst_dir, tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +16,7 @@ from sentune._direction import Direction
 from sentune.results._store import atomic_write_bytes, has_epochs, read_epochs, read_run_info, read_trials
 
 __all__ = ["leaderboard", "best_trial", "best_config", "write_best_config", "write_evaluation",
-           "format_leaderboard", "export_run"]
+           "format_leaderboard", "format_table", "export_run"]
 
 
 def _tuned_columns(trials: pd.DataFrame, run_info: dict) -> list[str]:
@@ -104,10 +106,50 @@ def write_evaluation(run_dir: str | Path, label_names: Sequence[str], split: str
     return frame
 
 
-def format_leaderboard(board: pd.DataFrame, *, limit: int | None = 20) -> str:
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(board: pd.DataFrame, *, limit: int | None = 20, width: int | None = None) -> str:
+    """A table (the leaderboard, the runs) as text: ``-`` for a missing value, at most ``width`` characters
+    a line (default: the terminal's); columns that do not fit are left out from the right and named."""
     shown = board.head(limit) if limit else board
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
-        return shown.to_string(index=False)
+    if shown.empty:
+        return "(no trials)"
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    cells = {c: [str(c)] + [_cell(v) for v in shown[c]] for c in shown.columns}
+    sizes = {c: max(len(x) for x in col) for c, col in cells.items()}
+    kept: list = []
+    used = 0
+    for c in shown.columns:
+        need = sizes[c] + (2 if kept else 0)
+        if used + need > width and len(kept) >= 2:
+            continue
+        kept.append(c)
+        used += need
+    left_out = [c for c in shown.columns if c not in kept]
+    if left_out:  # room for the note; drop more columns until the lines fit with it
+        while len(kept) > 2 and used > width:
+            left_out.insert(0, kept.pop())
+            used = sum(sizes[c] for c in kept) + 2 * (len(kept) - 1)
+    numeric = {c: pd.api.types.is_numeric_dtype(shown[c]) for c in kept}
+    lines = []
+    for i in range(len(shown) + 1):
+        parts = [cells[c][i].rjust(sizes[c]) if numeric[c] else cells[c][i].ljust(sizes[c]) for c in kept]
+        lines.append("  ".join(parts).rstrip())
+    if left_out:
+        note = f"(not shown: {', '.join(map(str, left_out))})"
+        lines.append(note if len(note) <= width else note[: width - 4] + "...)")
+    return "\n".join(lines)
+
+
+def format_leaderboard(board: pd.DataFrame, *, limit: int | None = 20, width: int | None = None) -> str:
+    """The leaderboard as text (see :func:`format_table`); every column is in ``leaderboard.csv``."""
+    return format_table(board, limit=limit, width=width)
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Path]:

@@ -1,11 +1,18 @@
-"""``report.html``: one self-contained page (plots are inline PNGs; no CDN, no external URL)."""
+"""``report.html``: one self-contained page that reads like an answer.
+
+At the top: what won (its config, dev and test figures), how much early stopping saved (epochs trained
+against the full budget), and the trials to look at (a NaN loss, a lasting collapse, severe over-fit).
+Below: interactive Plotly charts whose JavaScript is inlined into the page (it opens offline, no CDN):
+learning curves per metric, the metric against each tuned parameter, parallel coordinates with scales,
+the prediction distribution and the test confusion matrix; hovering a line or point shows its trial's
+config. The leaderboard is a table that fits the page and sorts by any column.
+"""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,167 +24,273 @@ from sentune.results._store import atomic_write_bytes, read_epochs, read_run_inf
 __all__ = ["write_report"]
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{font-size:22px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;font-size:12px} td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}
-th{background:#f4f4f4} figure{display:inline-block;margin:8px;vertical-align:top} figcaption{font-size:12px;color:#555}
-.warn{color:#a40} .meta{color:#555;font-size:13px}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;color:#222;max-width:1180px;
+     padding:0 16px}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{color:#555;font-size:13px} .answer{background:#f3f8f3;border:1px solid #cfe3cf;border-radius:6px;padding:12px 16px}
+.answer p{margin:6px 0} .look{background:#fff7ec;border:1px solid #f0d9b5;border-radius:6px;padding:8px 16px}
+.ok{color:#2a6b2a} .warn{color:#a40} .plot{margin:6px 0}
+.tablewrap{overflow-x:auto;max-width:100%} table.leaderboard{border-collapse:collapse;font-size:11px;width:100%}
+table.leaderboard td,table.leaderboard th{border-bottom:1px solid #e3e3e3;padding:3px 4px;text-align:right;
+  white-space:nowrap} table.leaderboard th{background:#f4f4f4;cursor:pointer;position:sticky;top:0;white-space:normal;
+  word-break:break-all;vertical-align:bottom;font-size:10px}
+table.leaderboard th:hover{background:#e8eef8} table.leaderboard tr:first-child td{font-weight:600}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:8px}
 """
 
+_SORT_JS = """
+function sortTable(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th),b=t.tBodies[0];
+const asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';const rows=[...b.rows];
+const key=r=>{const s=r.cells[i].textContent.trim(),n=parseFloat(s);return s==='-'?null:(isNaN(n)?s:n)};
+rows.sort((x,y)=>{const a=key(x),c=key(y);if(a===null)return 1;if(c===null)return -1;
+return (a<c?-1:a>c?1:0)*(asc?1:-1)});rows.forEach(r=>b.appendChild(r));}
+"""
 
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _figure(plot_id: str, caption: str, fig) -> str:
-    return (f'<figure class="plot" id="{html.escape(plot_id)}"><img alt="{html.escape(caption)}" '
-            f'src="data:image/png;base64,{_png(fig)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+_CURVES = [("val_macro_f1", "val macro-F1"), ("val_loss", "val loss"), ("train_loss", "train loss"),
+           ("val_acc", "val accuracy"), ("train_acc", "train accuracy")]  # fmt: skip
 
 
-def _curves(epochs: pd.DataFrame, trials: pd.DataFrame, pairs, title: str, plot_id: str) -> str:
-    import matplotlib.pyplot as plt
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 3.4), squeeze=False)
+
+def _config_text(config: dict, tuned: list[str]) -> str:
+    return ", ".join(f"{k}={_fmt(config.get(k))}" for k in tuned) or "(no tuned parameters)"
+
+
+def _plot(fig, plot_id: str, caption: str) -> str:
+    import plotly.io as pio
+
+    fig.update_layout(margin=dict(l=50, r=20, t=36, b=40), height=340, title=dict(text=caption, font=dict(size=13)),
+                      template="plotly_white")  # fmt: skip
+    config = {"displaylogo": False, "displayModeBar": False}
+    div = pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=plot_id, config=config)
+    return f'<div class="plot" data-plot="{html.escape(plot_id)}">{div}</div>'
+
+
+def _log_axis(values: pd.Series, name: str) -> bool:
+    v = pd.to_numeric(values, errors="coerce")
+    return bool(v.notna().all() and (v > 0).all() and (name == "lr" or v.max() / max(v.min(), 1e-300) > 50))
+
+
+def _curves(epochs: pd.DataFrame, trials: pd.DataFrame, configs: dict, tuned: list[str]) -> list[str]:
+    import plotly.graph_objects as go
+
     stopped = set(trials.loc[trials.status == "stopped_early", "trial_id"])
-    for ax, (col, label) in zip(axes[0], pairs):
+    out = []
+    for col, label in _CURVES:
+        if col not in epochs:
+            continue
+        fig = go.Figure()
         for tid, g in epochs.sort_values("epoch").groupby("trial_id"):
-            if col not in g:
-                continue
-            line, = ax.plot(g.epoch, g[col], lw=1.2, alpha=0.8, label=tid)
-            if tid in stopped:  # where ASHA (or a diagnostic) stopped it
-                ax.plot(g.epoch.iloc[-1], g[col].iloc[-1], "x", color=line.get_color(), ms=8, mew=2)
-        ax.set_xlabel("epoch")
-        ax.set_title(label, fontsize=10)
-    if epochs.trial_id.nunique() <= 12:
-        axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle(title + " (x: stopped early)", fontsize=11)
-    return _figure(plot_id, title, fig)
+            text = f"{tid}<br>{_config_text(configs.get(tid, {}), tuned)}"
+            fig.add_trace(go.Scatter(
+                x=g.epoch, y=g[col], mode="lines+markers", name=tid, text=[text] * len(g), marker=dict(size=5),
+                hovertemplate="%{text}<br>epoch %{x}: " + label + " %{y:.4g}<extra></extra>",
+            ))  # fmt: skip
+            if tid in stopped:
+                fig.add_trace(go.Scatter(x=[g.epoch.iloc[-1]], y=[g[col].iloc[-1]], mode="markers", showlegend=False,
+                                         marker=dict(symbol="x", size=10, color="#444"), hoverinfo="skip"))  # fmt: skip
+        fig.update_layout(showlegend=False, xaxis_title="epoch", yaxis_title=label)  # hover names the trial
+        out.append(_plot(fig, f"curves-{col}", f"{label} per epoch (x: stopped early)"))
+    return out
 
 
-def _metric_vs(board: pd.DataFrame, param: str, metric_col: str) -> str:
-    import matplotlib.pyplot as plt
+def _metric_vs(scored: pd.DataFrame, params: list[str], metric_col: str, configs: dict, tuned) -> list[str]:
+    import plotly.graph_objects as go
 
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    x = board[param]
-    numeric = pd.to_numeric(x, errors="coerce")
-    if numeric.notna().all():
-        ax.scatter(numeric, board[metric_col], c=board[metric_col], cmap="viridis")
-        if param == "lr" or (numeric > 0).all() and numeric.max() / max(numeric.min(), 1e-300) > 50:
-            ax.set_xscale("log")
-    else:
-        cats = x.astype(str)
-        order = sorted(cats.unique())
-        ax.scatter([order.index(c) for c in cats], board[metric_col], c=board[metric_col], cmap="viridis")
-        ax.set_xticks(range(len(order)), order)
-    ax.set_xlabel(param)
-    ax.set_ylabel(metric_col)
-    return _figure(f"metric-vs-{param}", f"{metric_col} vs {param}", fig)
+    out = []
+    for param in params:
+        text = [f"{t}<br>{_config_text(configs.get(t, {}), tuned)}" for t in scored.trial_id]
+        numeric = pd.to_numeric(scored[param], errors="coerce")
+        x = numeric if numeric.notna().all() else scored[param].astype(str)
+        fig = go.Figure(go.Scatter(
+            x=x, y=scored[metric_col], mode="markers", text=text,
+            marker=dict(size=9, color=scored[metric_col], colorscale="Viridis", showscale=False),
+            hovertemplate="%{text}<br>" + metric_col + " %{y:.4g}<extra></extra>",
+        ))  # fmt: skip
+        fig.update_layout(xaxis_title=param, yaxis_title=metric_col)
+        if _log_axis(scored[param], param):
+            fig.update_xaxes(type="log")
+        out.append(_plot(fig, f"metric-vs-{param}", f"{metric_col} vs {param}"))
+    return out
 
 
-def _parallel(board: pd.DataFrame, params: list[str], metric_col: str) -> str:
-    import matplotlib.pyplot as plt
-    from matplotlib import cm
+def _parallel(scored: pd.DataFrame, params: list[str], metric_col: str) -> str:
+    import plotly.graph_objects as go
 
-    cols = params + [metric_col]
-    norm = {}
-    for c in cols:
-        v = pd.to_numeric(board[c], errors="coerce")
-        if v.isna().any():  # categorical: spread the categories over [0, 1]
-            cats = sorted(board[c].astype(str).unique())
-            v = board[c].astype(str).map({k: i / max(1, len(cats) - 1) for i, k in enumerate(cats)})
-        elif c == "lr" or ((v > 0).all() and v.max() / v.min() > 50):
-            v = np.log10(v)
-        lo, hi = v.min(), v.max()
-        norm[c] = (v - lo) / (hi - lo) if hi > lo else v * 0 + 0.5
-    fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 2, 3.6))
-    score = board[metric_col].fillna(board[metric_col].min())
-    colors = cm.viridis((score - score.min()) / max(1e-12, score.max() - score.min()))
-    for i in range(len(board)):
-        ax.plot(range(len(cols)), [norm[c].iloc[i] for c in cols], color=colors[i], alpha=0.8)
-    ax.set_xticks(range(len(cols)), cols, rotation=20)
-    ax.set_yticks([])
-    return _figure("parallel-coordinates", f"all trials, coloured by {metric_col}", fig)
+    dims = []
+    for col in params + [metric_col]:
+        v = pd.to_numeric(scored[col], errors="coerce")
+        if v.isna().any():  # categorical: one tick per value
+            cats = sorted(scored[col].astype(str).unique())
+            dims.append(dict(label=col, values=scored[col].astype(str).map(cats.index), tickvals=list(range(len(cats))),
+                             ticktext=cats, range=[-0.2, len(cats) - 0.8]))  # fmt: skip
+        elif _log_axis(v, col):  # a log scale, labelled in the parameter's own values
+            lv = np.log10(v)
+            ticks = list(range(math.floor(lv.min()), math.ceil(lv.max()) + 1))
+            dims.append(dict(label=f"{col} (log)", values=lv, tickvals=ticks, ticktext=[f"1e{t}" for t in ticks],
+                             range=[ticks[0], ticks[-1]]))  # fmt: skip
+        else:
+            lo, hi = float(v.min()), float(v.max())
+            pad = (hi - lo) * 0.05 or 0.5
+            dims.append(dict(label=col, values=v, range=[lo - pad, hi + pad]))
+    fig = go.Figure(go.Parcoords(
+        line=dict(color=scored[metric_col], colorscale="Viridis", showscale=True, colorbar=dict(title=metric_col)),
+        dimensions=dims,
+    ))  # fmt: skip
+    return _plot(fig, "parallel-coordinates", f"every trial, coloured by {metric_col}")
 
 
 def _pred_distribution(epochs: pd.DataFrame, trial_id: str, names: list[str], why: str) -> str:
-    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
 
     g = epochs[epochs.trial_id == trial_id].sort_values("epoch")
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    bottom = np.zeros(len(g))
+    fig = go.Figure()
     for n in names:
         col = f"val_pred_count/{n}"
-        vals = g[col].fillna(0).to_numpy() if col in g else np.zeros(len(g))
-        ax.bar(g.epoch, vals, bottom=bottom, label=n)
-        bottom += vals
-    ax.set_xlabel("epoch")
-    ax.set_xticks(g.epoch.tolist())
-    ax.set_ylabel("dev predictions")
-    ax.legend(fontsize=7)
-    return _figure(f"pred-dist-{trial_id}", f"prediction distribution over epochs: {trial_id} ({why})", fig)
+        fig.add_trace(go.Bar(x=g.epoch, y=g[col].fillna(0) if col in g else [0] * len(g), name=n))
+    fig.update_layout(barmode="stack", xaxis_title="epoch", yaxis_title="dev predictions", xaxis=dict(dtick=1))
+    return _plot(fig, f"pred-dist-{trial_id}", f"dev predictions per class: {trial_id} ({why})")
 
 
 def _confusion(pred: pd.DataFrame, names: list[str]) -> str:
-    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
     from sklearn.metrics import confusion_matrix
 
-    cm_ = confusion_matrix(pred["label"], pred["predicted"], labels=names)
-    fig, ax = plt.subplots(figsize=(1 + 0.9 * len(names), 0.8 + 0.8 * len(names)))
-    ax.imshow(cm_, cmap="Blues")
-    for (i, j), v in np.ndenumerate(cm_):
-        ax.text(j, i, str(v), ha="center", va="center", fontsize=9, color="black" if v < cm_.max() / 2 else "white")
-    ax.set_xticks(range(len(names)), names, rotation=30)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    return _figure("confusion-matrix", "best trial: test confusion matrix", fig)
+    cm = confusion_matrix(pred["label"], pred["predicted"], labels=names)
+    fig = go.Figure(go.Heatmap(z=cm, x=names, y=names, colorscale="Blues", text=cm, texttemplate="%{text}",
+                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))  # fmt: skip
+    fig.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis=dict(autorange="reversed"))
+    return _plot(fig, "confusion-matrix", "best trial: test confusion matrix")
+
+
+def _table(board: pd.DataFrame) -> str:
+    head = "".join(f'<th onclick="sortTable(this)" title="sort">{html.escape(str(c))}</th>' for c in board.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+                   for row in board.itertuples(index=False))  # fmt: skip
+    return (f'<div class="tablewrap"><table class="leaderboard" id="leaderboard-table"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{rows}</tbody></table></div>")  # fmt: skip
+
+
+def _test_figures(run_dir: Path) -> dict | None:
+    path = run_dir / "classification_report.csv"
+    if not path.is_file():
+        return None
+    rep = pd.read_csv(path).set_index("class")
+    return {"accuracy": float(rep.loc["accuracy", "precision"]), "macro_f1": float(rep.loc["macro avg", "f1-score"])}
+
+
+def _look_at(trials: pd.DataFrame) -> list[str]:
+    """Trials a user should look at: a NaN loss, a collapse or stagnation that lasted, severe over-fit."""
+    out = []
+    for t in trials.itertuples():
+        why = [d for d in str(getattr(t, "diagnostics", "ok") or "ok").split(",") if d and d != "ok"]
+        if getattr(t, "overfit", None) == "severe":
+            why.append("severe over-fit")
+        if t.status == "errored":
+            why.append("errored")
+        if why:
+            out.append(f"<li><b>{html.escape(t.trial_id)}</b>: {html.escape(', '.join(why))}</li>")
+    return out
+
+
+def _headline(info, trials, board, metric_col, tuned, configs, test) -> str:
+    metric = info["metric"]
+    budget = int(trials.epochs_max.fillna(0).sum()) if "epochs_max" in trials else 0
+    trained = int(trials.epochs_run.sum())
+    stopped = int((trials.status == "stopped_early").sum())
+    parts = ['<section class="answer" id="headline"><h2 style="margin-top:0;border:0">What the sweep found</h2>']
+    scored = board[board[metric_col].notna()]
+    if len(scored):
+        best = scored.iloc[0]
+        parts.append(
+            f'<p id="winner"><b>Best: {html.escape(best.trial_id)}</b> with '
+            f"{html.escape(_config_text(configs.get(best.trial_id, {}), tuned))}</p>"
+            f"<p>dev {metric} <b>{_fmt(best[metric_col])}</b> at epoch {_fmt(best.peak_epoch)}"
+            + (f"; test accuracy <b>{test['accuracy']:.4f}</b>, test macro-F1 <b>{test['macro_f1']:.4f}</b>"
+               if test else "; no test split")  # fmt: skip
+            + "</p>"
+        )
+    else:
+        parts.append("<p>No trial reported a metric.</p>")
+    if budget:
+        saved = 1 - trained / budget
+        parts.append(f'<p id="budget">Trained {trained} of the {budget} epochs a full run of every trial would take '
+                     f"({saved:.0%} saved by early stopping: {stopped} of {len(trials)} trials stopped early).</p>")  # fmt: skip
+    parts.append("</section>")
+    look = _look_at(trials)
+    parts.append('<section class="look" id="look-at"><p><b>Trials to look at</b></p>'
+                 + (f"<ul>{''.join(look)}</ul>" if look else '<p class="ok">none: no NaN loss, no lasting collapse, '
+                    "no severe over-fit</p>") + "</section>")  # fmt: skip
+    return "".join(parts)
+
+
+def _persistent_diagnostics(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's diagnostics by whether they persisted (also for runs recorded before that rule)."""
+    if not any(c.startswith("diag_") for c in epochs.columns):
+        return trials
+    from sentune.diagnostics import summarize
+
+    rows = {tid: summarize(g.sort_values("epoch").to_dict("records")) for tid, g in epochs.groupby("trial_id")}
+    trials = trials.copy()
+    for key in ("diagnostics", "overfit"):
+        trials[key] = [rows.get(t, {}).get(key, v) for t, v in zip(trials.trial_id, trials.get(key, [None] * len(trials)))]
+    return trials
 
 
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` for a run folder and return its path."""
-    import matplotlib
+    import plotly.offline
 
-    matplotlib.use("Agg")
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     metric, names = info["metric"], info["label_names"]
     epochs, trials, board = read_epochs(run_dir), read_trials(run_dir), leaderboard(run_dir)
+    trials = _persistent_diagnostics(epochs, trials)
+    for key in ("diagnostics", "overfit"):  # the table says the same as the headline
+        if key in board and key in trials:
+            board[key] = board.trial_id.map(trials.set_index("trial_id")[key])
     metric_col = f"peak_{metric}"
     tuned = [p for p in info.get("tuned_params", []) if p in board.columns]
-    parts = [f"<h1>sentune run {html.escape(info['job'])} / {html.escape(info['run_id'])}</h1>",
-             f'<p class="meta">trainable {html.escape(info["trainable"])}; metric {metric} ({info["mode"]}); '
-             f"{len(trials)} trials, {int(trials.epochs_run.sum())} epochs trained; classes: "
-             f"{html.escape(', '.join(names))}</p>",
-             '<h2 id="leaderboard">Leaderboard</h2>',
-             board.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="leaderboard")]
-    parts.append('<h2 id="learning-curves">Learning curves</h2>')
-    parts.append(_curves(epochs, trials, [("train_loss", "train loss"), ("val_loss", "val loss")], "loss", "curves-loss"))
-    parts.append(_curves(epochs, trials, [("train_acc", "train accuracy"), ("val_acc", "val accuracy")], "accuracy", "curves-acc"))
-    parts.append(_curves(epochs, trials, [("val_macro_f1", "val macro-F1")], "val macro-F1", "curves-f1"))
+    configs = {t.trial_id: json.loads(t.config_json) for t in trials.itertuples()} if "config_json" in trials else {}
     scored = board[board[metric_col].notna()]
+    parts = [
+        f"<h1>sentune run {html.escape(info['job'])} / {html.escape(info['run_id'])}</h1>",
+        f'<p class="meta">trainable {html.escape(info["trainable"])}; metric {metric} ({info["mode"]}); '
+        f"{len(trials)} trials; classes: {html.escape(', '.join(names))}</p>",
+        _headline(info, trials, board, metric_col, tuned, configs, _test_figures(run_dir)),
+        '<h2 id="leaderboard">Leaderboard</h2>',
+        _table(board),
+        '<h2 id="learning-curves">Learning curves</h2><div class="grid">',
+        *_curves(epochs, trials, configs, tuned),
+        "</div>",
+    ]
     if tuned and len(scored):
-        parts.append('<h2 id="hyperparameters">Metric vs hyperparameters</h2>')
-        parts.extend(_metric_vs(scored, p, metric_col) for p in tuned)
+        parts += ['<h2 id="hyperparameters">Metric vs hyperparameters</h2><div class="grid">',
+                  *_metric_vs(scored, tuned, metric_col, configs, tuned), "</div>"]  # fmt: skip
         parts.append(_parallel(scored, tuned, metric_col))
-    parts.append('<h2 id="predictions">Prediction distribution</h2>')
+    parts.append('<h2 id="predictions">Prediction distribution</h2><div class="grid">')
     if len(scored):
         parts.append(_pred_distribution(epochs, scored.iloc[0]["trial_id"], names, "best trial"))
     if "diagnostics" in trials:
         for tid in trials.loc[trials.diagnostics.fillna("").str.contains("collapse"), "trial_id"]:
-            parts.append(_pred_distribution(epochs, tid, names, "collapsed"))
+            parts.append(_pred_distribution(epochs, tid, names, "lasting collapse"))
+    parts.append("</div>")
     pred_path = run_dir / "predictions_test.csv"
     if pred_path.is_file():
         parts.append('<h2 id="confusion">Test confusion matrix</h2>')
         parts.append(_confusion(pd.read_csv(pred_path, keep_default_na=False), names))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>sentune {html.escape(info['job'])}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}"
-            f"<script type='application/json' id='run-info'>{html.escape(json.dumps({'job': info['job'], 'run': info['run_id']}))}</script>"
-            "</body></html>")
+    meta = html.escape(json.dumps({"job": info["job"], "run": info["run_id"]}))
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>sentune {html.escape(info['job'])}</title>"
+        f"<style>{_CSS}</style><script>{plotly.offline.get_plotlyjs()}</script><script>{_SORT_JS}</script></head>"
+        f"<body>{''.join(parts)}<script type='application/json' id='run-info'>{meta}</script></body></html>"
+    )
     out = run_dir / "report.html"
     atomic_write_bytes(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return out

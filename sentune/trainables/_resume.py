@@ -115,6 +115,18 @@ class ResumeStore:
     def finished(self) -> bool:
         return self._read(_FINISHED) is not None
 
+    def finished_result(self) -> dict | None:
+        """None unless the driver marked the trial finished; then ``{"status": ..., "last": metrics or None}``
+        (the last result it recorded, which a restarted driver reports again so that Tune sees the metric)."""
+        data = self._read(_FINISHED)
+        if data is None:
+            return None
+        try:
+            out = json.loads(data)
+        except ValueError:
+            out = None
+        return out if isinstance(out, dict) else {"status": data.decode(errors="replace"), "last": None}
+
     def save_config(self, config: dict) -> None:
         """The trial's config, once: a resumed sweep can then record a trial its record had not seen."""
         if self._read(_CONFIG) is None:
@@ -125,8 +137,8 @@ class ResumeStore:
         data = self._read(_CONFIG)
         return None if data is None else json.loads(data)
 
-    def mark_finished(self, status: str) -> None:
-        self._write(status.encode(), _FINISHED)
+    def mark_finished(self, status: str, last: dict | None = None) -> None:
+        self._write(json.dumps({"status": status, "last": last}, default=str).encode(), _FINISHED)
 
     def history(self) -> list[dict]:
         """The epoch metrics the latest state holds (to fill a record that missed the last few)."""

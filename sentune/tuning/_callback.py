@@ -6,38 +6,38 @@ from collections.abc import Callable
 
 from ray.tune import Callback, Stopper
 
-from sentune._log import log_line
+from sentune._progress import SweepProgress
 from sentune.diagnostics import DiagnosticsTracker
 from sentune.results import RunRecorder
 
 __all__ = ["DiagnosticsStopper", "RecordCallback"]
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2e}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
-
-
 class RecordCallback(Callback):
-    """Hands every trial event to a :class:`~sentune.results.RunRecorder` and logs one line per epoch."""
+    """Hands every trial event to a :class:`~sentune.results.RunRecorder` and to what the user sees of the
+    sweep (a :class:`~sentune._progress.SweepProgress`)."""
 
-    def __init__(self, recorder: RunRecorder, *, on_finished: Callable[[str, str], None] | None = None):
+    def __init__(
+        self,
+        recorder: RunRecorder,
+        *,
+        progress: SweepProgress | None = None,
+        on_finished: Callable[[str, str], None] | None = None,
+    ):
         self.recorder = recorder
+        self.progress = progress or SweepProgress("quiet")
         self.on_finished = on_finished  # (trial id, status) once a trial has ended without error
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.recorder.trial(trial.trial_id, trial.config)
+        self.progress.trial_started(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = self.recorder.result(trial.trial_id, trial.config, result)
         raised = [k[5:] for k in ("diag_nan", "diag_collapse", "diag_stagnation", "diag_grad_spike") if row.get(k)]
         if row.get("diag_overfit", "none") != "none":
             raised.append(f"overfit:{row['diag_overfit']}")
-        keys = dict.fromkeys([self.recorder.metric, "val_loss", "train_loss", "lr"])
-        shown = "  ".join(f"{k}={_fmt(result.get(k))}" for k in keys)
-        note = f"  [{', '.join(raised)}]" if raised else ""
-        log_line(f"{trial.trial_id} epoch {row['epoch']:>3}  {shown}{note}")
+        self.progress.result(trial.trial_id, trial.config, row, raised)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         """A one-worker trial's checkpoint reaches Tune itself (a worker group's comes as checkpoint_path)."""
@@ -45,11 +45,13 @@ class RecordCallback(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         row = self.recorder.completed(trial.trial_id, trial.config)
+        self.progress.trial_ended(trial.trial_id, row["status"])
         if self.on_finished is not None:
             self.on_finished(trial.trial_id, row["status"])
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.recorder.errored(trial.trial_id, trial.config, str(getattr(trial, "error_file", "") or ""))
+        self.progress.trial_ended(trial.trial_id, "errored")
 
     def on_experiment_end(self, trials, **info):
         self.recorder.close()

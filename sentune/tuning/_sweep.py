@@ -7,6 +7,7 @@ import datetime as _dt
 import json
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import pandas as pd
 
 from sentune import results
 from sentune._log import log_line
+from sentune._progress import SweepProgress
 from sentune.data import DataSplits, load_splits
 from sentune.diagnostics import DiagnosticsTracker
 from sentune.errors import ConfigError, SentuneError
@@ -48,6 +50,7 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
     # stopped (Ctrl-C, SIGTERM, `sentune stop`) before every trial ended: `sentune resume` goes on with it
     interrupted: bool = False
+    progress: str = ""  # the sweep in one line: epochs against the budget, trials, the best
 
 
 @dataclass
@@ -59,6 +62,7 @@ class _Started:
     data_ref: object
     remote: str | None = None  # the run folder behind a URI, when storage_path is one
     prepare_seconds: float = 0.0
+    earlier_seconds: float = 0.0  # what the run's earlier sessions took (a resumed run)
 
 
 def _run_info(spec: JobSpec, splits: DataSplits, run_id: str) -> dict:
@@ -76,6 +80,7 @@ def _run_info(spec: JobSpec, splits: DataSplits, run_id: str) -> dict:
         "spec": spec.model_dump(mode="json"),
         "format": RUN_FORMAT,
         "status": "running",
+        "started_at": time.time(),
     }
 
 
@@ -99,8 +104,32 @@ def _check_writable(run_dir: Path, remote: str | None) -> None:
         raise ConfigError(f"storage path {where}: not writable ({exc.strerror or str(exc).splitlines()[0]})") from None
 
 
-def _set_status(run_dir: Path, status: str) -> None:
-    results.write_run_info(run_dir, {**results.read_run_info(run_dir), "status": status})
+def _set_status(run_dir: Path, status: str, **more) -> None:
+    results.write_run_info(run_dir, {**results.read_run_info(run_dir), "status": status, **more})
+
+
+class _Heartbeat:
+    """While the sweep runs, its driver writes the time to ``<run>/heartbeat`` every few seconds: a run
+    whose record says running but whose heartbeat stopped was interrupted (`sentune runs`)."""
+
+    def __init__(self, run_dir: Path):
+        self.path, self.done = run_dir / results.HEARTBEAT, threading.Event()
+
+    def beat(self) -> None:
+        while True:
+            try:
+                self.path.write_text(f"{time.time():.3f}")
+            except OSError:
+                pass
+            if self.done.wait(results.HEARTBEAT_EVERY_S):
+                return
+
+    def __enter__(self):
+        threading.Thread(target=self.beat, daemon=True, name="sentune-heartbeat").start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
 
 
 def _start(
@@ -134,6 +163,7 @@ def _start(
     if existing is None:
         results.write_run_info(run_dir, _run_info(spec, splits, run_id))
     else:
+        earlier = float(results.read_run_info(run_dir).get("wall_seconds") or 0.0)
         _set_status(run_dir, "running")
     where = f"{run_dir} (uploaded to {remote} at the end)" if remote else str(run_dir)
     log_line(
@@ -154,21 +184,32 @@ def _start(
         raise SentuneError(f"preparing the data failed: {type(cause).__name__}: {last}") from None
     prepare_s = time.perf_counter() - t0
     log_line(f"data prepared once in {prepare_s:.1f} s (shared through the object store)")
-    return _Started(entry, splits, run_dir, run_id, data_ref, remote, prepare_s)
+    started = _Started(entry, splits, run_dir, run_id, data_ref, remote, prepare_s)
+    if existing is not None:
+        started.earlier_seconds = earlier
+    return started
 
 
 def run_sweep(
-    spec: JobSpec, *, address: str | None = None, verbose: bool = False, run_id: str | None = None
+    spec: JobSpec,
+    *,
+    address: str | None = None,
+    verbose: bool = False,
+    run_id: str | None = None,
+    progress: str = "plain",
 ) -> RunSummary:
-    """Run a validated tune job on Ray (the embedded local Ray unless ``address`` is given)."""
+    """Run a validated tune job on Ray (the embedded local Ray unless ``address`` is given). ``progress``:
+    what the user sees while it runs (``live``, ``plain``, ``quiet``, ``json``: see sentune._progress)."""
     if spec.kind != "tune":
         raise ConfigError(f"job {spec.name} is a {spec.kind}; use run_range_test")
     t_start = time.perf_counter()
     st = _start(spec, address=address, verbose=verbose, run_id=run_id)
-    return _sweep(spec, st, t_start, restore=False)
+    return _sweep(spec, st, t_start, restore=False, progress=progress)
 
 
-def resume_sweep(run: str | Path, *, address: str | None = None, verbose: bool = False) -> RunSummary:
+def resume_sweep(
+    run: str | Path, *, address: str | None = None, verbose: bool = False, progress: str = "plain"
+) -> RunSummary:
     """Go on with an interrupted sweep (a run folder, local or behind a URI): finished trials stay
     finished, running ones go on from their resume checkpoints, pending ones start; ASHA's rungs and the
     search algorithm's state are what they were. The run then ends as usual (leaderboard, test
@@ -194,10 +235,10 @@ def resume_sweep(run: str | Path, *, address: str | None = None, verbose: bool =
         raise ConfigError(f"{run}: Ray Tune's state is missing ({tune_dir}); start the job again")
     spec = parse_job(info["spec"], source=f"{run}/run.json")
     st = _start(spec, address=address, verbose=verbose, run_id=None, existing=(run_dir, remote))
-    return _sweep(spec, st, t_start, restore=True)
+    return _sweep(spec, st, t_start, restore=True, progress=progress)
 
 
-def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool) -> RunSummary:
+def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progress: str) -> RunSummary:
     metric, mode = spec.scheduler.metric, spec.scheduler.direction.mode
     res = spec.resources
     from ray import tune
@@ -234,11 +275,31 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool) -> Run
         scheduler.replay_later(_replay_rows(recorder))
 
     def mark_finished(trial_id: str, status: str) -> None:  # a restarted driver of this trial returns at once
-        resume_store(resume_root, trial_id).mark_finished(status)
+        resume_store(resume_root, trial_id).mark_finished(status, _last_result(recorder, trial_id))
 
     from ray.tune.logger import JsonLoggerCallback
 
-    callbacks: list[tune.Callback] = [RecordCallback(recorder, on_finished=mark_finished), JsonLoggerCallback()]
+    view = SweepProgress(
+        progress,
+        job=spec.name,
+        metric=metric,
+        mode_of_metric=mode,
+        trials=spec.trial_count,
+        max_epochs=spec.epochs_max,
+        tuned=spec.tuned,
+    )
+    log_line(
+        f"sweep {spec.name}: {spec.trial_count} trials x up to {spec.epochs_max} epochs; metric {metric} ({mode})"
+        + (f"; tuned: {', '.join(spec.tuned)}" if spec.tuned else "")
+    )
+    for tid, trial in recorder.trials.items():  # a resumed sweep shows what it had done already
+        view.restore(tid, json.loads(trial["config_json"]), recorder.rows.get(tid, []), trial["status"])
+    trackers = _trackers(spec, st.run_id)
+    callbacks: list[tune.Callback] = [
+        RecordCallback(recorder, progress=view, on_finished=mark_finished),
+        JsonLoggerCallback(),
+        *trackers,
+    ]
     stopper = DiagnosticsStopper(tracker)
     if restore:
         tuner = tune.Tuner.restore(
@@ -291,17 +352,25 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool) -> Run
     summary = None
     try:
         t_fit = time.perf_counter()
-        with _sigterm_as_sigint():
-            tuner.fit()
+        view.start()
+        try:
+            with _sigterm_as_sigint(), _Heartbeat(st.run_dir):
+                tuner.fit()
+        finally:
+            view.close()
         t_finish = time.perf_counter()
         recorder.close()
+        wall = {"wall_seconds": round(time.perf_counter() - t_start + st.earlier_seconds, 1)}
         if _interrupted(spec, recorder):
-            _set_status(st.run_dir, "interrupted")
+            _set_status(st.run_dir, "interrupted", **wall)
             summary = RunSummary(st.run_dir, results.leaderboard(st.run_dir) if recorder.trials else pd.DataFrame(),
                                  None, None, 0.0, st.remote, interrupted=True)  # fmt: skip
         else:
             summary = _finish(spec, st)
-            _set_status(st.run_dir, "finished")
+            _tag_best(spec, summary.leaderboard)
+            wall = {"wall_seconds": round(time.perf_counter() - t_start + st.earlier_seconds, 1)}
+            _set_status(st.run_dir, "finished", **wall)
+        summary.progress = view.summary()
         summary.timings = {
             "prepare_s": st.prepare_seconds,
             "fit_s": t_finish - t_fit,
@@ -312,6 +381,41 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool) -> Run
             results.upload_run(st.run_dir, st.remote)
     summary.wall_seconds = time.perf_counter() - t_start
     return summary
+
+
+def _trackers(spec: JobSpec, run_id: str) -> list:
+    """Ray Tune's own logger callbacks for the trackers the job names."""
+    out: list = []
+    if spec.tracking.tensorboard:
+        from ray.tune.logger import TBXLoggerCallback
+
+        out.append(TBXLoggerCallback())
+    if spec.tracking.mlflow is not None:
+        mlf = spec.tracking.mlflow
+        if mlf.tracking_uri.startswith("file:"):  # the user asked for MLflow's file store by name
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        tags = {"sentune.job": spec.name, "sentune.run": run_id, "sentune.trainable": spec.trainable}
+        out.append(MLflowLoggerCallback(tracking_uri=mlf.tracking_uri, experiment_name=mlf.experiment or spec.name,
+                                        tags=tags, save_artifact=False))  # fmt: skip
+    return out
+
+
+def _tag_best(spec: JobSpec, board: pd.DataFrame) -> None:
+    """Tag the best trial's MLflow run (``sentune.best = true``) once the sweep has picked it."""
+    mlf = spec.tracking.mlflow
+    if mlf is None or board.empty:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlf.tracking_uri)
+    experiment = client.get_experiment_by_name(mlf.experiment or spec.name)
+    if experiment is None:
+        return
+    name = f"{spec.name}-{board.iloc[0]['trial_id']}"
+    for run in client.search_runs([experiment.experiment_id], filter_string=f"tags.trial_name = '{name}'"):
+        client.set_tag(run.info.run_id, "sentune.best", "true")
 
 
 class _sigterm_as_sigint:
@@ -346,6 +450,15 @@ def _replay_rows(recorder) -> list[tuple[str, int, float]]:
     return [(r["trial_id"], int(r["epoch"]), float(r[recorder.metric])) for r in rows]
 
 
+def _last_result(recorder, trial_id: str) -> dict | None:
+    """A trial's last recorded epoch, as the metrics it reported (no config columns, no bookkeeping)."""
+    rows = recorder.rows.get(trial_id) or []
+    if not rows:
+        return None
+    skip = {"job", "run", "trial_id", "trial_status", "_seq", "reported_at", "time_total_s", "checkpoint_path"}
+    return {k: v for k, v in rows[-1].items() if k not in skip and not k.startswith(("config/", "diag_"))}
+
+
 def _reconcile(recorder, resume_root: str) -> None:
     """Before a resumed sweep starts: epochs a trial finished (in its resume checkpoint) after the record's
     last write go into the record, a trial the record had not seen yet included; a trial the record has as
@@ -356,7 +469,7 @@ def _reconcile(recorder, resume_root: str) -> None:
         status = recorder.trials[tid]["status"] if tid in recorder.trials else None
         if status in ended:
             if status != results.STATUS_ERRORED and not store.finished():
-                store.mark_finished(status)
+                store.mark_finished(status, _last_result(recorder, tid))
             continue
         config = json.loads(recorder.trials[tid]["config_json"]) if status else store.config()
         if config is None:

@@ -98,6 +98,18 @@ def resume_store(resume_root: str, trial_id: str, failure=None) -> ResumeStore:
     return ResumeStore(f"{resume_root.rstrip('/')}/{trial_id}", **every)
 
 
+def _already_done(store: ResumeStore, entry: TrainableEntry, config: dict) -> dict | None:
+    """None if the trial has epochs to train; else its last result (``{}`` if none is known)."""
+    marked = store.finished_result()
+    history = store.history()
+    if marked is None:
+        saved_epoch = history[-1]["epoch"] if history else 0
+        if saved_epoch < entry.params_model(**config).epochs:
+            return None
+    last = (marked or {}).get("last") or (history[-1] if history else None)
+    return {k: v for k, v in (last or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
 def make_trial_driver(
     entry: TrainableEntry,
     data_ref,
@@ -125,7 +137,10 @@ def make_trial_driver(
 
         trial = ray.tune.get_context().get_trial_id()
         store = resume_store(resume_root, trial, failure)
-        if store.finished():
+        last = _already_done(store, entry, config)
+        if last is not None:  # a resumed sweep: this trial ended (or finished its epochs) before the stop
+            if last:
+                ray.tune.report(last)  # its last result again: Tune wants the metric, the record keeps one row
             return
         store.save_config(config)
         callbacks: list = []  # in local mode Tune gets the reports itself

@@ -1,0 +1,280 @@
+"""What a user sees while a sweep runs. Fed one event at a time by the Ray layer's Tune callback (no Ray here).
+
+``live``: one screen that updates in place (Rich): trials running / finished / stopped early / errored /
+to come, epochs trained against the budget, the best trial so far with its config, elapsed time and an
+estimate of what is left. ``plain``: a line per trial epoch and per trial end (for logs: CI, the Jobs
+API). ``quiet``: nothing until the summary. ``json``: one JSON object per result on standard output, for
+scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from typing import Any
+
+from sentune._direction import Direction
+from sentune._log import log_line
+
+__all__ = ["MODES", "LineFollower", "SweepProgress"]
+
+MODES = ("live", "plain", "quiet", "json")
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2e}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+    return str(value)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else (f"{seconds // 60}:{seconds % 60:02d}")
+    )
+
+
+class SweepProgress:
+    """The sweep's progress for one of :data:`MODES`.
+
+    ``trials``: how many trials the sweep runs; ``max_epochs``: each one's budget; ``tuned``: the options
+    the search varies (shown for the best trial)."""
+
+    def __init__(
+        self,
+        mode: str = "plain",
+        *,
+        job: str = "",
+        metric: str = "val_macro_f1",
+        mode_of_metric: str = "max",
+        trials: int = 0,
+        max_epochs: int = 0,
+        tuned: list[str] | None = None,
+        stream=None,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"progress mode {mode!r}; choose from {', '.join(MODES)}")
+        self.mode, self.job, self.metric = mode, job, metric
+        self.direction = Direction.of(metric, mode_of_metric)
+        self.total, self.max_epochs, self.tuned = trials, max_epochs, list(tuned or [])
+        self.stream = stream or sys.stdout
+        self.t0 = time.monotonic()
+        self.first_result: float | None = None
+        self.state: dict[str, str] = {}  # trial id -> running / completed / stopped_early / errored
+        self.epochs: dict[str, int] = {}
+        self.latest: dict[str, Any] = {}  # trial id -> its latest metric
+        self.configs: dict[str, dict] = {}
+        self.best: tuple[str, float, int] | None = None  # trial id, value, epoch
+        self._live: Any = None
+
+    # --- events
+    def start(self) -> None:
+        if self.mode == "live":
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=4,
+                              transient=False, redirect_stdout=False, redirect_stderr=False)  # fmt: skip
+            self._live.start()
+
+    def restore(self, trial_id: str, config: dict, rows: list[dict], status: str) -> None:
+        """What a trial had done before the sweep was resumed (nothing is printed)."""
+        self.configs[trial_id], self.state[trial_id] = config, status
+        for row in rows:
+            self.epochs[trial_id] = int(row["epoch"])
+            value = row.get(self.metric)
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                if self.best is None or self.direction.better(value, self.best[1]):
+                    self.best = (trial_id, float(value), int(row["epoch"]))
+
+    def trial_started(self, trial_id: str, config: dict) -> None:
+        self.state[trial_id] = "running"
+        self.configs[trial_id] = config
+        self.epochs.setdefault(trial_id, 0)
+        self._refresh()
+
+    def result(self, trial_id: str, config: dict, row: dict, flags: list[str]) -> None:
+        """One epoch's row (as recorded) and the diagnostics it raised."""
+        now = time.monotonic()
+        self.first_result = self.first_result or now
+        self.configs.setdefault(trial_id, config)
+        self.state.setdefault(trial_id, "running")
+        epoch = int(row["epoch"])
+        self.epochs[trial_id] = epoch
+        value = row.get(self.metric)
+        self.latest[trial_id] = value
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            if self.best is None or self.direction.better(value, self.best[1]):
+                self.best = (trial_id, float(value), epoch)
+        if self.mode == "plain":
+            keys = dict.fromkeys([self.metric, "val_loss", "train_loss", "lr"])
+            shown = "  ".join(f"{k}={_fmt(row.get(k))}" for k in keys)
+            note = f"  [{', '.join(flags)}]" if flags else ""
+            log_line(f"{trial_id} epoch {epoch:>3}  {shown}{note}")
+        elif self.mode == "json":
+            out = {"event": "result", "job": self.job, **{k: _plain(v) for k, v in row.items()}}
+            self.stream.write(json.dumps(out, default=str) + "\n")
+            self.stream.flush()
+        self._refresh()
+
+    def trial_ended(self, trial_id: str, status: str) -> None:
+        self.state[trial_id] = status
+        if self.mode == "plain":
+            log_line(f"{trial_id} {status.replace('_', ' ')} after {self.epochs.get(trial_id, 0)} epochs")
+        elif self.mode == "json":
+            out = {"event": "trial_end", "job": self.job, "trial_id": trial_id, "status": status,
+                   "epochs": self.epochs.get(trial_id, 0)}  # fmt: skip
+            self.stream.write(json.dumps(out) + "\n")
+            self.stream.flush()
+        self._refresh()
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render(final=True))
+            self._live.stop()
+            self._live = None
+
+    # --- what is shown
+    def counts(self) -> dict[str, int]:
+        seen = list(self.state.values())
+        out = {k: seen.count(k) for k in ("running", "completed", "stopped_early", "errored")}
+        out["to come"] = max(0, self.total - len(seen))
+        return out
+
+    def trained(self) -> int:
+        return sum(self.epochs.values())
+
+    def budget(self) -> int:
+        return self.total * self.max_epochs
+
+    def eta_seconds(self) -> float | None:
+        """At most this long: the epochs still allowed (the budget less what ended trials did not use) at the
+        rate so far."""
+        if self.first_result is None or self.trained() == 0:
+            return None
+        rate = self.trained() / max(1e-6, time.monotonic() - self.first_result)
+        ended = [t for t, s in self.state.items() if s != "running"]
+        left = self.budget() - self.trained() - sum(self.max_epochs - self.epochs.get(t, 0) for t in ended)
+        return max(0.0, left) / rate
+
+    def summary(self) -> str:
+        c = self.counts()
+        parts = [f"{self.trained()}/{self.budget()} epochs", f"{c['completed']} completed",
+                 f"{c['stopped_early']} stopped early", f"{c['errored']} errored"]  # fmt: skip
+        if self.best:
+            parts.append(f"best {self.best[0]} {self.metric}={_fmt(self.best[1])} at epoch {self.best[2]}")
+        return f"sweep {self.job}: " + ", ".join(parts) + f" in {_clock(time.monotonic() - self.t0)}"
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _render(self, final: bool = False):
+        from rich.table import Table
+
+        c = self.counts()
+        elapsed = time.monotonic() - self.t0
+        eta = self.eta_seconds()
+        head = Table.grid(padding=(0, 2))
+        head.add_row(
+            f"[bold]sweep {self.job}[/bold]",
+            f"elapsed {_clock(elapsed)}",
+            "done" if final else (f"left at most ~{_clock(eta)}" if eta is not None else "left: -"),
+        )
+        head.add_row(
+            f"trials: {c['running']} running, {c['completed']} completed, {c['stopped_early']} stopped early, "
+            f"{c['errored']} errored, {c['to come']} to come",
+            f"epochs {self.trained()}/{self.budget()}",
+            "",
+        )
+        if self.best:
+            tid, value, epoch = self.best
+            config = self.configs.get(tid, {})
+            shown = ", ".join(f"{k}={_fmt(config.get(k))}" for k in self.tuned if k in config)
+            head.add_row(f"best: {tid} {self.metric}={_fmt(value)} (epoch {epoch})", shown, "")
+        running = [t for t, s in self.state.items() if s == "running"]
+        if running and not final:
+            table = Table(box=None, pad_edge=False, show_edge=False)
+            for col in ("running trial", "epoch", self.metric):
+                table.add_column(col)
+            for t in running[:8]:
+                table.add_row(t, f"{self.epochs.get(t, 0)}/{self.max_epochs}", _fmt(self.latest.get(t)))
+            grid = Table.grid()
+            grid.add_row(head)
+            grid.add_row(table)
+            return grid
+        return head
+
+
+def _plain(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+_HEAD = re.compile(r"sweep (?P<job>\S+): (?P<trials>\d+) trials x up to (?P<epochs>\d+) epochs; metric (?P<metric>\S+) "
+                   r"\((?P<mode>max|min)\)(; tuned: (?P<tuned>.*))?$")  # fmt: skip
+_EPOCH = re.compile(r"^(?P<tid>\S+) epoch +(?P<epoch>\d+)  (?P<rest>.*)$")
+_END = re.compile(r"^(?P<tid>\S+) (?P<status>completed|stopped early|errored) after (?P<epochs>\d+) epochs$")
+
+
+class LineFollower:
+    """Rebuilds the live view from a sweep's plain lines (a submitted job's log, ``sentune logs --follow``):
+    feed it the text as it comes; lines that are not progress go to ``echo``."""
+
+    def __init__(self, mode: str = "live", *, echo=None, stream=None):
+        self.mode, self.stream = mode, stream or sys.stdout
+        self.echo = echo or (lambda line: self.stream.write(line + "\n"))
+        self.view: SweepProgress | None = None
+        self._buf = ""
+
+    def feed(self, chunk: str) -> None:
+        self._buf += chunk
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            self._line(line.rstrip("\r"))
+
+    def close(self) -> None:
+        if self._buf:
+            self._line(self._buf)
+            self._buf = ""
+        if self.view is not None:
+            self.view.close()
+
+    def _line(self, line: str) -> None:
+        text = line.removeprefix("[sentune] ")
+        head = _HEAD.search(text)
+        if head and self.view is None:
+            self.view = SweepProgress(
+                self.mode, job=head["job"], metric=head["metric"], mode_of_metric=head["mode"],
+                trials=int(head["trials"]), max_epochs=int(head["epochs"]),
+                tuned=[t for t in (head["tuned"] or "").split(", ") if t], stream=self.stream,
+            )  # fmt: skip
+            self.view.start()
+        view = self.view
+        m = _EPOCH.match(text) if view is not None else None
+        if m and view is not None:
+            row: dict = {"epoch": int(m["epoch"])}
+            for part in m["rest"].split("  "):
+                key, _, value = part.partition("=")
+                try:
+                    row[key] = float(value)
+                except ValueError:
+                    pass
+            view.result(m["tid"], {}, row, []) if view.mode != "plain" else None
+            return
+        m = _END.match(text) if view is not None else None
+        if m and view is not None:
+            view.trial_ended(m["tid"], m["status"].replace(" ", "_"))
+            return
+        if view is not None and view._live is not None:
+            view._live.console.print(line, markup=False, highlight=False)
+        else:
+            self.echo(line)

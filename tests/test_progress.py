@@ -1,0 +1,130 @@
+"""What a user sees while a sweep runs: a live screen on a terminal (driven here under a real pseudo-terminal
+and read back through a terminal emulator), plain lines without one, JSON for scripts."""
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pyte
+import pytest
+import yaml
+
+from sentune._progress import SweepProgress
+
+
+def test_progress_counts_the_budget_and_the_best_and_estimates_what_is_left():
+    p = SweepProgress("quiet", job="j", metric="val_macro_f1", trials=3, max_epochs=4, tuned=["lr"])
+    p.trial_started("a", {"lr": 0.1})
+    p.trial_started("b", {"lr": 0.01})
+    for epoch, (fa, fb) in enumerate([(0.3, 0.5), (0.4, 0.6)], start=1):
+        p.result("a", {"lr": 0.1}, {"epoch": epoch, "val_macro_f1": fa}, [])
+        p.result("b", {"lr": 0.01}, {"epoch": epoch, "val_macro_f1": fb}, [])
+    p.trial_ended("a", "stopped_early")
+    assert p.counts() == {"running": 1, "completed": 0, "stopped_early": 1, "errored": 0, "to come": 1}
+    assert (p.trained(), p.budget()) == (4, 12)
+    assert p.best == ("b", 0.6, 2)
+    # 12 - 4 trained - 2 that the stopped trial will not use = 6 epochs left at most
+    rate = p.trained() / (time.monotonic() - p.first_result)
+    assert p.eta_seconds() == pytest.approx(6 / rate, rel=0.2)
+    assert p.summary().startswith("sweep j: 4/12 epochs, 0 completed, 1 stopped early, 0 errored, best b")
+
+
+def _job(sst_dir, tmp_path):
+    job = dict(
+        name="watch",
+        trainable="llama_torch",
+        data={"train": str(sst_dir / "train.txt"), "dev": str(sst_dir / "dev.txt")},
+        search_space={"lr": {"grid": [3.0e-3, 1.0e-3]}},
+        params={"backbone": "random:tiny", "option": "finetune", "epochs": 3, "batch_size": 16, "max_len": 24},
+        search={"algorithm": "grid"},
+        scheduler={"type": "fifo"},
+        resources={"cpus": 1, "max_concurrent_trials": 2},
+        storage_path=str(tmp_path / "results"),
+    )
+    path = tmp_path / "watch.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def _env():
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"TERM": "xterm-256color"}
+
+
+@pytest.mark.slow
+def test_sentune_run_under_a_terminal_updates_one_screen_in_place_and_ends_with_the_summary(sst_dir, tmp_path):
+    job = _job(sst_dir, tmp_path)
+    master, slave = pty.openpty()
+    os.set_blocking(master, False)
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentune.cli", "run", str(job)], stdin=slave, stdout=slave, stderr=slave,
+        env=_env() | {"COLUMNS": "160", "LINES": "50"}, cwd=tmp_path, close_fds=True,
+    )  # fmt: skip
+    os.close(slave)
+    screen = pyte.Screen(160, 50)
+    stream = pyte.ByteStream(screen)
+    raw, renders, deadline = b"", 0, time.monotonic() + 400
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other side closed
+                break
+            if not chunk:
+                break
+            raw += chunk
+            stream.feed(chunk)
+            if "epochs " in "\n".join(screen.display) and "running" in "\n".join(screen.display):
+                renders += 1
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=60)
+    os.close(master)
+    text = "\n".join(line.rstrip() for line in screen.display)
+    assert proc.returncode == 0, raw.decode(errors="replace")[-3000:]
+    assert b"\x1b[" in raw and renders >= 3  # the live view was redrawn in place
+    # the screen ends with the live view's last state and the summary
+    assert "sweep watch" in text and "epochs 6/6" in text
+    assert "sweep watch: 6/6 epochs, 2 completed, 0 stopped early, 0 errored, best" in text
+    assert "Leaderboard" in text
+    # no line per epoch on a terminal: the view replaced them
+    assert " epoch   1  val_macro_f1=" not in raw.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_without_a_terminal_the_output_is_plain_lines_and_json_is_one_object_per_result(sst_dir, tmp_path):
+    job = _job(sst_dir, tmp_path)
+    out = subprocess.run([sys.executable, "-m", "sentune.cli", "run", str(job)], capture_output=True, text=True,
+                         env=_env(), cwd=tmp_path, timeout=400)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "\x1b[" not in out.stdout
+    epoch_lines = [ln for ln in out.stdout.splitlines() if " epoch " in ln and "val_macro_f1=" in ln]
+    assert len(epoch_lines) == 6
+    assert "sweep watch: 6/6 epochs, 2 completed" in out.stdout
+    # those lines are what `sentune logs --follow` turns back into the live view of a submitted sweep
+    from sentune._progress import LineFollower
+
+    follower = LineFollower("quiet", echo=lambda line: None)
+    for i in range(0, len(out.stdout), 37):  # as the Jobs API streams it: in arbitrary chunks
+        follower.feed(out.stdout[i : i + 37])
+    follower.close()
+    assert follower.view.counts()["completed"] == 2 and follower.view.trained() == 6 and follower.view.budget() == 6
+
+    out = subprocess.run([sys.executable, "-m", "sentune.cli", "run", str(job), "--json"], capture_output=True,
+                         text=True, env=_env(), cwd=tmp_path, timeout=400)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    events = [json.loads(ln) for ln in out.stdout.splitlines() if ln.strip()]
+    results = [e for e in events if e["event"] == "result"]
+    assert len(results) == 6 and {e["epoch"] for e in results} == {1, 2, 3}
+    assert all("val_macro_f1" in e and "config/lr" in e for e in results)
+    assert [e["event"] for e in events].count("trial_end") == 2
+    assert events[-1]["event"] == "summary" and events[-1]["best"]["rank"] == 1
