@@ -64,7 +64,7 @@ class SweepProgress:
         self.mode, self.job, self.metric = mode, job, metric
         self.direction = Direction.of(metric, mode_of_metric)
         self.total, self.max_epochs, self.tuned = trials, max_epochs, list(tuned or [])
-        self.stream = stream or sys.stdout
+        self._stream = stream  # None: standard output, looked up when written to
         self.t0 = time.monotonic()
         self.first_result: float | None = None
         self.state: dict[str, str] = {}  # trial id -> running / completed / stopped_early / errored
@@ -73,6 +73,13 @@ class SweepProgress:
         self.configs: dict[str, dict] = {}
         self.best: tuple[str, float, int] | None = None  # trial id, value, epoch
         self._live: Any = None
+
+    @property
+    def stream(self):
+        return self._stream or sys.stdout
+
+    def __getstate__(self):  # Tune pickles its callbacks (tuner.pkl): a stream or a live screen does not travel
+        return {**self.__dict__, "_stream": None, "_live": None}
 
     # --- events
     def start(self) -> None:

@@ -4,6 +4,7 @@ and read back through a terminal emulator), plain lines without one, JSON for sc
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -107,7 +108,7 @@ def test_without_a_terminal_the_output_is_plain_lines_and_json_is_one_object_per
                          env=_env(), cwd=tmp_path, timeout=400)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "\x1b[" not in out.stdout
-    epoch_lines = [ln for ln in out.stdout.splitlines() if " epoch " in ln and "val_macro_f1=" in ln]
+    epoch_lines = [ln for ln in out.stdout.splitlines() if re.match(r"\[sentune\] \S+ epoch +\d+  val_macro_f1=", ln)]
     assert len(epoch_lines) == 6
     assert "sweep watch: 6/6 epochs, 2 completed" in out.stdout
     # those lines are what `sentune logs --follow` turns back into the live view of a submitted sweep

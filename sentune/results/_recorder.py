@@ -131,30 +131,9 @@ class RunRecorder:
             self._load()
 
     @classmethod
-    def resume(
-        cls,
-        run_dir: Path,
-        *,
-        job: str,
-        run_id: str,
-        metric: str,
-        mode: str,
-        max_epochs: int,
-        tracker: DiagnosticsTracker | None = None,
-        flush_every_s: float = 2.0,
-    ) -> RunRecorder:
+    def resume(cls, run_dir: Path, **options: Any) -> RunRecorder:
         """A recorder that continues the record in ``run_dir`` (rows, trials, next part, the tracker's state)."""
-        return cls(
-            run_dir,
-            job=job,
-            run_id=run_id,
-            metric=metric,
-            mode=mode,
-            max_epochs=max_epochs,
-            tracker=tracker,
-            flush_every_s=flush_every_s,
-            resume=True,
-        )
+        return cls(run_dir, **options, resume=True)
 
     @property
     def epochs_dir(self) -> Path:

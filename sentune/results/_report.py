@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sentune.results._aggregate import _cell as _fmt
 from sentune.results._aggregate import leaderboard
 from sentune.results._store import atomic_write_bytes, read_epochs, read_run_info, read_trials
 
@@ -48,14 +49,6 @@ return (a<c?-1:a>c?1:0)*(asc?1:-1)});rows.forEach(r=>b.appendChild(r));}
 
 _CURVES = [("val_macro_f1", "val macro-F1"), ("val_loss", "val loss"), ("train_loss", "train loss"),
            ("val_acc", "val accuracy"), ("train_acc", "train accuracy")]  # fmt: skip
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _config_text(config: dict, tuned: list[str]) -> str:

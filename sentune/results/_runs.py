@@ -97,4 +97,4 @@ def list_runs(storage: str | Path) -> pd.DataFrame:
 
 
 def _when(stamp: float | None) -> str | None:
-    return None if stamp is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+    return None if stamp is None else time.strftime("%Y-%m-%dT%H:%M", time.localtime(stamp))

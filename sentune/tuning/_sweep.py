@@ -349,6 +349,9 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
     # repeats it, and the TensorBoardX one imports torch in this process at every sweep's start (~3 s on
     # 2 cores). The Parquet record holds every result.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune's own console output (its configuration box, "View detailed results here") would break the live
+    # screen and the --json stream: the old output engine at verbose=0 prints nothing
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     summary = None
     try:
         t_fit = time.perf_counter()
