@@ -206,5 +206,5 @@ def test_leaderboard_shows_a_dash_for_missing_values_and_keeps_to_the_width():
     text = format_leaderboard(board, width=70)
     lines = text.splitlines()
     assert all(len(line) <= 70 for line in lines), text
-    assert " - " in lines[1] + " " and "nan" not in text.lower() and "None" not in text
+    assert " - " in lines[2] + " " and "nan" not in text.lower() and "None" not in text
     assert lines[-1].startswith("(not shown:")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -120,7 +122,9 @@ def format_table(board: pd.DataFrame, *, limit: int | None = 20, width: int | No
     shown = board.head(limit) if limit else board
     if shown.empty:
         return "(no trials)"
-    width = width or shutil.get_terminal_size((120, 24)).columns
+    if width is None:  # a terminal's width (or COLUMNS); written to a file or a pipe (logs), every column
+        sized = sys.stdout.isatty() or "COLUMNS" in os.environ
+        width = shutil.get_terminal_size((120, 24)).columns if sized else 10**6
     cells = {c: [str(c)] + [_cell(v) for v in shown[c]] for c in shown.columns}
     sizes = {c: max(len(x) for x in col) for c, col in cells.items()}
     kept: list = []
@@ -148,8 +152,14 @@ def format_table(board: pd.DataFrame, *, limit: int | None = 20, width: int | No
 
 
 def format_leaderboard(board: pd.DataFrame, *, limit: int | None = 20, width: int | None = None) -> str:
-    """The leaderboard as text (see :func:`format_table`); every column is in ``leaderboard.csv``."""
-    return format_table(board, limit=limit, width=width)
+    """The leaderboard as text (see :func:`format_table`); every column is in ``leaderboard.csv``. On a
+    narrow terminal the tuned parameters go before the stop reason, diagnostics and final figures."""
+    first = ["rank", "trial_id", "status", "epochs_run"] + [c for c in board.columns if c.startswith("peak_")]
+    late = {"stop_reason", "diagnostics", "overfit", "final_train_acc", "final_val_acc", "final_val_loss",
+            "train_val_gap"}  # fmt: skip
+    middle = [c for c in board.columns if c not in first and c not in late]
+    order = [c for c in first if c in board] + middle + [c for c in board.columns if c in late]
+    return format_table(board[order], limit=limit, width=width)
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Path]:

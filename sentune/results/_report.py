@@ -55,11 +55,11 @@ def _config_text(config: dict, tuned: list[str]) -> str:
     return ", ".join(f"{k}={_fmt(config.get(k))}" for k in tuned) or "(no tuned parameters)"
 
 
-def _plot(fig, plot_id: str, caption: str) -> str:
+def _plot(fig, plot_id: str, caption: str, *, top: int = 36) -> str:
     import plotly.io as pio
 
-    fig.update_layout(margin=dict(l=50, r=20, t=36, b=40), height=340, title=dict(text=caption, font=dict(size=13)),
-                      template="plotly_white")  # fmt: skip
+    fig.update_layout(margin=dict(l=50, r=20, t=top, b=40), height=340 + top - 36, template="plotly_white",
+                      title=dict(text=caption, font=dict(size=13)))  # fmt: skip
     config = {"displaylogo": False, "displayModeBar": False}
     div = pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=plot_id, config=config)
     return f'<div class="plot" data-plot="{html.escape(plot_id)}">{div}</div>'
@@ -136,7 +136,7 @@ def _parallel(scored: pd.DataFrame, params: list[str], metric_col: str) -> str:
         line=dict(color=scored[metric_col], colorscale="Viridis", showscale=True, colorbar=dict(title=metric_col)),
         dimensions=dims,
     ))  # fmt: skip
-    return _plot(fig, "parallel-coordinates", f"every trial, coloured by {metric_col}")
+    return _plot(fig, "parallel-coordinates", f"every trial, coloured by {metric_col}", top=90)
 
 
 def _pred_distribution(epochs: pd.DataFrame, trial_id: str, names: list[str], why: str) -> str:
