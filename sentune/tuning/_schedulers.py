@@ -35,10 +35,6 @@ class ResumableASHA(ASHAScheduler):
             bracket.on_result(_TrialRef(trial_id), epoch, self._metric_op * value)
         super().on_trial_add(tune_controller, trial)
 
-    def rung_values(self) -> list[tuple[float, dict]]:
-        """(milestone, {trial id: metric}) of every rung: what a resumed sweep must get back."""
-        return [(m, dict(rec)) for b in self._brackets for m, rec in b._rungs]
-
 
 class ResumableFIFO(FIFOScheduler):
     def replay_later(self, rows) -> None:
