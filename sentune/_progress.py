@@ -96,10 +96,12 @@ class SweepProgress:
         self.configs[trial_id], self.state[trial_id] = config, status
         for row in rows:
             self.epochs[trial_id] = int(row["epoch"])
-            value = row.get(self.metric)
-            if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                if self.best is None or self.direction.better(value, self.best[1]):
-                    self.best = (trial_id, float(value), int(row["epoch"]))
+            self._note_best(trial_id, row.get(self.metric), int(row["epoch"]))
+
+    def _note_best(self, trial_id: str, value, epoch: int) -> None:
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            if self.best is None or self.direction.better(value, self.best[1]):
+                self.best = (trial_id, float(value), epoch)
 
     def trial_started(self, trial_id: str, config: dict) -> None:
         self.state[trial_id] = "running"
@@ -117,9 +119,7 @@ class SweepProgress:
         self.epochs[trial_id] = epoch
         value = row.get(self.metric)
         self.latest[trial_id] = value
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            if self.best is None or self.direction.better(value, self.best[1]):
-                self.best = (trial_id, float(value), epoch)
+        self._note_best(trial_id, value, epoch)
         if self.mode == "plain":
             keys = dict.fromkeys([self.metric, "val_loss", "train_loss", "lr"])
             shown = "  ".join(f"{k}={_fmt(row.get(k))}" for k in keys)

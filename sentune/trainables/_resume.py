@@ -91,6 +91,11 @@ class ResumeStore:
         name = self._read(_LATEST)
         return name.decode().strip() if name else None
 
+    def next_epoch(self) -> int:
+        """The epoch the latest state goes on from (1 when there is none), read off its name alone."""
+        name = self.latest()
+        return int(name.split("-")[1]) if name else 1
+
     def load(self, rank: int = 0) -> dict | None:
         """The newest complete state for worker ``rank`` (rank 0's when the worker count changed), or None."""
         name = self.latest()

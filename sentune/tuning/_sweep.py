@@ -163,7 +163,6 @@ def _start(
     if existing is None:
         results.write_run_info(run_dir, _run_info(spec, splits, run_id))
     else:
-        earlier = float(results.read_run_info(run_dir).get("wall_seconds") or 0.0)
         _set_status(run_dir, "running")
     where = f"{run_dir} (uploaded to {remote} at the end)" if remote else str(run_dir)
     log_line(
@@ -184,10 +183,7 @@ def _start(
         raise SentuneError(f"preparing the data failed: {type(cause).__name__}: {last}") from None
     prepare_s = time.perf_counter() - t0
     log_line(f"data prepared once in {prepare_s:.1f} s (shared through the object store)")
-    started = _Started(entry, splits, run_dir, run_id, data_ref, remote, prepare_s)
-    if existing is not None:
-        started.earlier_seconds = earlier
-    return started
+    return _Started(entry, splits, run_dir, run_id, data_ref, remote, prepare_s)
 
 
 def run_sweep(
@@ -235,6 +231,7 @@ def resume_sweep(
         raise ConfigError(f"{run}: Ray Tune's state is missing ({tune_dir}); start the job again")
     spec = parse_job(info["spec"], source=f"{run}/run.json")
     st = _start(spec, address=address, verbose=verbose, run_id=None, existing=(run_dir, remote))
+    st.earlier_seconds = float(info.get("wall_seconds") or 0.0)
     return _sweep(spec, st, t_start, restore=True, progress=progress)
 
 
@@ -363,16 +360,17 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
             view.close()
         t_finish = time.perf_counter()
         recorder.close()
-        wall = {"wall_seconds": round(time.perf_counter() - t_start + st.earlier_seconds, 1)}
+        def wall() -> float:  # this session's time so far, plus what earlier sessions of the run took
+            return round(time.perf_counter() - t_start + st.earlier_seconds, 1)
+
         if _interrupted(spec, recorder):
-            _set_status(st.run_dir, "interrupted", **wall)
+            _set_status(st.run_dir, "interrupted", wall_seconds=wall())
             summary = RunSummary(st.run_dir, results.leaderboard(st.run_dir) if recorder.trials else pd.DataFrame(),
                                  None, None, 0.0, st.remote, interrupted=True)  # fmt: skip
         else:
             summary = _finish(spec, st)
             _tag_best(spec, summary.leaderboard)
-            wall = {"wall_seconds": round(time.perf_counter() - t_start + st.earlier_seconds, 1)}
-            _set_status(st.run_dir, "finished", **wall)
+            _set_status(st.run_dir, "finished", wall_seconds=wall())
         summary.progress = view.summary()
         summary.timings = {
             "prepare_s": st.prepare_seconds,
@@ -438,10 +436,12 @@ class _sigterm_as_sigint:
             signal.signal(signal.SIGTERM, self.prev)
 
 
+_ENDED = frozenset({results.STATUS_COMPLETED, results.STATUS_STOPPED, results.STATUS_ERRORED})
+
+
 def _interrupted(spec: JobSpec, recorder) -> bool:
     """Did the sweep stop before every trial it would run had ended?"""
-    ended = {results.STATUS_COMPLETED, results.STATUS_STOPPED, results.STATUS_ERRORED}
-    if any(t["status"] not in ended for t in recorder.trials.values()):
+    if any(t["status"] not in _ENDED for t in recorder.trials.values()):
         return True
     return len(recorder.trials) < spec.trial_count
 
@@ -466,11 +466,10 @@ def _reconcile(recorder, resume_root: str) -> None:
     """Before a resumed sweep starts: epochs a trial finished (in its resume checkpoint) after the record's
     last write go into the record, a trial the record had not seen yet included; a trial the record has as
     ended is marked finished for its driver."""
-    ended = {results.STATUS_COMPLETED, results.STATUS_STOPPED, results.STATUS_ERRORED}
     for tid in sorted(set(recorder.trials) | set(trial_ids(resume_root))):
         store = resume_store(resume_root, tid)
         status = recorder.trials[tid]["status"] if tid in recorder.trials else None
-        if status in ended:
+        if status in _ENDED:
             if status != results.STATUS_ERRORED and not store.finished():
                 store.mark_finished(status, _last_result(recorder, tid))
             continue

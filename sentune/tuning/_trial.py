@@ -101,12 +101,12 @@ def resume_store(resume_root: str, trial_id: str, failure=None) -> ResumeStore:
 def _already_done(store: ResumeStore, entry: TrainableEntry, config: dict) -> dict | None:
     """None if the trial has epochs to train; else its last result (``{}`` if none is known)."""
     marked = store.finished_result()
-    history = store.history()
-    if marked is None:
-        saved_epoch = history[-1]["epoch"] if history else 0
-        if saved_epoch < entry.params_model(**config).epochs:
-            return None
-    last = (marked or {}).get("last") or (history[-1] if history else None)
+    if marked is None and store.next_epoch() <= entry.params_model(**config).epochs:
+        return None  # the loop loads the state itself: no second read of its weights here
+    last = (marked or {}).get("last")
+    if not last:
+        history = store.history()
+        last = history[-1] if history else None
     return {k: v for k, v in (last or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
