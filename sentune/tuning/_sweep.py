@@ -360,6 +360,7 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
             view.close()
         t_finish = time.perf_counter()
         recorder.close()
+
         def wall() -> float:  # this session's time so far, plus what earlier sessions of the run took
             return round(time.perf_counter() - t_start + st.earlier_seconds, 1)
 
