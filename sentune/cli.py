@@ -62,6 +62,7 @@ def _print_summary(summary, *, as_json: bool = False) -> int:
         best = summary.leaderboard.head(1).to_dict("records") if len(summary.leaderboard) else []
         print(json.dumps({"event": "summary", "interrupted": summary.interrupted, "run_dir": str(summary.run_dir),
                           "summary": summary.progress, "best": best[0] if best else None,
+                          "budget": summary.budget, "comparison": summary.comparison,
                           "best_config": str(summary.best_config_path or "") or None}, default=str))  # fmt: skip
         return 130 if summary.interrupted else 0
 
@@ -72,7 +73,11 @@ def _print_summary(summary, *, as_json: bool = False) -> int:
         print(f"\nStopped before the sweep ended; its state is saved. Go on with:\n  sentune resume {where}")
         return 130
     print("\nLeaderboard")
+    if summary.budget:
+        print(summary.budget)
     print(format_leaderboard(summary.leaderboard))
+    if summary.comparison:
+        print(summary.comparison)
     if summary.test_report is not None:
         row = summary.test_report.set_index("class")
         print(
@@ -88,11 +93,15 @@ def _print_summary(summary, *, as_json: bool = False) -> int:
 
 
 def _cmd_results(args) -> int:
-    from sentune.results import format_leaderboard, leaderboard, resolve_run_dir
+    from sentune.results import budget, comparison_line, format_budget, format_leaderboard, leaderboard, resolve_run_dir
 
     run_dir = resolve_run_dir(args.run_dir)
     print(f"run {run_dir.name} ({args.run_dir})")
-    print(format_leaderboard(leaderboard(run_dir), limit=args.limit))
+    print(format_budget(budget(run_dir)))
+    print(format_leaderboard(leaderboard(run_dir, reference=True), limit=args.limit))
+    line = comparison_line(run_dir)
+    if line:
+        print(line)
     return 0
 
 

@@ -20,8 +20,9 @@ from sentune.errors import ConfigError, format_validation
 from sentune.search import Domain, load_search_space, parse_search_space
 from sentune.trainables import get_trainable
 
-__all__ = ["FailureConfig", "JobSpec", "load_job", "parse_job", "REPORTED_METRICS"]
+__all__ = ["ConfirmConfig", "FailureConfig", "JobSpec", "load_job", "parse_job", "PBT_MUTABLE", "REPORTED_METRICS"]
 
+_UNSET = object()
 REPORTED_METRICS = ("val_macro_f1", "val_acc", "val_loss", "train_loss", "train_acc")
 
 
@@ -31,15 +32,31 @@ class _Strict(BaseModel):
 
 class SearchConfig(_Strict):
     algorithm: Literal["random", "grid", "optuna"] = "random"
+    multivariate: bool = False  # optuna: multivariate TPE (the joint density of the options, not one each)
+
+    @model_validator(mode="after")
+    def _multivariate(self):
+        if self.multivariate and self.algorithm != "optuna":
+            raise ValueError(f"multivariate applies to algorithm optuna (TPE), not {self.algorithm}")
+        return self
+
+
+def PBT_MUTABLE(name: str) -> bool:  # noqa: N802 (a rule, read like a set)
+    """Options PBT may change in the middle of a trial: the learning rate, weight decay and dropouts."""
+    return name in ("lr", "weight_decay") or "dropout" in name
 
 
 class SchedulerConfig(_Strict):
-    type: Literal["asha", "fifo"] = "asha"
+    """``asha`` (default), ``hyperband`` (asynchronous HyperBand: ASHA brackets of several grace periods),
+    ``median`` (median stopping rule), ``pbt`` (population based training), ``fifo`` (no early stop)."""
+
+    type: Literal["asha", "fifo", "hyperband", "median", "pbt"] = "asha"
     metric: str = "val_macro_f1"
     mode: Literal["max", "min"] | None = None
     max_t: int | None = Field(None, gt=0)
     grace_period: int = Field(1, gt=0)
     reduction_factor: float = Field(2.0, gt=1.0)
+    perturbation_interval: int = Field(2, gt=0)  # pbt: epochs between exploit/explore steps
 
     @field_validator("metric")
     @classmethod
@@ -89,6 +106,14 @@ class TrackingConfig(_Strict):
     mlflow: MlflowConfig | None = None
 
 
+class ConfirmConfig(_Strict):
+    """After the sweep, train the ``top_k`` configs again with ``seeds`` fresh seeds each, for their full
+    epochs; the best config is then the one with the best mean of its confirmations."""
+
+    top_k: int = Field(3, ge=1)
+    seeds: int = Field(3, ge=1)
+
+
 class RangeTestConfig(_Strict):
     lr_min: float = Field(1e-7, gt=0)
     lr_max: float = Field(1e-2, gt=0)
@@ -111,7 +136,11 @@ class JobSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     search: SearchConfig = Field(default_factory=SearchConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    num_samples: int = Field(1, ge=1)
+    num_samples: int = Field(1, ge=0)  # sampled trials; 0 with baselines: run only the baselines
+    # hand-picked configs (values of the tuned options; one left out takes the trainable's default), run first
+    baselines: list[dict[str, Any]] = Field(default_factory=list)
+    confirm: ConfirmConfig | None = None
+    reference: bool = True  # fit the TF-IDF + logistic regression reference model once per job
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     failure: FailureConfig = Field(default_factory=FailureConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -134,6 +163,7 @@ class JobSpec(_Strict):
         return v
 
     _space: dict = PrivateAttr(default_factory=dict)
+    _baselines: list = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _parse_space(self):
@@ -155,9 +185,67 @@ class JobSpec(_Strict):
             tuned = sorted(k for k, v in parsed.items() if isinstance(v, Domain))
             if tuned:
                 raise ConfigError(f"an lr range test runs one config; fix {', '.join(tuned)} to a value")
+            if self.baselines or self.confirm is not None:
+                raise ConfigError("an lr range test runs one config; baselines and confirm apply to tune jobs")
         else:
             self._check_search(parsed)
+            self._baselines = self._check_baselines(parsed, params_model)
+            self._check_pbt(parsed)
+            if self.num_samples + len(self.baselines) == 0:
+                raise ConfigError("num_samples is 0 and there are no baselines: nothing to run")
+            if self.confirm is not None and self.confirm.top_k > self.trial_count:
+                raise ConfigError(f"confirm.top_k ({self.confirm.top_k}) exceeds the trial count ({self.trial_count})")
         return self
+
+    def _check_baselines(self, parsed: dict, params_model) -> list[dict]:
+        """Each baseline as a full config of the tuned options (a left-out one: the trainable's default),
+        checked against the trainable; one line names the first problem."""
+        domains = {k: v for k, v in parsed.items() if isinstance(v, Domain)}
+        out = []
+        for i, given in enumerate(self.baselines, 1):
+            unknown = sorted(set(given) - set(params_model.model_fields))
+            if unknown:
+                raise ConfigError(f"baselines[{i}]: {self.trainable} has no option {', '.join(unknown)}")
+            fixed = sorted(k for k, v in given.items() if k not in domains and parsed.get(k, _UNSET) != v)
+            if fixed:
+                k = fixed[0]
+                now = f"fixed at {parsed[k]!r}" if k in parsed else "not tuned"
+                raise ConfigError(
+                    f"baselines[{i}]: {k} is {now} in this job; a baseline sets the tuned options "
+                    f"({', '.join(domains) or 'none'}): tune {k} or leave it out"
+                )
+            full = {}
+            for k, dom in domains.items():
+                value = given[k] if k in given else params_model.model_fields[k].default
+                if dom.kind in ("choice", "grid") and value not in dom.args:
+                    what = f"{value!r} is not" if k in given else f"is left out and its default {value!r} is not"
+                    raise ConfigError(f"baselines[{i}]: {k} {what} one of the space's values {list(dom.args)}")
+                full[k] = value
+            try:
+                params_model(**{**self.constants_of(parsed), **full})
+            except ValidationError as exc:
+                raise ConfigError(format_validation(f"baselines[{i}]", exc)) from None
+            out.append(full)
+        return out
+
+    def _check_pbt(self, parsed: dict) -> None:
+        if self.scheduler.type != "pbt":
+            return
+        tuned = [k for k, v in parsed.items() if isinstance(v, Domain)]
+        fixed = [k for k in tuned if not PBT_MUTABLE(k)]
+        if fixed:
+            raise ConfigError(
+                f"scheduler pbt changes options in the middle of a trial; it cannot change {', '.join(fixed)} "
+                "(only lr, weight_decay and dropouts): fix them or use another scheduler"
+            )
+        if not tuned:
+            raise ConfigError("scheduler pbt needs at least one tuned option (lr, weight_decay or a dropout)")
+        if self.resources.workers_per_trial != 1:
+            raise ConfigError("scheduler pbt runs one-worker trials (workers_per_trial: 1)")
+
+    @staticmethod
+    def constants_of(parsed: dict) -> dict:
+        return {k: v for k, v in parsed.items() if not isinstance(v, Domain)}
 
     def _check_search(self, parsed: dict) -> None:
         domains = {k: v for k, v in parsed.items() if isinstance(v, Domain)}
@@ -186,13 +274,18 @@ class JobSpec(_Strict):
         return {k: v for k, v in self._space.items() if not isinstance(v, Domain)}
 
     @property
+    def baseline_configs(self) -> list[dict]:
+        """The baselines as full configs of the tuned options, in the job's order."""
+        return [dict(b) for b in self._baselines]
+
+    @property
     def trial_count(self) -> int:
-        """How many trials the sweep runs: ``num_samples`` times the grid's size."""
+        """How many trials the sweep runs: the baselines, then ``num_samples`` times the grid's size."""
         grid = 1
         for dom in self._space.values():
             if isinstance(dom, Domain) and dom.kind == "grid":
                 grid *= len(dom.args)
-        return self.num_samples * grid
+        return len(self.baselines) + self.num_samples * grid
 
     @property
     def epochs_max(self) -> int:

@@ -11,6 +11,16 @@ from sentune.results._aggregate import (
     write_best_config,
     write_evaluation,
 )
+from sentune.results._compare import (
+    best_baseline,
+    budget,
+    comparison_line,
+    format_budget,
+    read_evaluations,
+    read_reference,
+    write_evaluations,
+    write_reference,
+)
 from sentune.results._range import lr_search_range, suggest_lr, write_range_test
 from sentune.results._recorder import RunRecorder
 from sentune.results._storage import fetch_run, is_uri, join_uri, resolve_run_dir, staging_dir, upload_run
@@ -34,5 +44,7 @@ __all__ = [
     "read_run_info", "read_trials", "write_best_config", "write_evaluation", "write_run_info", "lr_search_range",
     "suggest_lr", "write_range_test", "write_report", "fetch_run", "is_uri", "join_uri", "resolve_run_dir",
     "staging_dir", "upload_run", "write_seed_report", "HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status",
+    "best_baseline", "budget", "comparison_line", "format_budget", "read_evaluations", "read_reference",
+    "write_evaluations", "write_reference",
 ]
 

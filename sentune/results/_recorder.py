@@ -141,15 +141,24 @@ class RunRecorder:
 
     # ---- events ----
 
-    def trial(self, trial_id: str, config: dict) -> dict:
-        """The trial's row (made on first sight)."""
+    def trial(self, trial_id: str, config: dict, *, role: str | None = None, **marks: Any) -> dict:
+        """The trial's row (made on first sight). ``role``: ``sampled`` (default), ``baseline`` (a config
+        the job gave; ``baseline``: its number), ``confirm`` (a confirmation run; ``confirm_of``: the
+        trial it confirms)."""
+        if trial_id in self.trials and role is not None:
+            self.trials[trial_id].update(role=role, **marks)
+            self._changed()
         if trial_id not in self.trials:
             self.trials[trial_id] = {
                 "job": self.job,
                 "run": self.run_id,
                 "trial_id": trial_id,
                 "status": STATUS_RUNNING,
+                "role": role or "sampled",
+                "baseline": marks.get("baseline"),
+                "confirm_of": marks.get("confirm_of"),
                 "epochs_run": 0,
+                "trial_seconds": 0.0,
                 "epochs_max": self._epochs_of(config),
                 "metric": self.metric,
                 "peak_metric": None,
@@ -191,6 +200,10 @@ class RunRecorder:
         rows.append(row)
         self._pending[id(row)] = row
         t = self.trial(trial_id, config)
+        now = json.dumps(config, default=str)
+        if t["config_json"] != now:  # PBT went on with a perturbed config: the trial's row has the latest
+            t["config_json"] = now
+            t.update({f"config/{k}": _plain(v) for k, v in config.items()})
         if t["status"] == STATUS_ERRORED:  # retried (a resumed run restarts errored trials): running again
             t["status"], t["error"] = STATUS_RUNNING, None
         self._summarize(t, rows)
@@ -282,6 +295,8 @@ class RunRecorder:
     def _summarize(self, t: dict, rows: list[dict]) -> None:
         """The trial's epochs run, peak metric and epoch, checkpoint and diagnostics, from its rows."""
         t["epochs_run"] = len(rows)
+        # the trial's time in its process (Tune's time_total_s; the most any attempt reached, plus earlier ones)
+        t["trial_seconds"] = _trial_seconds(rows)
         t["peak_metric"], t["peak_epoch"], t["checkpoint_path"] = None, None, None
         for r in rows:
             value = r.get(self.metric)
@@ -452,6 +467,20 @@ class RunRecorder:
         self._schema = self._schema_on_disk = table.schema
         self._parts = [_Part(SCHEMA_PART + 1, _FROZEN)]
         self._next_part = SCHEMA_PART + 2
+
+
+def _trial_seconds(rows: list[dict]) -> float:
+    """Seconds a trial held its resources: Tune's ``time_total_s`` counts from the start of the trial's
+    current attempt, so a drop (a restart) closes an attempt and its time is added."""
+    total, last = 0.0, 0.0
+    for r in rows:
+        value = r.get("time_total_s")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if value < last:
+            total += last
+        last = float(value)
+    return round(total + last, 3)
 
 
 def _replayed(row: dict) -> dict:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from sentune.results._aggregate import _cell as _fmt
 from sentune.results._aggregate import leaderboard
+from sentune.results._compare import budget, format_budget, read_evaluations, read_reference
 from sentune.results._store import atomic_write_bytes, read_epochs, read_run_info, read_trials
 
 __all__ = ["write_report"]
@@ -209,8 +210,14 @@ def _headline(info, trials, board, metric_col, tuned, configs, test) -> str:
                if test else "; no test split")  # fmt: skip
             + "</p>"
         )
+        if "confirm_n" in best and pd.notna(best.get("confirm_n")):
+            std = "" if pd.isna(best.get("confirm_std")) else f" &plusmn; {best.confirm_std:.4f}"
+            parts.append(f'<p id="confirmed">Confirmed: dev {metric} <b>{best.confirm_mean:.4f}</b>{std} (mean '
+                         f"&plusmn; std over {int(best.confirm_n)} fresh seeds); its test figures are those of the "
+                         "best of those runs.</p>")  # fmt: skip
     else:
         parts.append("<p>No trial reported a metric.</p>")
+    parts.append(_comparison(info, board, test))
     if budget:
         saved = 1 - trained / budget
         parts.append(f'<p id="budget">Trained {trained} of the {budget} epochs a full run of every trial would take '
@@ -221,6 +228,31 @@ def _headline(info, trials, board, metric_col, tuned, configs, test) -> str:
                  + (f"<ul>{''.join(look)}</ul>" if look else '<p class="ok">none: no NaN loss, no lasting collapse, '
                     "no severe over-fit</p>") + "</section>")  # fmt: skip
     return "".join(parts)
+
+
+def _comparison(info, board, test) -> str:
+    """The best against the best baseline and the reference model (TF-IDF + logistic regression)."""
+    run_dir = info["_run_dir"]
+    evals, ref = read_evaluations(run_dir), read_reference(run_dir)
+    items = []
+    base = evals.get("best_baseline")
+    if base and base.get("test"):
+        items.append(f'<li id="vs-baseline">best baseline <b>{html.escape(base["row"])}</b>: dev {info["metric"]} '
+                     f"{base['dev']['score']:.4f}, test macro-F1 {base['test']['macro_f1']:.4f}</li>")  # fmt: skip
+    if ref and ref.get("test"):
+        verdict = ""
+        if test:
+            gap = test["macro_f1"] - ref["test"]["macro_f1"]
+            verdict = (f" &mdash; the sweep's best is <b>{'above' if gap > 0 else 'below'}</b> it on test by "
+                       f"{abs(gap):.4f} macro-F1")  # fmt: skip
+        items.append(f'<li id="vs-reference">reference model ({html.escape(ref["model"])}, fitted once in '
+                     f"{ref.get('seconds', 0):.1f} s): dev macro-F1 {ref['dev']['macro_f1']:.4f}, test macro-F1 "
+                     f"{ref['test']['macro_f1']:.4f}{verdict}</li>")  # fmt: skip
+    elif ref:
+        items.append(f'<li id="vs-reference">reference model ({html.escape(ref["model"])}): dev macro-F1 '
+                     f"{ref['dev']['macro_f1']:.4f}</li>")  # fmt: skip
+    items.append(f'<li id="spent">{html.escape(format_budget(budget(run_dir)))}</li>')
+    return f'<ul id="compare">{"".join(items)}</ul>'
 
 
 def _persistent_diagnostics(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
@@ -243,11 +275,14 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     metric, names = info["metric"], info["label_names"]
+    info["_run_dir"] = run_dir
     epochs, trials, board = read_epochs(run_dir), read_trials(run_dir), leaderboard(run_dir)
+    shown = leaderboard(run_dir, reference=True)
     trials = _persistent_diagnostics(epochs, trials)
     for key in ("diagnostics", "overfit"):  # the table says the same as the headline
         if key in board and key in trials:
             board[key] = board.trial_id.map(trials.set_index("trial_id")[key])
+            shown[key] = shown.trial_id.map(trials.set_index("trial_id")[key])
     metric_col = f"peak_{metric}"
     tuned = [p for p in info.get("tuned_params", []) if p in board.columns]
     configs = {t.trial_id: json.loads(t.config_json) for t in trials.itertuples()} if "config_json" in trials else {}
@@ -258,7 +293,7 @@ def write_report(run_dir: str | Path) -> Path:
         f"{len(trials)} trials; classes: {html.escape(', '.join(names))}</p>",
         _headline(info, trials, board, metric_col, tuned, configs, _test_figures(run_dir)),
         '<h2 id="leaderboard">Leaderboard</h2>',
-        _table(board),
+        _table(shown),
         '<h2 id="learning-curves">Learning curves</h2><div class="grid">',
         *_curves(epochs, trials, configs, tuned),
         "</div>",

@@ -76,6 +76,9 @@ class LoopContext:
     strategy: Any = None
     # where the run keeps (and first looks for) its resume checkpoint: a ResumeStore; None: none kept
     resume: Any = None
+    # every report carries a checkpoint with the best weights so far and the full train state (PBT: another
+    # trial may go on from it); otherwise only an epoch that improved on the best carries one
+    state_in_checkpoint: bool = False
 
 
 @dataclass

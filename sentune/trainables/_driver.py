@@ -21,7 +21,23 @@ from sentune.trainables._common import (
 from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, PreparedData
 from sentune.trainables._params import CoreParams
 
-__all__ = ["range_test", "run_epochs"]
+__all__ = ["STATE_FILE", "range_test", "read_state", "run_epochs", "write_state"]
+
+STATE_FILE = "train-state.pkl"  # in a checkpoint that carries the train state (LoopContext.state_in_checkpoint)
+
+
+def write_state(folder: Path, state: dict) -> None:
+    import pickle
+
+    (folder / STATE_FILE).write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def read_state(folder: Path) -> dict | None:
+    """The train state a checkpoint folder carries, or None."""
+    import pickle
+
+    path = folder / STATE_FILE
+    return pickle.loads(path.read_bytes()) if path.is_file() else None
 
 
 def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: LoopContext) -> FitResult:
@@ -50,15 +66,17 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
         first_epoch, first_pos, partial = saved["epoch"], saved["pos"], saved["partial"]
     resumed_at = first_epoch if saved is not None else 0  # reported: 0 for a fresh run
 
-    def save(next_epoch: int, pos: int, part: dict | None) -> None:
-        assert store is not None
-        state = {
+    def state(next_epoch: int, pos: int, part: dict | None) -> dict:
+        return {
             "epoch": next_epoch, "pos": pos, "step": step, "partial": part, "history": history,
             "best_value": best.value, "best_epoch": best.epoch, "best_state": best_state,
             "train": hooks.train_state(),
         }  # fmt: skip
+
+    def save(next_epoch: int, pos: int, part: dict | None) -> None:
+        assert store is not None
         barrier = lambda: hooks.all_reduce_sum(np.zeros(1))  # noqa: E731 (every worker has written)
-        store.save(state, epoch=next_epoch, step=step, rank=ctx.rank, barrier=barrier)
+        store.save(state(next_epoch, pos, part), epoch=next_epoch, step=step, rank=ctx.rank, barrier=barrier)
 
     for epoch in range(first_epoch, params.epochs + 1):
         t0 = time.perf_counter()
@@ -105,8 +123,14 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
             best_state = hooks.snapshot()
         history.append(metrics)
         if ctx.report is not None:
-            save_best = (lambda d, s=best_state: hooks.write_checkpoint(Path(d), s)) if improved else None
-            ctx.report(metrics, save_best)
+            now = state(epoch + 1, 0, None) if ctx.state_in_checkpoint else None
+
+            def save_best(folder, weights=best_state, now=now) -> None:
+                hooks.write_checkpoint(Path(folder), weights)
+                if now is not None:  # where this run stands, for another trial to go on from (PBT)
+                    write_state(Path(folder), now)
+
+            ctx.report(metrics, save_best if improved or now is not None else None)
         # after the report: a failure in between repeats this epoch (its row is replaced), loses nothing
         if store is not None and (epoch % store.every_epochs == 0 or epoch == params.epochs):
             save(epoch + 1, 0, None)

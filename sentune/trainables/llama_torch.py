@@ -287,6 +287,8 @@ class _TorchHooks(LoopHooks):
     def load_train_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # this run's weight decay (PBT may have changed it)
+            group["weight_decay"] = self.params.weight_decay
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 
 from ray.tune import Callback, Stopper
 
@@ -10,7 +11,29 @@ from sentune._progress import SweepProgress
 from sentune.diagnostics import DiagnosticsTracker
 from sentune.results import RunRecorder
 
-__all__ = ["DiagnosticsStopper", "RecordCallback"]
+__all__ = ["DiagnosticsStopper", "RecordCallback", "TrialRoles"]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    return a == b
+
+
+class TrialRoles:
+    """Which started trial is which of the configs the job named (its baselines, the confirmation runs):
+    ``wanted`` is (values, marks) pairs; the first trial whose config has all of a pair's values takes
+    its marks (the search algorithm starts them first). ``taken``: indexes claimed already (a resumed run)."""
+
+    def __init__(self, wanted: list[tuple[dict, dict]], taken: Iterable[int] = ()):
+        self.wanted, self.taken = list(wanted), set(taken)
+
+    def claim(self, config: dict) -> dict:
+        for i, (values, marks) in enumerate(self.wanted):
+            if i not in self.taken and all(_same(config.get(k), v) for k, v in values.items()):
+                self.taken.add(i)
+                return dict(marks)
+        return {}
 
 
 class RecordCallback(Callback):
@@ -23,21 +46,29 @@ class RecordCallback(Callback):
         *,
         progress: SweepProgress | None = None,
         on_finished: Callable[[str, str], None] | None = None,
+        roles: TrialRoles | None = None,
     ):
         self.recorder = recorder
+        self.roles = roles
         self.progress = progress or SweepProgress("quiet")
         self.on_finished = on_finished  # (trial id, status) once a trial has ended without error
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.recorder.trial(trial.trial_id, trial.config)
+        marks = {}
+        if self.roles is not None and trial.trial_id not in self.recorder.trials:
+            marks = self.roles.claim(trial.config)
+        self.recorder.trial(trial.trial_id, trial.config, **marks)
         self.progress.trial_started(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        row = self.recorder.result(trial.trial_id, trial.config, result)
+        # the config the trial trained with (its own): the scheduler has already run, and PBT may have
+        # given the trial its next config
+        config = result.get("config") or trial.config
+        row = self.recorder.result(trial.trial_id, config, result)
         raised = [k[5:] for k in ("diag_nan", "diag_collapse", "diag_stagnation", "diag_grad_spike") if row.get(k)]
         if row.get("diag_overfit", "none") != "none":
             raised.append(f"overfit:{row['diag_overfit']}")
-        self.progress.result(trial.trial_id, trial.config, row, raised)
+        self.progress.result(trial.trial_id, config, row, raised)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         """A one-worker trial's checkpoint reaches Tune itself (a worker group's comes as checkpoint_path)."""

@@ -27,10 +27,41 @@ def to_tune(parsed: Mapping[str, Domain | Any]) -> dict:
     return {name: kinds[dom.kind](*dom.args) if isinstance(dom, Domain) else dom for name, dom in parsed.items()}
 
 
-def _asha(*, time_attr: str, max_t: int, grace_period: int, reduction_factor: float):
+def _asha(*, time_attr: str, max_t: int, grace_period: int, reduction_factor: float, **_):
     from sentune.tuning._schedulers import ResumableASHA
 
     return ResumableASHA(time_attr=time_attr, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
+
+
+def hyperband_brackets(max_t: int, grace_period: int, reduction_factor: float) -> int:
+    """HyperBand's bracket count: one per grace period grace, grace*eta, ... that leaves a rung below max_t."""
+    n, t = 1, grace_period * reduction_factor
+    while t < max_t:
+        n, t = n + 1, t * reduction_factor
+    return n
+
+
+def _hyperband(*, time_attr: str, max_t: int, grace_period: int, reduction_factor: float, **_):
+    """Asynchronous HyperBand: ASHA brackets with grace periods grace, grace*eta, ...; a trial's bracket
+    follows from its id (so a resumed sweep puts it back in the same one)."""
+    from sentune.tuning._schedulers import ResumableASHA
+
+    brackets = hyperband_brackets(max_t, grace_period, reduction_factor)
+    return ResumableASHA(time_attr=time_attr, max_t=max_t, grace_period=grace_period,
+                         reduction_factor=reduction_factor, brackets=brackets)  # fmt: skip
+
+
+def _median(*, time_attr: str, grace_period: int, **_):
+    from sentune.tuning._schedulers import ResumableMedian
+
+    return ResumableMedian(time_attr=time_attr, grace_period=grace_period, min_samples_required=3)
+
+
+def _pbt(*, time_attr: str, mutations: Mapping[str, Any], perturbation_interval: int, seed: int = 0, **_):
+    from sentune.tuning._schedulers import SeededPBT
+
+    return SeededPBT(time_attr=time_attr, perturbation_interval=perturbation_interval,
+                     hyperparam_mutations=dict(mutations), seed=seed)  # fmt: skip
 
 
 def _fifo(**_):
@@ -39,7 +70,9 @@ def _fifo(**_):
     return ResumableFIFO()
 
 
-SCHEDULERS: dict[str, Callable[..., Any]] = {"asha": _asha, "fifo": _fifo}
+SCHEDULERS: dict[str, Callable[..., Any]] = {
+    "asha": _asha, "hyperband": _hyperband, "median": _median, "pbt": _pbt, "fifo": _fifo,
+}  # fmt: skip
 
 
 def _pick(table: Mapping[str, Any], kind: str, what: str):
@@ -50,26 +83,42 @@ def _pick(table: Mapping[str, Any], kind: str, what: str):
 
 
 def make_scheduler(
-    kind: str, *, max_t: int, grace_period: int = 1, reduction_factor: float = 2, time_attr: str = "epoch"
+    kind: str,
+    *,
+    max_t: int,
+    grace_period: int = 1,
+    reduction_factor: float = 2,
+    time_attr: str = "epoch",
+    mutations: Mapping[str, Any] | None = None,
+    perturbation_interval: int = 2,
+    seed: int = 0,
 ):
-    """A Tune trial scheduler by name; ``time_attr`` is what its rungs count (epochs)."""
+    """A Tune trial scheduler by name; ``time_attr`` is what its rungs count (epochs). ``pbt`` takes
+    ``mutations`` (option -> Tune domain it resamples from) and ``perturbation_interval``."""
     return _pick(SCHEDULERS, kind, "scheduler")(
-        time_attr=time_attr, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor
-    )
+        time_attr=time_attr, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor,
+        mutations=mutations or {}, perturbation_interval=perturbation_interval, seed=seed,
+    )  # fmt: skip
 
 
-def _variants(parsed, *, seed: int, metric: str, mode: str, max_concurrent: int):
+def _variants(parsed, *, seed: int, metric: str, mode: str, max_concurrent: int, points: list, **_):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent, points_to_evaluate=points or None)
 
 
-def _optuna(parsed, *, seed: int, metric: str, mode: str, max_concurrent: int):
+def _optuna(parsed, *, seed: int, metric: str, mode: str, max_concurrent: int, points: list, multivariate: bool):
+    import warnings
+
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed), metric=metric, mode=mode)
+    with warnings.catch_warnings():  # optuna calls multivariate TPE experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=multivariate)
+    # baselines are enqueued trials: TPE sees their results like any other
+    alg = OptunaSearch(sampler=sampler, metric=metric, mode=mode, points_to_evaluate=points or None)
     return ConcurrencyLimiter(alg, max_concurrent=max_concurrent)
 
 
@@ -77,10 +126,20 @@ SEARCH_ALGORITHMS: dict[str, Callable[..., Any]] = {"random": _variants, "grid":
 
 
 def make_search_alg(
-    kind: str, parsed: Mapping[str, Domain | Any], *, seed: int, metric: str, mode: str, max_concurrent: int
+    kind: str,
+    parsed: Mapping[str, Domain | Any],
+    *,
+    seed: int,
+    metric: str,
+    mode: str,
+    max_concurrent: int,
+    points: list[dict] | None = None,
+    multivariate: bool = False,
 ):
-    """``random`` / ``grid`` -> Ray's variant generator; ``optuna`` -> TPE with a seeded sampler. (The job
-    spec has checked that the domains suit the algorithm.)"""
+    """``random`` / ``grid`` -> Ray's variant generator; ``optuna`` -> TPE with a seeded sampler
+    (``multivariate``: Optuna's multivariate TPE). ``points``: configs to run first, as they are (the
+    job's baselines). (The job spec has checked that the domains suit the algorithm.)"""
     return _pick(SEARCH_ALGORITHMS, kind, "search algorithm")(
-        parsed, seed=seed, metric=metric, mode=mode, max_concurrent=max_concurrent
-    )
+        parsed, seed=seed, metric=metric, mode=mode, max_concurrent=max_concurrent, points=list(points or []),
+        multivariate=multivariate,
+    )  # fmt: skip

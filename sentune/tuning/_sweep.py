@@ -25,7 +25,7 @@ from sentune.search import Domain
 from sentune.spec import JobSpec, parse_job
 from sentune.trainables import TrainableEntry, get_trainable
 from sentune.trainables._resume import trial_ids
-from sentune.tuning._callback import DiagnosticsStopper, RecordCallback
+from sentune.tuning._callback import DiagnosticsStopper, RecordCallback, TrialRoles
 from sentune.tuning._factories import make_scheduler, make_search_alg, to_tune
 from sentune.tuning._session import init_ray, max_concurrent_trials
 from sentune.tuning._tasks import predict_on_cluster, prepare_on_cluster, range_test_on_cluster
@@ -51,6 +51,8 @@ class RunSummary:
     # stopped (Ctrl-C, SIGTERM, `sentune stop`) before every trial ended: `sentune resume` goes on with it
     interrupted: bool = False
     progress: str = ""  # the sweep in one line: epochs against the budget, trials, the best
+    budget: str = ""  # epochs and trial-seconds spent (results.format_budget)
+    comparison: str = ""  # the best found against the best baseline and the reference model
 
 
 @dataclass
@@ -252,6 +254,7 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
         resume_root=resume_root,
         failure=spec.failure,
         job=spec.name,
+        pbt=spec.scheduler.type == "pbt",
     )
     tracker = DiagnosticsTracker(spec.diagnostics, st.splits.dev.class_counts().tolist(), st.splits.label_names)
     recorder_kw: dict[str, Any] = dict(
@@ -267,6 +270,9 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
         max_t=spec.scheduler.max_t or spec.epochs_max,
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
+        mutations=to_tune({k: spec.space[k] for k in spec.tuned}),
+        perturbation_interval=spec.scheduler.perturbation_interval,
+        seed=spec.seed,
     )
     if restore:  # Tuner.restore brings back the searcher's state but not the scheduler's (ray#30838)
         scheduler.replay_later(_replay_rows(recorder))
@@ -292,8 +298,13 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
     for tid, trial in recorder.trials.items():  # a resumed sweep shows what it had done already
         view.restore(tid, json.loads(trial["config_json"]), recorder.rows.get(tid, []), trial["status"])
     trackers = _trackers(spec, st.run_id)
+    baselines = spec.baseline_configs
+    roles = TrialRoles(
+        [(b, {"role": "baseline", "baseline": i}) for i, b in enumerate(baselines, 1)],
+        taken=[t["baseline"] - 1 for t in recorder.trials.values() if t.get("role") == "baseline"],
+    )
     callbacks: list[tune.Callback] = [
-        RecordCallback(recorder, progress=view, on_finished=mark_finished),
+        RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles),
         JsonLoggerCallback(),
         *trackers,
     ]
@@ -320,7 +331,8 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
             tune_config=tune.TuneConfig(
                 metric=metric,
                 mode=mode,
-                num_samples=spec.num_samples,  # the search algorithm caps concurrency
+                # the baselines first, then the sampled trials; the search algorithm caps concurrency
+                num_samples=spec.num_samples + len(baselines),
                 scheduler=scheduler,
                 search_alg=make_search_alg(
                     spec.search.algorithm,
@@ -329,6 +341,8 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
                     metric=metric,
                     mode=mode,
                     max_concurrent=max_concurrent_trials(res),
+                    points=baselines,
+                    multivariate=spec.search.multivariate,
                 ),
                 trial_name_creator=lambda t: f"{spec.name}-{t.trial_id}",
                 reuse_actors=True,  # a new trial starts in a process that has its framework imported
@@ -358,8 +372,10 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
                 tuner.fit()
         finally:
             view.close()
-        t_finish = time.perf_counter()
         recorder.close()
+        if spec.confirm is not None and not _interrupted(spec, recorder):
+            _confirm(spec, st, recorder, driver, trackers)
+        t_finish = time.perf_counter()
 
         def wall() -> float:  # this session's time so far, plus what earlier sessions of the run took
             return round(time.perf_counter() - t_start + st.earlier_seconds, 1)
@@ -383,6 +399,60 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
             results.upload_run(st.run_dir, st.remote)
     summary.wall_seconds = time.perf_counter() - t_start
     return summary
+
+
+def _confirm(spec: JobSpec, st: _Started, recorder, driver, trackers: list) -> None:
+    """Train the sweep's top-k configs again with fresh seeds for their full epochs (FIFO), into the same
+    record (role ``confirm``, ``confirm_of`` the trial); the leaderboard then ranks them by the mean."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from sentune.tuning._schedulers import ResumableFIFO
+
+    assert spec.confirm is not None
+    board = results.leaderboard(st.run_dir)
+    top = board[board["peak_epoch"].notna()].head(spec.confirm.top_k)["trial_id"].tolist()
+    done = {(t.get("confirm_of"), json.loads(t["config_json"]).get("seed")) for t in recorder.trials.values()
+            if t.get("role") == "confirm" and t["status"] in _ENDED}  # fmt: skip
+    points, wanted = [], []
+    for tid in top:
+        config = json.loads(recorder.trials[tid]["config_json"])
+        first = int(config.get("seed") or 0)
+        for j in range(spec.confirm.seeds):
+            if (tid, first + 1 + j) not in done:
+                point = {**config, "seed": first + 1 + j}
+                points.append(point)
+                wanted.append((point, {"role": "confirm", "confirm_of": tid}))
+    if not points:
+        return
+    log_line(f"confirm: the top {len(top)} configs again, {spec.confirm.seeds} fresh seeds each ({len(points)} runs)")
+    earlier = sum(1 for t in recorder.trials.values() if t.get("role") == "confirm")
+    tuner = tune.Tuner(
+        driver,
+        param_space={**to_tune(spec.space), "seed": 0},  # each point sets every option
+        tune_config=tune.TuneConfig(
+            metric=spec.scheduler.metric,
+            mode=spec.scheduler.direction.mode,
+            num_samples=len(points),
+            scheduler=ResumableFIFO(),
+            search_alg=BasicVariantGenerator(
+                points_to_evaluate=points, max_concurrent=max_concurrent_trials(spec.resources)
+            ),
+            trial_name_creator=lambda t: f"{spec.name}-{t.trial_id}",
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"confirm-{earlier}",
+            storage_path=st.remote or str(st.run_dir),
+            callbacks=[RecordCallback(recorder, roles=TrialRoles(wanted)), JsonLoggerCallback(), *trackers],
+            failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
+            verbose=0,
+        ),
+    )
+    with _sigterm_as_sigint(), _Heartbeat(st.run_dir):
+        tuner.fit()
+    recorder.close()
 
 
 def _trackers(spec: JobSpec, run_id: str) -> list:
@@ -484,27 +554,59 @@ def _reconcile(recorder, resume_root: str) -> None:
 
 
 def _finish(spec: JobSpec, st: _Started) -> RunSummary:
-    """Leaderboard, best config, the best checkpoint on dev and test, report.html."""
+    """The reference model, leaderboard, best config, the best checkpoint (and the best baseline's) on dev
+    and test, the budget, report.html."""
     splits, run_dir, res = st.splits, st.run_dir, spec.resources
-    board = results.leaderboard(run_dir)
-    exported = results.export_run(run_dir)
-    report = None
+    if spec.reference:
+        from sentune.reference import fit_reference
+
+        ref = fit_reference(splits, seed=spec.seed)
+        results.write_reference(run_dir, ref)
+        log_line(f"reference {ref['model']}: dev macro-F1 {ref['dev']['macro_f1']:.4f} ({ref['seconds']:.1f} s)")
     best = results.best_trial(run_dir)
-    if best["checkpoint_path"]:
-        wanted = ["dev"] + (["test"] if splits.test is not None else [])
+    report = None
+    evaluations: dict = {}
+    wanted = ["dev"] + (["test"] if splits.test is not None else [])
+    base = results.best_baseline(run_dir)
+    for tag, row in (("best", best), ("best_baseline", base)):
+        if row is None or not row["checkpoint_path"]:
+            continue
+        if tag == "best_baseline" and row.name == best.name:
+            evaluations[tag] = evaluations["best"]
+            continue
         preds = predict_on_cluster(
-            st.entry, best["checkpoint_path"], st.data_ref, wanted, cpus=res.cpus, gpus=res.gpus, storage=st.remote
+            st.entry, row["checkpoint_path"], st.data_ref, wanted, cpus=res.cpus, gpus=res.gpus, storage=st.remote
         )
+        entry: dict = {"trial_id": str(row.name), "row": str(row.get("confirm_of") or row.name)}
         for split_name in wanted:
             ds = getattr(splits, split_name)
-            frame = results.write_evaluation(
-                run_dir, splits.label_names, split_name, ds.texts, ds.labels, preds[split_name][0]
-            )
-            if split_name == "test":
-                report = frame
-                results.write_seed_report(run_dir, splits.label_names, ds.labels, preds[split_name][0])
+            probs = preds[split_name][0]
+            if tag == "best":
+                frame = results.write_evaluation(run_dir, splits.label_names, split_name, ds.texts, ds.labels, probs)
+                if split_name == "test":
+                    report = frame
+                    results.write_seed_report(run_dir, splits.label_names, ds.labels, probs)
+            entry[split_name] = _figures(ds.labels, probs)
+        entry["dev"]["score"] = float(row["peak_metric"])
+        evaluations[tag] = entry
+    results.write_evaluations(run_dir, evaluations)
+    exported = results.export_run(run_dir)
+    board = results.leaderboard(run_dir, reference=True)
+    _set_status(run_dir, "running", budget=results.budget(run_dir))
     results.write_report(run_dir)
-    return RunSummary(run_dir, board, exported["best_config"], report, 0.0, st.remote)
+    summary = RunSummary(run_dir, board, exported["best_config"], report, 0.0, st.remote)
+    summary.budget = results.format_budget(results.budget(run_dir))
+    summary.comparison = results.comparison_line(run_dir)
+    return summary
+
+
+def _figures(labels, probs) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    pred = probs.argmax(1)
+    n = probs.shape[1]
+    return {"macro_f1": float(f1_score(labels, pred, labels=list(range(n)), average="macro", zero_division=0)),
+            "acc": float(accuracy_score(labels, pred))}  # fmt: skip
 
 
 def run_range_test(

@@ -24,9 +24,10 @@ __all__ = ["make_trial_driver", "resume_store", "scaling_kwargs", "trial_resourc
 _DRIVER_MEMORY = 64 * 1024 * 1024  # what a multi-worker trial's own process reserves: it only waits
 
 
-def _reporter(rank: int, *, local: bool) -> Callable:
-    """``report(metrics, save)`` for the loop: node id added; rank 0 attaches the checkpoint. In local mode
-    the loop runs inside the Tune trial, where ``ray.train.report`` raises: it reports to Tune directly."""
+def _reporter(rank: int, *, local: bool, tags: dict | None = None) -> Callable:
+    """``report(metrics, save)`` for the loop: node id (and ``tags``) added; rank 0 attaches the checkpoint.
+    In local mode the loop runs inside the Tune trial, where ``ray.train.report`` raises: it reports to
+    Tune directly. ``tags`` also go into the checkpoint folder, one file each (a PBT trial's lineage)."""
     import ray
 
     if local:
@@ -37,10 +38,13 @@ def _reporter(rank: int, *, local: bool) -> Callable:
     node_id = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict, save):
-        metrics = {**metrics, "node_id": node_id}  # which node rank 0 ran on
+        shown = {k: v for k, v in (tags or {}).items() if k != "trial"}
+        metrics = {**metrics, "node_id": node_id, **shown}  # which node rank 0 ran on
         if save is not None and rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 save(Path(tmp))
+                for name, value in (tags or {}).items():
+                    (Path(tmp) / name).write_text(str(value))
                 to.report(metrics, checkpoint=to.Checkpoint.from_directory(tmp))
         else:
             to.report(metrics)
@@ -68,9 +72,10 @@ def _worker_loop(cfg: dict):
         rank=rank,
         cpus=max(1, int(cfg["cpus_per_worker"])),
         use_gpu=cfg["use_gpu"],
-        report=_reporter(rank, local=local),
+        report=_reporter(rank, local=local, tags=cfg.get("tags")),
     )
     loop_ctx.resume = cfg["resume"]
+    loop_ctx.state_in_checkpoint = bool(cfg.get("pbt"))
     params = entry.params_model(**cfg["params"])
     data = ray.get(cfg["data_ref"][0])
     trainable.fit(params, data, loop_ctx)
@@ -110,6 +115,29 @@ def _already_done(store: ResumeStore, entry: TrainableEntry, config: dict) -> di
     return {k: v for k, v in (last or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
+def _adopt(store: ResumeStore, trial: str) -> str:
+    """PBT: a trial Tune restarted from another trial's checkpoint (with a perturbed config) takes that
+    trial's train state as its resume checkpoint. Returns the trial this one last went on from ("" if none)."""
+    import ray.tune
+
+    from sentune.trainables._driver import read_state
+
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is None:
+        return ""
+    with checkpoint.as_directory() as folder:
+        path = Path(folder)
+        writer = (path / "trial").read_text() if (path / "trial").is_file() else None
+        came = (path / "pbt_from").read_text() if (path / "pbt_from").is_file() else ""
+        if writer is None or writer == trial:
+            return came  # its own checkpoint (a restart): the resume store is as new or newer
+        state = read_state(path)
+    if state is None:
+        return came
+    store.save(state, epoch=state["epoch"], step=state["step"], rank=0, barrier=lambda: None)
+    return writer
+
+
 def make_trial_driver(
     entry: TrainableEntry,
     data_ref,
@@ -121,11 +149,14 @@ def make_trial_driver(
     resume_root: str,
     failure,
     job: str = "sentune",
+    pbt: bool = False,
 ):
     """A Tune function trainable (with its resources): one Ray Train run per trial, named
     ``<job>-<trial id>`` (a worker group's run shows in the dashboard's Train view). Every trial keeps
     its resume checkpoint under ``resume_root/<trial id>`` and, restarted, goes on from there; a trial
-    the sweep's driver has marked finished (a resumed sweep) returns at once."""
+    the sweep's driver has marked finished (a resumed sweep) returns at once. ``pbt``: every epoch's report
+    carries the train state, and a trial restarted from another trial's checkpoint goes on from it
+    (reporting ``pbt_from``: that trial's id)."""
     from ray import tune
 
     refs = [data_ref]  # a list, so Tune's pickling keeps the ObjectRef instead of the data
@@ -137,6 +168,7 @@ def make_trial_driver(
 
         trial = ray.tune.get_context().get_trial_id()
         store = resume_store(resume_root, trial, failure)
+        tags = {"trial": trial, "pbt_from": _adopt(store, trial)} if pbt else {}
         last = _already_done(store, entry, config)
         if last is not None:  # a resumed sweep: this trial ended (or finished its epochs) before the stop
             if last:
@@ -160,6 +192,8 @@ def make_trial_driver(
                 "use_gpu": gpus > 0,
                 "local": local,
                 "resume": store,
+                "pbt": pbt,
+                "tags": tags,
             },
             scaling_config=scaling,
             run_config=ray.train.RunConfig(

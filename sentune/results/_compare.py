@@ -1,0 +1,124 @@
+"""What a run cost and what it bought: the budget (epochs, trial-seconds, GPU-seconds), the reference
+model's figures, the test evaluations of the best trial and of the best baseline, and the one line
+that compares them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sentune._direction import Direction
+from sentune.results._store import atomic_write_bytes, read_run_info, read_trials
+
+__all__ = ["REFERENCE_FILE", "EVALUATION_FILE", "best_baseline", "budget", "comparison_line", "format_budget",
+           "read_evaluations", "read_reference", "write_evaluations", "write_reference"]  # fmt: skip
+
+REFERENCE_FILE = "reference.json"
+EVALUATION_FILE = "evaluation.json"
+
+
+def _write_json(path: Path, data) -> None:
+    text = json.dumps(data, indent=2, default=float)
+    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def write_reference(run_dir: str | Path, figures: dict) -> None:
+    _write_json(Path(run_dir) / REFERENCE_FILE, figures)
+
+
+def read_reference(run_dir: str | Path) -> dict | None:
+    """The reference model's figures (``model``, ``dev`` / ``test``: macro_f1, acc, loss), or None."""
+    return _read_json(Path(run_dir) / REFERENCE_FILE)
+
+
+def write_evaluations(run_dir: str | Path, evaluations: dict) -> None:
+    """``{"best": {...}, "best_baseline": {...}}``; each: ``trial_id`` (evaluated), ``row`` (its leaderboard
+    row: the trial a confirmation run confirms), ``dev`` / ``test`` (macro_f1, acc)."""
+    _write_json(Path(run_dir) / EVALUATION_FILE, evaluations)
+
+
+def read_evaluations(run_dir: str | Path) -> dict:
+    return _read_json(Path(run_dir) / EVALUATION_FILE) or {}
+
+
+def _roles(trials: pd.DataFrame) -> pd.Series:
+    return trials["role"].fillna("sampled") if "role" in trials else pd.Series("sampled", index=trials.index)
+
+
+def best_baseline(run_dir: str | Path) -> pd.Series | None:
+    """The baseline trial with the best peak metric (then fewer epochs), or None without baselines."""
+    info = read_run_info(run_dir)
+    trials = read_trials(run_dir)
+    runs = trials[(_roles(trials) == "baseline") & trials["peak_metric"].notna()]
+    if runs.empty:
+        return None
+    runs = runs.assign(_k=Direction(info["mode"]).score(runs["peak_metric"]))
+    row = runs.sort_values(["_k", "peak_epoch", "trial_id"], ascending=[False, True, True]).iloc[0]
+    return row.drop(labels=["_k"]).rename(row["trial_id"])
+
+
+def budget(run_dir: str | Path) -> dict:
+    """Epochs trained and trial-seconds (GPU-seconds on GPUs: trial-seconds x the GPUs a trial holds), in
+    total and per role (sampled, baseline, confirm)."""
+    info = read_run_info(run_dir)
+    trials = read_trials(run_dir)
+    res = (info.get("spec") or {}).get("resources") or {}
+    gpus = float(res.get("gpus") or 0) * int(res.get("workers_per_trial") or 1)
+    secs = trials["trial_seconds"].fillna(0.0) if "trial_seconds" in trials else pd.Series(0.0, index=trials.index)
+    epochs = trials["epochs_run"].fillna(0).astype(int)
+    roles = _roles(trials)
+    out: dict = {"trials": len(trials), "epochs": int(epochs.sum()), "trial_seconds": round(float(secs.sum()), 1),
+                 "gpu_seconds": round(float(secs.sum()) * gpus, 1) if gpus else None, "by_role": {}}  # fmt: skip
+    for role in sorted(set(roles)):
+        m = roles == role
+        out["by_role"][role] = {"trials": int(m.sum()), "epochs": int(epochs[m].sum()),
+                                "trial_seconds": round(float(secs[m].sum()), 1)}  # fmt: skip
+    return out
+
+
+def format_budget(b: dict) -> str:
+    """``budget: 14 trials, 52 epochs, 310 trial-s (GPU-s 78) | baseline 2 trials / 16 epochs | ...``."""
+    gpu = f" (GPU-s {b['gpu_seconds']:.0f})" if b.get("gpu_seconds") else ""
+    head = f"budget: {b['trials']} trials, {b['epochs']} epochs, {b['trial_seconds']:.0f} trial-s{gpu}"
+    parts = [f"{role} {v['trials']} trials / {v['epochs']} epochs / {v['trial_seconds']:.0f} s"
+             for role, v in b["by_role"].items()]  # fmt: skip
+    return head + (" | " + " | ".join(parts) if len(parts) > 1 else "")
+
+
+def _fig(split: dict | None, key: str) -> str:
+    return "-" if not split or split.get(key) is None or np.isnan(split[key]) else f"{split[key]:.4f}"
+
+
+def comparison_line(run_dir: str | Path) -> str:
+    """One line: the best found against the best baseline on dev and test (and the epochs each side
+    trained), and the reference model's figures. Empty when the run has nothing to compare."""
+    info = read_run_info(run_dir)
+    evals, ref = read_evaluations(run_dir), read_reference(run_dir)
+    trials = read_trials(run_dir)
+    roles = _roles(trials)
+    epochs = trials["epochs_run"].fillna(0).astype(int)
+    metric = info["metric"]
+    parts = []
+    best = evals.get("best")
+    if best:
+        role = trials.set_index("trial_id")["role"].get(best["row"]) if "role" in trials else None
+        what = f"baseline {int(trials.set_index('trial_id').loc[best['row'], 'baseline'])} " if role == "baseline" else ""
+        side = int(epochs[roles != "baseline"].sum())
+        parts.append(f"best found {what}{best['row']}: dev {metric} {_fig(best.get('dev'), 'score')}, "
+                     f"test macro-F1 {_fig(best.get('test'), 'macro_f1')} ({side} epochs outside the baselines)")  # fmt: skip
+    base = evals.get("best_baseline")
+    if base:
+        n = int(epochs[roles == "baseline"].sum())
+        parts.append(f"best baseline {base['row']}: dev {metric} {_fig(base.get('dev'), 'score')}, "
+                     f"test macro-F1 {_fig(base.get('test'), 'macro_f1')} ({n} epochs)")  # fmt: skip
+    if ref:
+        parts.append(f"reference {ref['model']}: dev macro-F1 {_fig(ref.get('dev'), 'macro_f1')}, "
+                     f"test macro-F1 {_fig(ref.get('test'), 'macro_f1')}")  # fmt: skip
+    return " | ".join(parts)
