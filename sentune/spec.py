@@ -140,6 +140,8 @@ class JobSpec(_Strict):
     # hand-picked configs (values of the tuned options; one left out takes the trainable's default), run first
     baselines: list[dict[str, Any]] = Field(default_factory=list)
     confirm: ConfirmConfig | None = None
+    # end the sweep once its trials have trained this many epochs in total (the baselines' included)
+    max_total_epochs: int | None = Field(None, gt=0)
     reference: bool = True  # fit the TF-IDF + logistic regression reference model once per job
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     failure: FailureConfig = Field(default_factory=FailureConfig)

@@ -78,7 +78,10 @@ def test_rejected_search_spaces_name_the_parameter(space, message):
     [
         ({"schedular": {"type": "asha"}}, "job: schedular: unknown key"),
         ({"scheduler": {"type": "asha", "grace": 1}}, "job: scheduler.grace: unknown key"),
-        ({"scheduler": {"type": "hyperband"}}, "job: scheduler.type: Input should be 'asha' or 'fifo'"),
+        (
+            {"scheduler": {"type": "bohb"}},
+            "job: scheduler.type: Input should be 'asha', 'fifo', 'hyperband', 'median' or 'pbt'",
+        ),
         ({"scheduler": {"metric": "val_f1"}}, "job: scheduler.metric: metric must be one of"),
         ({"scheduler": {"max_t": 9}}, "job: scheduler.max_t (9) exceeds epochs (4)"),
         ({"resources": {"gpus": 1.5}}, "gpus above 1 must be a whole number"),

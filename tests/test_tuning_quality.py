@@ -198,3 +198,18 @@ def test_pbt_trials_continue_from_another_trials_checkpoint(ray_local, sst_dir, 
     board = leaderboard(summary.run_dir)
     history = board.set_index("trial_id").loc[tid, "pbt_history"]
     assert f"from {first['pbt_from']}" in history and "lr=" in history
+
+
+@pytest.mark.slow
+def test_max_total_epochs_ends_the_sweep_when_spent(ray_local, sst_dir, tmp_path):
+    from sentune.tuning import run_sweep
+
+    spec = job(sst_dir, tmp_path, num_samples=6, reference=False, max_total_epochs=10,
+               resources={"cpus": 1, "workers_per_trial": 1, "max_concurrent_trials": 1})  # fmt: skip
+    summary = run_sweep(spec, run_id="spent", progress="quiet")
+    assert not summary.interrupted
+    trials = read_trials(summary.run_dir)
+    assert trials.epochs_run.sum() == 10  # one trial at a time: exactly the budget
+    assert len(trials) < 6 and (trials.stop_reason == "budget").sum() == 1
+    info = json.loads((summary.run_dir / "run.json").read_text())
+    assert info["status"] == "finished"

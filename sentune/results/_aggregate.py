@@ -217,7 +217,7 @@ def write_evaluation(run_dir: str | Path, label_names: Sequence[str], split: str
 
 
 def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -111,8 +111,9 @@ def comparison_line(run_dir: str | Path) -> str:
         role = trials.set_index("trial_id")["role"].get(best["row"]) if "role" in trials else None
         what = f"baseline {int(trials.set_index('trial_id').loc[best['row'], 'baseline'])} " if role == "baseline" else ""
         side = int(epochs[roles != "baseline"].sum())
+        outside = " outside the baselines" if (roles == "baseline").any() else ""
         parts.append(f"best found {what}{best['row']}: dev {metric} {_fig(best.get('dev'), 'score')}, "
-                     f"test macro-F1 {_fig(best.get('test'), 'macro_f1')} ({side} epochs outside the baselines)")  # fmt: skip
+                     f"test macro-F1 {_fig(best.get('test'), 'macro_f1')} ({side} epochs{outside})")  # fmt: skip
     base = evals.get("best_baseline")
     if base:
         n = int(epochs[roles == "baseline"].sum())

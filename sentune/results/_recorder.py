@@ -225,12 +225,15 @@ class RunRecorder:
         self._changed()
         self._write()
 
-    def completed(self, trial_id: str, config: dict) -> dict:
-        """The trial ended without error: completed, or stopped early (and why)."""
+    def completed(self, trial_id: str, config: dict, *, reason: str | None = None) -> dict:
+        """The trial ended without error: completed, or stopped early (and why: ``reason``, else a
+        diagnostic that stopped it, else the scheduler)."""
         t = self.trial(trial_id, config)
         t["status"] = STATUS_COMPLETED if t["epochs_run"] >= self._epochs_of(config) else STATUS_STOPPED
         if t["status"] == STATUS_STOPPED:
-            t["stop_reason"] = (self.tracker.stop_reasons.get(trial_id) if self.tracker else None) or "scheduler"
+            t["stop_reason"] = (
+                reason or (self.tracker.stop_reasons.get(trial_id) if self.tracker else None) or "scheduler"
+            )
         self._changed()
         self._write(force=True)
         return t

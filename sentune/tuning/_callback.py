@@ -11,7 +11,7 @@ from sentune._progress import SweepProgress
 from sentune.diagnostics import DiagnosticsTracker
 from sentune.results import RunRecorder
 
-__all__ = ["DiagnosticsStopper", "RecordCallback", "TrialRoles"]
+__all__ = ["AllStoppers", "BudgetStopper", "DiagnosticsStopper", "RecordCallback", "TrialRoles"]
 
 
 def _same(a, b) -> bool:
@@ -47,9 +47,11 @@ class RecordCallback(Callback):
         progress: SweepProgress | None = None,
         on_finished: Callable[[str, str], None] | None = None,
         roles: TrialRoles | None = None,
+        budget: BudgetStopper | None = None,
     ):
         self.recorder = recorder
         self.roles = roles
+        self.budget = budget  # once spent, a trial that ends early was stopped by it
         self.progress = progress or SweepProgress("quiet")
         self.on_finished = on_finished  # (trial id, status) once a trial has ended without error
 
@@ -75,7 +77,8 @@ class RecordCallback(Callback):
         self.recorder.checkpoint(trial.trial_id, checkpoint.path)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        row = self.recorder.completed(trial.trial_id, trial.config)
+        spent = self.budget is not None and self.budget.spent
+        row = self.recorder.completed(trial.trial_id, trial.config, reason="budget" if spent else None)
         self.progress.trial_ended(trial.trial_id, row["status"])
         if self.on_finished is not None:
             self.on_finished(trial.trial_id, row["status"])
@@ -101,3 +104,44 @@ class DiagnosticsStopper(Stopper):
 
     def stop_all(self):
         return False
+
+
+class BudgetStopper(Stopper):
+    """Ends the sweep once its trials have trained ``max_epochs`` epochs in total (``seen``: the (trial id,
+    epoch) pairs trained already, a resumed run's). Each (trial, epoch) counts once (Tune repeats a trial's
+    last result when it ends). A trial whose epoch reaches the budget stops at once; ones still running stop
+    at their next result (so the total can exceed the budget by the trials running at once, less one)."""
+
+    def __init__(self, max_epochs: int | None, seen: Iterable[tuple[str, int]] = ()):
+        self.max_epochs, self.seen = max_epochs, set(seen)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.seen)
+
+    @property
+    def spent(self) -> bool:
+        return self.max_epochs is not None and self.epochs >= self.max_epochs
+
+    def __call__(self, trial_id, result):
+        if self.max_epochs is None or "epoch" not in result:
+            return False
+        if not self.spent:
+            self.seen.add((trial_id, int(result["epoch"])))
+        return self.spent
+
+    def stop_all(self):
+        return self.spent
+
+
+class AllStoppers(Stopper):
+    """Every stopper sees every result (Ray's CombinedStopper stops asking at the first that says stop)."""
+
+    def __init__(self, *stoppers: Stopper):
+        self.stoppers = stoppers
+
+    def __call__(self, trial_id, result):
+        return any([s(trial_id, result) for s in self.stoppers])
+
+    def stop_all(self):
+        return any(s.stop_all() for s in self.stoppers)

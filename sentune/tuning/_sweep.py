@@ -25,7 +25,7 @@ from sentune.search import Domain
 from sentune.spec import JobSpec, parse_job
 from sentune.trainables import TrainableEntry, get_trainable
 from sentune.trainables._resume import trial_ids
-from sentune.tuning._callback import DiagnosticsStopper, RecordCallback, TrialRoles
+from sentune.tuning._callback import AllStoppers, BudgetStopper, DiagnosticsStopper, RecordCallback, TrialRoles
 from sentune.tuning._factories import make_scheduler, make_search_alg, to_tune
 from sentune.tuning._session import init_ray, max_concurrent_trials
 from sentune.tuning._tasks import predict_on_cluster, prepare_on_cluster, range_test_on_cluster
@@ -298,17 +298,18 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
     for tid, trial in recorder.trials.items():  # a resumed sweep shows what it had done already
         view.restore(tid, json.loads(trial["config_json"]), recorder.rows.get(tid, []), trial["status"])
     trackers = _trackers(spec, st.run_id)
+    spend = BudgetStopper(spec.max_total_epochs, [(t, r["epoch"]) for t, rs in recorder.rows.items() for r in rs])
+    stopper = AllStoppers(DiagnosticsStopper(tracker), spend)
     baselines = spec.baseline_configs
     roles = TrialRoles(
         [(b, {"role": "baseline", "baseline": i}) for i, b in enumerate(baselines, 1)],
         taken=[t["baseline"] - 1 for t in recorder.trials.values() if t.get("role") == "baseline"],
     )
     callbacks: list[tune.Callback] = [
-        RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles),
+        RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles, budget=spend),
         JsonLoggerCallback(),
         *trackers,
     ]
-    stopper = DiagnosticsStopper(tracker)
     if restore:
         tuner = tune.Tuner.restore(
             results.join_uri(ray_storage, "tune"),
@@ -372,15 +373,19 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
                 tuner.fit()
         finally:
             view.close()
+        if spend.spent:  # the budget ended the sweep: trials it cut are stopped early, unstarted ones never run
+            for tid, t in recorder.trials.items():
+                if t["status"] not in _ENDED:
+                    recorder.completed(tid, json.loads(t["config_json"]), reason="budget")
         recorder.close()
-        if spec.confirm is not None and not _interrupted(spec, recorder):
+        if spec.confirm is not None and not _interrupted(spec, recorder, spend):
             _confirm(spec, st, recorder, driver, trackers)
         t_finish = time.perf_counter()
 
         def wall() -> float:  # this session's time so far, plus what earlier sessions of the run took
             return round(time.perf_counter() - t_start + st.earlier_seconds, 1)
 
-        if _interrupted(spec, recorder):
+        if _interrupted(spec, recorder, spend):
             _set_status(st.run_dir, "interrupted", wall_seconds=wall())
             summary = RunSummary(st.run_dir, results.leaderboard(st.run_dir) if recorder.trials else pd.DataFrame(),
                                  None, None, 0.0, st.remote, interrupted=True)  # fmt: skip
@@ -510,11 +515,11 @@ class _sigterm_as_sigint:
 _ENDED = frozenset({results.STATUS_COMPLETED, results.STATUS_STOPPED, results.STATUS_ERRORED})
 
 
-def _interrupted(spec: JobSpec, recorder) -> bool:
-    """Did the sweep stop before every trial it would run had ended?"""
+def _interrupted(spec: JobSpec, recorder, spend: BudgetStopper | None = None) -> bool:
+    """Did the sweep stop before every trial it would run had ended (and not because its budget was spent)?"""
     if any(t["status"] not in _ENDED for t in recorder.trials.values()):
         return True
-    return len(recorder.trials) < spec.trial_count
+    return len(recorder.trials) < spec.trial_count and not (spend is not None and spend.spent)
 
 
 def _replay_rows(recorder) -> list[tuple[str, int, float]]:
