@@ -213,3 +213,17 @@ def test_max_total_epochs_ends_the_sweep_when_spent(ray_local, sst_dir, tmp_path
     assert len(trials) < 6 and (trials.stop_reason == "budget").sum() == 1
     info = json.loads((summary.run_dir / "run.json").read_text())
     assert info["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_optuna_multivariate_tpe_runs_baselines_as_enqueued_trials(ray_local, sst_dir, tmp_path):
+    from sentune.tuning import run_sweep
+
+    spec = job(sst_dir, tmp_path, num_samples=2, reference=False, search={"algorithm": "optuna", "multivariate": True},
+               baselines=[{"lr": 4.0e-3, "hidden_dropout": 0.2}])  # fmt: skip
+    summary = run_sweep(spec, run_id="tpe", progress="quiet")
+    trials = read_trials(summary.run_dir)
+    assert len(trials) == 3 and trials.status.eq("completed").all()
+    base = trials[trials.role == "baseline"]
+    assert len(base) == 1 and base.iloc[0]["config/lr"] == 4.0e-3 and base.iloc[0]["config/hidden_dropout"] == 0.2
+    assert "best baseline" in summary.comparison
