@@ -84,7 +84,8 @@ def test_plain_pandas_reads_the_store_without_sentune(sweep):
 
 
 def test_leaderboard_and_exports(sweep):
-    board = sweep.leaderboard
+    assert sweep.leaderboard.iloc[-1]["role"] == "reference"  # the reference model's row, unranked, last
+    board = sweep.leaderboard[sweep.leaderboard.role != "reference"]
     assert board["rank"].tolist() == [1, 2, 3, 4]
     peaks = board["peak_val_macro_f1"].tolist()
     assert peaks == sorted(peaks, reverse=True)

@@ -180,10 +180,16 @@ def test_early_stopping_schedulers_run_a_tiny_sweep(ray_local, sst_dir, tmp_path
 def test_pbt_trials_continue_from_another_trials_checkpoint(ray_local, sst_dir, tmp_path):
     from sentune.tuning import run_sweep
 
-    spec = job(sst_dir, tmp_path, num_samples=4, reference=False, params={
-        "backbone": "random:tiny", "option": "pretrain", "epochs": 6, "batch_size": 16, "max_len": 24},
+    spec = job(
+        sst_dir,
+        tmp_path,
+        num_samples=4,
+        reference=False,
+        params={"backbone": "random:tiny", "option": "pretrain", "epochs": 6, "batch_size": 16, "max_len": 24},
         search_space={"lr": {"loguniform": [1.0e-6, 3.0e-2]}, "weight_decay": {"loguniform": [1e-5, 1e-1]}},
-        scheduler={"type": "pbt", "metric": "val_macro_f1", "mode": "max", "perturbation_interval": 2})  # fmt: skip
+        scheduler={"type": "pbt", "metric": "val_macro_f1", "mode": "max", "perturbation_interval": 2},
+        resources={"cpus": 0.5, "workers_per_trial": 1},
+    )  # fmt: skip (the population trains side by side)
     summary = run_sweep(spec, run_id="pbt", progress="quiet")
     epochs = pd.read_parquet(summary.run_dir / "epochs.parquet")
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
