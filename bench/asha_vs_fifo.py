@@ -39,6 +39,7 @@ def main() -> None:
                 "name": f"{raw['name']}-{kind}",
                 "storage_path": args.storage,
                 "scheduler": {**raw.get("scheduler", {}), "type": kind},
+                "confirm": None,  # the sweeps alone: confirmation runs come after either
             },
             source=args.job,
         )

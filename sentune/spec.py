@@ -244,6 +244,12 @@ class JobSpec(_Strict):
             raise ConfigError("scheduler pbt needs at least one tuned option (lr, weight_decay or a dropout)")
         if self.resources.workers_per_trial != 1:
             raise ConfigError("scheduler pbt runs one-worker trials (workers_per_trial: 1)")
+        if self.search.algorithm != "random":
+            raise ConfigError(f"scheduler pbt samples its population itself: use search.algorithm random, not "
+                              f"{self.search.algorithm}")  # fmt: skip
+        grids = [k for k in tuned if parsed[k].kind == "grid"]
+        if grids:
+            raise ConfigError(f"scheduler pbt: {', '.join(grids)}: a grid cannot be perturbed; use choice")
 
     @staticmethod
     def constants_of(parsed: dict) -> dict:

@@ -49,6 +49,11 @@ def job(sst_dir, tmp_path, **changes):
             "scheduler pbt changes options in the middle of a trial; it cannot change batch_size",
         ),
         ({"search": {"algorithm": "random", "multivariate": True}}, "multivariate applies to algorithm optuna"),
+        ({"scheduler": {"type": "pbt"}, "search": {"algorithm": "optuna"}}, "scheduler pbt samples its population"),
+        (
+            {"scheduler": {"type": "pbt"}, "search_space": {"lr": {"grid": [1e-3, 1e-2]}}},
+            "scheduler pbt: lr: a grid cannot be perturbed",
+        ),
         ({"num_samples": 0}, "num_samples is 0 and there are no baselines"),
     ],
 )
@@ -69,6 +74,34 @@ def test_a_data_shaping_option_cannot_be_in_a_pbt_space(sst_dir, tmp_path):
             params={"backbone": "random:tiny", "option": "pretrain"},
         )
     assert "\n" not in str(err.value)
+
+
+def test_best_skips_a_trial_whose_confirmations_all_errored(tmp_path):
+    from sentune.results import RunRecorder, best_trial, write_run_info
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run_info(run, {"job": "j", "run_id": "r", "kind": "tune", "metric": "val_macro_f1", "mode": "max",
+                         "tuned_params": ["lr"], "trainable": "llama_torch", "data": {}})  # fmt: skip
+    rec = RunRecorder(run, job="j", run_id="r", metric="val_macro_f1", mode="max", max_epochs=2)
+
+    def train(tid, lr, f1, **marks):
+        config = {"lr": lr, "epochs": 2, "seed": marks.pop("seed", 0)}
+        rec.trial(tid, config, **marks)
+        for epoch in (1, 2):
+            rec.result(tid, config, {"epoch": epoch, "val_macro_f1": f1, "time_this_iter_s": 0.5})
+        rec.completed(tid, config)
+
+    train("t0", 0.1, 0.6)
+    train("t1", 0.2, 0.5)
+    rec.trial("c0", {"lr": 0.1, "epochs": 2, "seed": 1}, role="confirm", confirm_of="t0")
+    rec.errored("c0", {"lr": 0.1, "epochs": 2, "seed": 1}, "boom")
+    train("c1", 0.2, 0.55, seed=1, role="confirm", confirm_of="t1")
+    rec.close()
+    board = leaderboard(run)
+    assert board.trial_id.tolist() == ["t1", "t0"]  # t1 is the one confirmed
+    assert best_trial(run).name == "c1"
+    assert read_trials(run).set_index("trial_id").loc["t0", "trial_seconds"] == 1.0
 
 
 def test_baselines_are_full_configs_and_count_as_trials(sst_dir, tmp_path):

@@ -101,7 +101,7 @@ def leaderboard(run_dir: str | Path, *, reference: bool = False) -> pd.DataFrame
         for col in confirmed.columns:
             board[col] = board["trial_id"].map(confirmed[col])
         board["_conf"] = Direction(mode).score(board["confirm_mean"]).fillna(-np.inf)
-        board["_has"] = board["confirm_n"].notna()
+        board["_has"] = board["confirm_n"].fillna(0) > 0
         sort = ["_has", "_conf", *sort]
     key = Direction(mode).score(board[peak])
     board = board.assign(_key=key.fillna(-np.inf), _ep=board["peak_epoch"].fillna(np.inf))
@@ -125,7 +125,8 @@ def _with_evaluations(run_dir, board: pd.DataFrame) -> pd.DataFrame:
     if not evals:
         return board
     for key in ("macro_f1", "acc"):
-        got = {e["row"]: e["test"][key] for e in evals.values() if e.get("test")}
+        ordered = sorted(evals.items(), key=lambda kv: kv[0] == "best")  # the best's figures win a shared row
+        got = {e["row"]: e["test"][key] for _, e in ordered if e.get("test")}
         board[f"test_{key}"] = board["trial_id"].map(got)
     return board
 
@@ -161,7 +162,7 @@ def best_trial(run_dir: str | Path) -> pd.Series:
         raise SentuneError(f"{run_dir}: no trial reported a metric; see trials.parquet for errors")
     trials = read_trials(run_dir)
     winner = scored.iloc[0]["trial_id"]
-    if "confirm_n" in scored and pd.notna(scored.iloc[0]["confirm_n"]):
+    if "confirm_n" in scored and (scored.iloc[0]["confirm_n"] or 0) > 0:
         info = read_run_info(run_dir)
         runs = trials[(_roles(trials) == "confirm") & (trials["confirm_of"] == winner) & trials["peak_metric"].notna()]
         key = Direction(info["mode"]).score(runs["peak_metric"])

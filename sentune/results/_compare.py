@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from sentune._direction import Direction
+from sentune.results._aggregate import _roles
 from sentune.results._store import atomic_write_bytes, read_run_info, read_trials
 
 __all__ = ["REFERENCE_FILE", "EVALUATION_FILE", "best_baseline", "budget", "comparison_line", "format_budget",
@@ -46,10 +47,6 @@ def write_evaluations(run_dir: str | Path, evaluations: dict) -> None:
 
 def read_evaluations(run_dir: str | Path) -> dict:
     return _read_json(Path(run_dir) / EVALUATION_FILE) or {}
-
-
-def _roles(trials: pd.DataFrame) -> pd.Series:
-    return trials["role"].fillna("sampled") if "role" in trials else pd.Series("sampled", index=trials.index)
 
 
 def best_baseline(run_dir: str | Path) -> pd.Series | None:

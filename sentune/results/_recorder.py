@@ -188,6 +188,7 @@ class RunRecorder:
             if key not in TUNE_KEYS and key not in row and not isinstance(value, dict):
                 row[key] = _plain(value)
         row["time_total_s"] = result.get("time_total_s")
+        row["time_this_iter_s"] = result.get("time_this_iter_s")  # this epoch's time (the first: with start-up)
         row["reported_at"] = time.time()  # wall clock on the driver when the epoch's result arrived
         if self.tracker is not None:
             row.update(self.tracker.update(trial_id, result))
@@ -221,7 +222,10 @@ class RunRecorder:
                 last[SEQ] = self._next_seq()
                 self._pending[id(last)] = last
         if trial_id in self.trials:
-            self.trials[trial_id]["checkpoint_path"] = path
+            if rows:
+                self._summarize(self.trials[trial_id], rows)
+            else:
+                self.trials[trial_id]["checkpoint_path"] = path
         self._changed()
         self._write()
 
@@ -244,6 +248,13 @@ class RunRecorder:
         t["error"] = (error or "error")[:500]
         self._changed()
         self._write(force=True)
+
+    def forget(self, trial_id: str) -> None:
+        """Leave a trial out of the record (a confirmation run a stop cut short, to be trained again)."""
+        for row in self.rows.pop(trial_id, []):
+            self._pending.pop(id(row), None)
+        self.trials.pop(trial_id, None)
+        self._changed()
 
     def flush(self, force: bool = False) -> None:
         """Write the rows that came since the last write (at most every ``flush_every_s`` unless forced).
@@ -301,12 +312,15 @@ class RunRecorder:
         # the trial's time in its process (Tune's time_total_s; the most any attempt reached, plus earlier ones)
         t["trial_seconds"] = _trial_seconds(rows)
         t["peak_metric"], t["peak_epoch"], t["checkpoint_path"] = None, None, None
+        peak_checkpoint = None
         for r in rows:
             value = r.get(self.metric)
             if value is not None and self.direction.better(value, t["peak_metric"]):
-                t["peak_metric"], t["peak_epoch"] = float(value), r["epoch"]
+                t["peak_metric"], t["peak_epoch"], peak_checkpoint = float(value), r["epoch"], r.get("checkpoint_path")
             if r.get("checkpoint_path"):
                 t["checkpoint_path"] = r["checkpoint_path"]
+        if peak_checkpoint:  # the checkpoint that came with the peak (PBT's trials report one every epoch)
+            t["checkpoint_path"] = peak_checkpoint
         if self.tracker is not None:
             t.update(summarize(rows))
 
@@ -472,9 +486,19 @@ class RunRecorder:
         self._next_part = SCHEMA_PART + 2
 
 
+def _number(value) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
 def _trial_seconds(rows: list[dict]) -> float:
-    """Seconds a trial held its resources: Tune's ``time_total_s`` counts from the start of the trial's
-    current attempt, so a drop (a restart) closes an attempt and its time is added."""
+    """Seconds a trial spent on its recorded epochs: the sum of their ``time_this_iter_s`` (the first
+    epoch's includes the trial's start-up). Rows of an older sentune have only Tune's ``time_total_s``:
+    the most it reached, a drop (a restart) adding the attempt before it."""
+    each = [_number(r.get("time_this_iter_s")) for r in rows]
+    if rows and all(v is not None for v in each):
+        return round(sum(v for v in each if v is not None), 3)
     total, last = 0.0, 0.0
     for r in rows:
         value = r.get("time_total_s")

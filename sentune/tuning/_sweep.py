@@ -189,6 +189,27 @@ def _start(
     return _Started(entry, splits, run_dir, run_id, data_ref, remote, prepare_s)
 
 
+def _checkpoints(spec: JobSpec):
+    """PBT reports a checkpoint every epoch: keep each trial's best three by the metric (Tune also keeps
+    the latest, which PBT clones); otherwise every checkpoint (one per improvement) is kept."""
+    from ray import tune
+
+    if spec.scheduler.type != "pbt":
+        return tune.CheckpointConfig()
+    return tune.CheckpointConfig(num_to_keep=3, checkpoint_score_attribute=spec.scheduler.metric,
+                                 checkpoint_score_order=spec.scheduler.direction.mode)  # fmt: skip
+
+
+def _pbt_mutations(spec: JobSpec) -> dict:
+    """What PBT resamples each tuned option from: a list for a choice (PBT then moves to a neighbouring
+    value, never outside it), Tune's domain for a range (resampled, or the value scaled by 0.8 / 1.2)."""
+    out = {}
+    for name in spec.tuned:
+        dom = spec.space[name]
+        out[name] = list(dom.args) if dom.kind == "choice" else to_tune({name: dom})[name]
+    return out
+
+
 def _warm_driver() -> None:
     """While the data prepares: the modules a process's first ``Tuner.fit`` imports (its usage tagging
     imports every logger integration: MLflow's alone takes ~1.3 s on 2 cores when installed)."""
@@ -274,6 +295,7 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
     )
     if restore:
         recorder = results.RunRecorder.resume(st.run_dir, **recorder_kw)
+        _drop_cut_confirmations(recorder, resume_root)
         _reconcile(recorder, resume_root)
     else:
         recorder = results.RunRecorder(st.run_dir, **recorder_kw)
@@ -282,7 +304,7 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
         max_t=spec.scheduler.max_t or spec.epochs_max,
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
-        mutations=to_tune({k: spec.space[k] for k in spec.tuned}),
+        mutations=_pbt_mutations(spec),
         perturbation_interval=spec.scheduler.perturbation_interval,
         seed=spec.seed,
     )
@@ -366,6 +388,7 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
                 callbacks=callbacks,
                 stop=stopper,
                 failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
+                checkpoint_config=_checkpoints(spec),
                 verbose=0,
             ),
         )
@@ -385,6 +408,7 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
                 tuner.fit()
         finally:
             view.close()
+        t_fit_end = time.perf_counter()
         if spend.spent:  # the budget ended the sweep: trials it cut are stopped early, unstarted ones never run
             for tid, t in recorder.trials.items():
                 if t["status"] not in _ENDED:
@@ -403,12 +427,13 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
                                  None, None, 0.0, st.remote, interrupted=True)  # fmt: skip
         else:
             summary = _finish(spec, st)
-            _tag_best(spec, summary.leaderboard)
+            _tag_best(spec, st.run_dir)
             _set_status(st.run_dir, "finished", wall_seconds=wall())
         summary.progress = view.summary()
         summary.timings = {
             "prepare_s": st.prepare_seconds,
-            "fit_s": t_finish - t_fit,
+            "fit_s": t_fit_end - t_fit,  # the sweep itself (Tuner.fit)
+            "confirm_s": t_finish - t_fit_end,  # the confirmation runs (with recording the sweep's end)
             "finish_s": time.perf_counter() - t_finish,
             "fit_started_at": fit_at,  # wall clock, to line up with the record's started_at / reported_at
         }
@@ -492,10 +517,10 @@ def _trackers(spec: JobSpec, run_id: str) -> list:
     return out
 
 
-def _tag_best(spec: JobSpec, board: pd.DataFrame) -> None:
-    """Tag the best trial's MLflow run (``sentune.best = true``) once the sweep has picked it."""
+def _tag_best(spec: JobSpec, run_dir: Path) -> None:
+    """Tag the best trial's MLflow run (``sentune.best = true``: the exported one) once the sweep has picked it."""
     mlf = spec.tracking.mlflow
-    if mlf is None or board.empty:
+    if mlf is None:
         return
     from mlflow.tracking import MlflowClient
 
@@ -503,7 +528,7 @@ def _tag_best(spec: JobSpec, board: pd.DataFrame) -> None:
     experiment = client.get_experiment_by_name(mlf.experiment or spec.name)
     if experiment is None:
         return
-    name = f"{spec.name}-{board.iloc[0]['trial_id']}"
+    name = f"{spec.name}-{results.best_trial(run_dir).name}"
     for run in client.search_runs([experiment.experiment_id], filter_string=f"tags.trial_name = '{name}'"):
         client.set_tag(run.info.run_id, "sentune.best", "true")
 
@@ -551,6 +576,15 @@ def _last_result(recorder, trial_id: str) -> dict | None:
     return {k: v for k, v in rows[-1].items() if k not in skip and not k.startswith(("config/", "diag_"))}
 
 
+def _drop_cut_confirmations(recorder, resume_root: str) -> None:
+    """Confirmation runs a stop cut short leave the record (the resumed run trains those seeds again);
+    their resume folders are marked finished, so nothing brings them back."""
+    for tid, t in list(recorder.trials.items()):
+        if t.get("role") == "confirm" and t["status"] not in _ENDED:
+            recorder.forget(tid)
+            resume_store(resume_root, tid).mark_finished("dropped")
+
+
 def _reconcile(recorder, resume_root: str) -> None:
     """Before a resumed sweep starts: epochs a trial finished (in its resume checkpoint) after the record's
     last write go into the record, a trial the record had not seen yet included; a trial the record has as
@@ -558,6 +592,8 @@ def _reconcile(recorder, resume_root: str) -> None:
     for tid in sorted(set(recorder.trials) | set(trial_ids(resume_root))):
         store = resume_store(resume_root, tid)
         status = recorder.trials[tid]["status"] if tid in recorder.trials else None
+        if status is None and store.finished():  # a trial the driver had let go (a cut confirmation run)
+            continue
         if status in _ENDED:
             if status != results.STATUS_ERRORED and not store.finished():
                 store.mark_finished(status, _last_result(recorder, tid))

@@ -134,6 +134,8 @@ def _adopt(store: ResumeStore, trial: str) -> str:
         state = read_state(path)
     if state is None:
         return came
+    # its own best from here on: the weights and peak it reports are then those of the epochs it trains
+    state = {**state, "best_value": None, "best_epoch": 0, "best_state": None}
     store.save(state, epoch=state["epoch"], step=state["step"], rank=0, barrier=lambda: None)
     return writer
 
