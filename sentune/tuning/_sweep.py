@@ -189,17 +189,6 @@ def _start(
     return _Started(entry, splits, run_dir, run_id, data_ref, remote, prepare_s)
 
 
-def _checkpoints(spec: JobSpec):
-    """PBT reports a checkpoint every epoch: keep each trial's best three by the metric (Tune also keeps
-    the latest, which PBT clones); otherwise every checkpoint (one per improvement) is kept."""
-    from ray import tune
-
-    if spec.scheduler.type != "pbt":
-        return tune.CheckpointConfig()
-    return tune.CheckpointConfig(num_to_keep=3, checkpoint_score_attribute=spec.scheduler.metric,
-                                 checkpoint_score_order=spec.scheduler.direction.mode)  # fmt: skip
-
-
 def _pbt_mutations(spec: JobSpec) -> dict:
     """What PBT resamples each tuned option from: a list for a choice (PBT then moves to a neighbouring
     value, never outside it), Tune's domain for a range (resampled, or the value scaled by 0.8 / 1.2)."""
@@ -388,7 +377,6 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
                 callbacks=callbacks,
                 stop=stopper,
                 failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
-                checkpoint_config=_checkpoints(spec),
                 verbose=0,
             ),
         )
