@@ -34,7 +34,9 @@ def fit_reference(splits, *, seed: int = 0) -> dict:
     """Fit on ``splits.train``; dev (and test, when there is one) macro-F1, accuracy and log loss."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score, log_loss
+    from sklearn.metrics import log_loss
+
+    from sentune.results import split_figures
 
     t0 = time.perf_counter()
     analyzer, ngrams = analyzer_for(splits.train.texts)
@@ -53,10 +55,8 @@ def fit_reference(splits, *, seed: int = 0) -> dict:
             continue
         probs = np.zeros((len(ds), len(labels)))
         probs[:, model.classes_] = model.predict_proba(vectorizer.transform(ds.texts))
-        pred = probs.argmax(1)
         out[name] = {
-            "macro_f1": float(f1_score(ds.labels, pred, labels=labels, average="macro", zero_division=0)),
-            "acc": float(accuracy_score(ds.labels, pred)),
+            **split_figures(ds.labels, probs),
             "loss": float(log_loss(ds.labels, np.clip(probs, 1e-12, 1.0), labels=labels)),
         }
     out["seconds"] = round(time.perf_counter() - t0, 2)

@@ -18,6 +18,7 @@ from sentune.results._compare import (
     format_budget,
     read_evaluations,
     read_reference,
+    split_figures,
     write_evaluations,
     write_reference,
 )
@@ -45,6 +46,6 @@ __all__ = [
     "suggest_lr", "write_range_test", "write_report", "fetch_run", "is_uri", "join_uri", "resolve_run_dir",
     "staging_dir", "upload_run", "write_seed_report", "HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status",
     "best_baseline", "budget", "comparison_line", "format_budget", "read_evaluations", "read_reference",
-    "write_evaluations", "write_reference",
+    "split_figures", "write_evaluations", "write_reference",
 ]
 

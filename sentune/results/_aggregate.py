@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -141,14 +141,24 @@ def _with_reference(run_dir, board: pd.DataFrame, metric: str) -> pd.DataFrame:
     dev, test = ref.get("dev") or {}, ref.get("test") or {}
     row = {"rank": np.nan, "trial_id": REFERENCE_ID, "status": np.nan, "role": "reference",
            f"peak_{metric}": dev.get(metric.removeprefix("val_"))}  # fmt: skip
-    if test and "test_macro_f1" in board:
-        row.update(test_macro_f1=test["macro_f1"], test_acc=test["acc"])
-    elif test:
-        board = board.assign(test_macro_f1=np.nan, test_acc=np.nan)
+    if test:
+        if "test_macro_f1" not in board:
+            board = board.assign(test_macro_f1=np.nan, test_acc=np.nan)
         row.update(test_macro_f1=test["macro_f1"], test_acc=test["acc"])
     out = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
     out["rank"] = out["rank"].astype("Int64")
     return out
+
+
+def best_of(trials: pd.DataFrame, mode: Literal["max", "min"]) -> pd.Series | None:
+    """The trial row with the best peak metric, then fewer epochs to reach it, then the smaller id (None
+    when none has a metric), named by its trial id."""
+    runs = trials[trials["peak_metric"].notna()]
+    if runs.empty:
+        return None
+    runs = runs.assign(_k=Direction(mode).score(runs["peak_metric"]))
+    row = runs.sort_values(["_k", "peak_epoch", "trial_id"], ascending=[False, True, True]).iloc[0]
+    return row.drop(labels=["_k"]).rename(row["trial_id"])
 
 
 def best_trial(run_dir: str | Path) -> pd.Series:
@@ -163,11 +173,10 @@ def best_trial(run_dir: str | Path) -> pd.Series:
     trials = read_trials(run_dir)
     winner = scored.iloc[0]["trial_id"]
     if "confirm_n" in scored and (scored.iloc[0]["confirm_n"] or 0) > 0:
-        info = read_run_info(run_dir)
-        runs = trials[(_roles(trials) == "confirm") & (trials["confirm_of"] == winner) & trials["peak_metric"].notna()]
-        key = Direction(info["mode"]).score(runs["peak_metric"])
-        runs = runs.assign(_k=key).sort_values(["_k", "peak_epoch", "trial_id"], ascending=[False, True, True])
-        winner = runs.iloc[0]["trial_id"]
+        runs = trials[(_roles(trials) == "confirm") & (trials["confirm_of"] == winner)]
+        best = best_of(runs, read_run_info(run_dir)["mode"])
+        assert best is not None  # confirm_n counts the runs with a metric
+        return best
     trials = trials.set_index("trial_id")
     return trials.loc[winner].rename(winner)
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sentune._direction import Direction
-from sentune.results._aggregate import _roles
+from sentune.results._aggregate import _roles, best_of
 from sentune.results._store import atomic_write_bytes, read_run_info, read_trials
 
 __all__ = ["REFERENCE_FILE", "EVALUATION_FILE", "best_baseline", "budget", "comparison_line", "format_budget",
-           "read_evaluations", "read_reference", "write_evaluations", "write_reference"]  # fmt: skip
+           "read_evaluations", "read_reference", "split_figures", "write_evaluations", "write_reference"]  # fmt: skip
 
 REFERENCE_FILE = "reference.json"
 EVALUATION_FILE = "evaluation.json"
@@ -51,14 +50,18 @@ def read_evaluations(run_dir: str | Path) -> dict:
 
 def best_baseline(run_dir: str | Path) -> pd.Series | None:
     """The baseline trial with the best peak metric (then fewer epochs), or None without baselines."""
-    info = read_run_info(run_dir)
     trials = read_trials(run_dir)
-    runs = trials[(_roles(trials) == "baseline") & trials["peak_metric"].notna()]
-    if runs.empty:
-        return None
-    runs = runs.assign(_k=Direction(info["mode"]).score(runs["peak_metric"]))
-    row = runs.sort_values(["_k", "peak_epoch", "trial_id"], ascending=[False, True, True]).iloc[0]
-    return row.drop(labels=["_k"]).rename(row["trial_id"])
+    return best_of(trials[_roles(trials) == "baseline"], read_run_info(run_dir)["mode"])
+
+
+def split_figures(labels, probs: np.ndarray) -> dict:
+    """Macro-F1 and accuracy of the argmax of ``probs`` [N, classes] against ``labels``."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    pred = probs.argmax(1)
+    classes = list(range(probs.shape[1]))
+    return {"macro_f1": float(f1_score(labels, pred, labels=classes, average="macro", zero_division=0)),
+            "acc": float(accuracy_score(labels, pred))}  # fmt: skip
 
 
 def budget(run_dir: str | Path) -> dict:

@@ -145,9 +145,6 @@ class RunRecorder:
         """The trial's row (made on first sight). ``role``: ``sampled`` (default), ``baseline`` (a config
         the job gave; ``baseline``: its number), ``confirm`` (a confirmation run; ``confirm_of``: the
         trial it confirms)."""
-        if trial_id in self.trials and role is not None:
-            self.trials[trial_id].update(role=role, **marks)
-            self._changed()
         if trial_id not in self.trials:
             self.trials[trial_id] = {
                 "job": self.job,

@@ -73,10 +73,12 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
             "train": hooks.train_state(),
         }  # fmt: skip
 
-    def save(next_epoch: int, pos: int, part: dict | None) -> None:
+    def save(next_epoch: int, pos: int, part: dict | None, built: dict | None = None) -> None:
+        """``built``: this very state, already built (for the epoch's checkpoint)."""
         assert store is not None
         barrier = lambda: hooks.all_reduce_sum(np.zeros(1))  # noqa: E731 (every worker has written)
-        store.save(state(next_epoch, pos, part), epoch=next_epoch, step=step, rank=ctx.rank, barrier=barrier)
+        now = built if built is not None else state(next_epoch, pos, part)
+        store.save(now, epoch=next_epoch, step=step, rank=ctx.rank, barrier=barrier)
 
     for epoch in range(first_epoch, params.epochs + 1):
         t0 = time.perf_counter()
@@ -122,8 +124,8 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
         if improved:
             best_state = hooks.snapshot()
         history.append(metrics)
+        now = state(epoch + 1, 0, None) if ctx.state_in_checkpoint else None  # nothing trains until saved
         if ctx.report is not None:
-            now = state(epoch + 1, 0, None) if ctx.state_in_checkpoint else None
 
             def save_best(folder, weights=best_state, now=now) -> None:
                 hooks.write_checkpoint(Path(folder), weights)
@@ -133,7 +135,7 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
             ctx.report(metrics, save_best if improved or now is not None else None)
         # after the report: a failure in between repeats this epoch (its row is replaced), loses nothing
         if store is not None and (epoch % store.every_epochs == 0 or epoch == params.epochs):
-            save(epoch + 1, 0, None)
+            save(epoch + 1, 0, None, now)
     if best_state is not None:
         hooks.restore(best_state)
     return FitResult(history, best.epoch, best.value, hooks.model)

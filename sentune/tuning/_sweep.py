@@ -628,27 +628,19 @@ def _finish(spec: JobSpec, st: _Started) -> RunSummary:
                 if split_name == "test":
                     report = frame
                     results.write_seed_report(run_dir, splits.label_names, ds.labels, probs)
-            entry[split_name] = _figures(ds.labels, probs)
+            entry[split_name] = results.split_figures(ds.labels, probs)
         entry["dev"]["score"] = float(row["peak_metric"])
         evaluations[tag] = entry
     results.write_evaluations(run_dir, evaluations)
     exported = results.export_run(run_dir)
     board = results.leaderboard(run_dir, reference=True)
-    _set_status(run_dir, "running", budget=results.budget(run_dir))
+    spent = results.budget(run_dir)
+    _set_status(run_dir, "running", budget=spent)
     results.write_report(run_dir)
     summary = RunSummary(run_dir, board, exported["best_config"], report, 0.0, st.remote)
-    summary.budget = results.format_budget(results.budget(run_dir))
+    summary.budget = results.format_budget(spent)
     summary.comparison = results.comparison_line(run_dir)
     return summary
-
-
-def _figures(labels, probs) -> dict:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    pred = probs.argmax(1)
-    n = probs.shape[1]
-    return {"macro_f1": float(f1_score(labels, pred, labels=list(range(n)), average="macro", zero_division=0)),
-            "acc": float(accuracy_score(labels, pred))}  # fmt: skip
 
 
 def run_range_test(
