@@ -45,7 +45,7 @@ class SweepProgress:
     """The sweep's progress for one of :data:`MODES`.
 
     ``trials``: how many trials the sweep runs; ``max_epochs``: each one's budget; ``tuned``: the options
-    the search varies (shown for the best trial)."""
+    the search varies (shown for the best trial); ``clock``: where the elapsed and left times are read."""
 
     def __init__(
         self,
@@ -58,6 +58,7 @@ class SweepProgress:
         max_epochs: int = 0,
         tuned: list[str] | None = None,
         stream=None,
+        clock=time.monotonic,
     ):
         if mode not in MODES:
             raise ValueError(f"progress mode {mode!r}; choose from {', '.join(MODES)}")
@@ -65,7 +66,8 @@ class SweepProgress:
         self.direction = Direction.of(metric, mode_of_metric)
         self.total, self.max_epochs, self.tuned = trials, max_epochs, list(tuned or [])
         self._stream = stream  # None: standard output, looked up when written to
-        self.t0 = time.monotonic()
+        self._now = clock  # seconds, only ever compared with each other (a test passes its own)
+        self.t0 = clock()
         self.first_result: float | None = None
         self.state: dict[str, str] = {}  # trial id -> running / completed / stopped_early / errored
         self.epochs: dict[str, int] = {}
@@ -111,7 +113,7 @@ class SweepProgress:
 
     def result(self, trial_id: str, config: dict, row: dict, flags: list[str]) -> None:
         """One epoch's row (as recorded) and the diagnostics it raised."""
-        now = time.monotonic()
+        now = self._now()
         self.first_result = self.first_result or now
         self.configs.setdefault(trial_id, config)
         self.state.setdefault(trial_id, "running")
@@ -166,7 +168,7 @@ class SweepProgress:
         rate so far."""
         if self.first_result is None or self.trained() == 0:
             return None
-        rate = self.trained() / max(1e-6, time.monotonic() - self.first_result)
+        rate = self.trained() / max(1e-6, self._now() - self.first_result)
         ended = [t for t, s in self.state.items() if s != "running"]
         left = self.budget() - self.trained() - sum(self.max_epochs - self.epochs.get(t, 0) for t in ended)
         return max(0.0, left) / rate
@@ -177,7 +179,7 @@ class SweepProgress:
                  f"{c['stopped_early']} stopped early", f"{c['errored']} errored"]  # fmt: skip
         if self.best:
             parts.append(f"best {self.best[0]} {self.metric}={_fmt(self.best[1])} at epoch {self.best[2]}")
-        return f"sweep {self.job}: " + ", ".join(parts) + f" in {_clock(time.monotonic() - self.t0)}"
+        return f"sweep {self.job}: " + ", ".join(parts) + f" in {_clock(self._now() - self.t0)}"
 
     def _refresh(self) -> None:
         if self._live is not None:
@@ -187,7 +189,7 @@ class SweepProgress:
         from rich.table import Table
 
         c = self.counts()
-        elapsed = time.monotonic() - self.t0
+        elapsed = self._now() - self.t0
         eta = self.eta_seconds()
         head = Table.grid(padding=(0, 2))
         head.add_row(
