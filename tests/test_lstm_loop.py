@@ -158,6 +158,37 @@ def test_char_tokenizer_focal_auto_and_sqrt_lr_scaling(splits):
     assert m["val_pred_count/negative"] + m["val_pred_count/positive"] == 200
 
 
+def test_masked_max_over_time_ignores_padding():
+    import tensorflow as tf
+
+    x = tf.constant([[[1.0, -2.0], [3.0, -1.0], [9.0, 9.0]]])  # the third step is padding
+    mask = tf.constant([[True, True, False]])
+    np.testing.assert_allclose(lt.MaskedGlobalMax()(x, mask=mask).numpy(), [[3.0, -1.0]])
+    np.testing.assert_allclose(lt.MaskedGlobalMax()(x).numpy(), [[9.0, 9.0]])  # no mask: every step
+
+
+def test_one_bidirectional_lstm_max_pooled_learns_and_round_trips(data, splits, tmp_path):
+    """The options the zh-reviews job tunes with: one bidirectional LSTM, max over time, embedding dropout."""
+    p = params(lstm_units=[16], bidirectional=True, pooling="max", embedding_dropout=0.2, epochs=3)
+    model = lt.build_model(p, len(data.vocab), 2, data.max_len)
+    names = [layer.name for layer in model.layers]
+    assert {"embedding_dropout", "bi_lstm_1", "max_over_time"} <= set(names) and "lstm_2" not in names
+    assert model.get_layer("bi_lstm_1").output.shape[-1] == 32  # both directions
+    seen = []
+    result = lt.fit(p, data, lt.LoopContext(report=lambda m, save: seen.append((m, save)), cpus=2))
+    assert result.best_metric > 0.55 and seen[-1][0]["train_loss"] < seen[0][0]["train_loss"]
+    seen[result.best_epoch - 1][1](tmp_path / "ckpt")
+    loaded, model = lt.load_checkpoint(tmp_path / "ckpt", data)
+    assert loaded == p
+    np.testing.assert_allclose(lt.predict(model, data, "dev")[0], lt.predict(result.model, data, "dev")[0], atol=1e-6)
+    # more padding changes nothing: the same weights at a longer max_len score the same reviews the same
+    longer = lt.build_model(p, len(data.vocab), 2, data.max_len + 8)
+    longer.set_weights(model.get_weights())
+    x = data.splits["dev"].x[:8]
+    padded = np.pad(x, ((0, 0), (0, 8)))
+    np.testing.assert_allclose(longer(padded, training=False).numpy(), model(x, training=False).numpy(), atol=1e-5)
+
+
 def test_per_example_focal_loss():
     import tensorflow as tf
 
@@ -183,9 +214,9 @@ def test_lr_range_test_rows(data):
 
 
 def test_bad_options_are_rejected():
-    with pytest.raises(ValueError, match=r"lstm_units takes two sizes \[first, second\], got 3"):
+    with pytest.raises(ValueError, match=r"lstm_units takes one or two sizes \[first, second\], got 3"):
         params(lstm_units=[16, 8, 4])
-    with pytest.raises(ValueError, match="lstm_units must be two positive integers"):
+    with pytest.raises(ValueError, match="lstm_units must be positive integers"):
         params(lstm_units=[16, 0])
     with pytest.raises(ValueError, match=r"warmup_epochs \(3.0\) exceeds epochs \(2\)"):
         params(epochs=2, warmup_epochs=3)

@@ -94,8 +94,11 @@ class LstmTfParams(CoreParams):
     max_len: int = Field(100, gt=0, le=4096)
     vocab_size: int = Field(50000, ge=3)  # at most this many ids, pad (0) and OOV (1) included
     embedding_dim: int = Field(128, gt=0)
-    lstm_units: tuple[int, int] = (128, 64)
+    lstm_units: tuple[int, ...] = (128, 64)  # one LSTM or two stacked, by their sizes
     dense_units: int = Field(32, gt=0)
+    bidirectional: bool = False  # both LSTMs read the text both ways (twice the units out)
+    pooling: Literal["last", "max"] = "last"  # the second LSTM's last state, or its outputs' max over the text
+    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # drops whole embedding channels (SpatialDropout1D)
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     bn_momentum: float = Field(0.99, ge=0.0, lt=1.0)  # BatchNormalization's moving-statistics momentum
     l2: float = Field(1e-4, ge=0.0)
@@ -107,8 +110,8 @@ class LstmTfParams(CoreParams):
     @field_validator("lstm_units", mode="before")
     @classmethod
     def _units(cls, v):
-        if isinstance(v, (list, tuple)) and len(v) != 2:
-            raise ValueError(f"lstm_units takes two sizes [first, second], got {len(v)}: {list(v)}")
+        if isinstance(v, (list, tuple)) and len(v) not in (1, 2):
+            raise ValueError(f"lstm_units takes one or two sizes [first, second], got {len(v)}: {list(v)}")
         if isinstance(v, (list, tuple)) and any(isinstance(u, bool) or not isinstance(u, int) or u <= 0 for u in v):
-            raise ValueError(f"lstm_units must be two positive integers, got {list(v)}")
+            raise ValueError(f"lstm_units must be positive integers, got {list(v)}")
         return v

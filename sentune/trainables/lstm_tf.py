@@ -47,6 +47,7 @@ __all__ = [
     "LstmData",
     "LstmTf",
     "LstmTfParams",
+    "MaskedGlobalMax",
     "build_model",
     "build_vocab",
     "encode",
@@ -68,24 +69,49 @@ _EPS = 1e-7
 # --------------------------------------------------------------------------- model
 
 
+class MaskedGlobalMax(keras.layers.Layer):
+    """The max over time of a masked sequence: padded steps never win (Keras' GlobalMaxPooling1D ignores
+    the mask)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, x, mask=None):
+        if mask is not None:
+            x = tf.where(tf.expand_dims(mask, -1), x, tf.fill(tf.shape(x), tf.cast(-1e9, x.dtype)))
+        return tf.reduce_max(x, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
 def build_model(params: LstmTfParams, vocab_len: int, num_classes: int, max_len: int) -> keras.Model:
-    """Embedding → LSTM(u1, seq) → BN → Dropout → LSTM(u2) → BN → Dropout → Dense(relu) → BN → Dropout
-    → Dense(softmax); L2 on the LSTM and Dense kernels. Padding (id 0) is masked. Create it under the
-    strategy's scope to train it distributed."""
+    """Embedding → [SpatialDropout] → LSTM(u1, seq) → BN → Dropout → LSTM(u2) → BN → Dropout → Dense(relu)
+    → BN → Dropout → Dense(softmax); L2 on the LSTM and Dense kernels. Padding (id 0) is masked. The
+    seed's model by default; ``lstm_units`` with one size has one LSTM, ``bidirectional`` wraps the LSTMs,
+    ``pooling: max`` takes the last LSTM's outputs' max over the text instead of its last state,
+    ``embedding_dropout`` drops embedding channels. Create it under the strategy's scope to train it
+    distributed."""
     reg = keras.regularizers.L2(params.l2) if params.l2 > 0 else None
-    u1, u2 = params.lstm_units
     layers = keras.layers
     inputs = keras.Input(shape=(max_len,), dtype="int32", name="token_ids")
     x = layers.Embedding(vocab_len, params.embedding_dim, mask_zero=True, name="embedding")(inputs)
-    x = layers.LSTM(u1, return_sequences=True, kernel_regularizer=reg, name="lstm_1")(x)
-    x = layers.BatchNormalization(momentum=params.bn_momentum, name="bn_1")(x)
-    x = layers.Dropout(params.dropout, name="dropout_1")(x)
-    x = layers.LSTM(u2, kernel_regularizer=reg, name="lstm_2")(x)
-    x = layers.BatchNormalization(momentum=params.bn_momentum, name="bn_2")(x)
-    x = layers.Dropout(params.dropout, name="dropout_2")(x)
+    if params.embedding_dropout > 0:
+        x = layers.SpatialDropout1D(params.embedding_dropout, name="embedding_dropout")(x)
+    for i, units in enumerate(params.lstm_units, start=1):
+        last = i == len(params.lstm_units)
+        lstm = layers.LSTM(units, return_sequences=not last or params.pooling == "max", kernel_regularizer=reg,
+                           name=f"lstm_{i}")  # fmt: skip
+        x = (layers.Bidirectional(lstm, name=f"bi_lstm_{i}") if params.bidirectional else lstm)(x)
+        if last and params.pooling == "max":
+            x = MaskedGlobalMax(name="max_over_time")(x)
+        x = layers.BatchNormalization(momentum=params.bn_momentum, name=f"bn_{i}")(x)
+        x = layers.Dropout(params.dropout, name=f"dropout_{i}")(x)
+    n = len(params.lstm_units) + 1
     x = layers.Dense(params.dense_units, activation="relu", kernel_regularizer=reg, name="dense")(x)
-    x = layers.BatchNormalization(momentum=params.bn_momentum, name="bn_3")(x)
-    x = layers.Dropout(params.dropout, name="dropout_3")(x)
+    x = layers.BatchNormalization(momentum=params.bn_momentum, name=f"bn_{n}")(x)
+    x = layers.Dropout(params.dropout, name=f"dropout_{n}")(x)
     outputs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, name="probs")(x)
     return keras.Model(inputs, outputs, name="lstm_tf")
 
