@@ -222,7 +222,7 @@ def test_pbt_trials_continue_from_another_trials_checkpoint(ray_local, sst_dir, 
         search_space={"lr": {"loguniform": [1.0e-5, 3.0e-2]}, "weight_decay": {"loguniform": [1e-5, 1e-1]}},
         scheduler={"type": "pbt", "metric": "val_macro_f1", "mode": "max", "perturbation_interval": 2},
         resources={"cpus": 0.5, "workers_per_trial": 1},
-    )  # fmt: skip (the population trains side by side)
+    )  # the population trains side by side
     summary = run_sweep(spec, run_id="pbt", progress="quiet")
     epochs = pd.read_parquet(summary.run_dir / "epochs.parquet")
     assert not epochs.duplicated(["trial_id", "epoch"]).any()

@@ -124,8 +124,8 @@ def _with_evaluations(run_dir, board: pd.DataFrame) -> pd.DataFrame:
     evals = read_evaluations(run_dir)
     if not evals:
         return board
+    ordered = sorted(evals.items(), key=lambda kv: kv[0] == "best")  # the best's figures win a shared row
     for key in ("macro_f1", "acc"):
-        ordered = sorted(evals.items(), key=lambda kv: kv[0] == "best")  # the best's figures win a shared row
         got = {e["row"]: e["test"][key] for _, e in ordered if e.get("test")}
         board[f"test_{key}"] = board["trial_id"].map(got)
     return board

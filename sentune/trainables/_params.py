@@ -96,8 +96,8 @@ class LstmTfParams(CoreParams):
     embedding_dim: int = Field(128, gt=0)
     lstm_units: tuple[int, ...] = (128, 64)  # one LSTM or two stacked, by their sizes
     dense_units: int = Field(32, gt=0)
-    bidirectional: bool = False  # both LSTMs read the text both ways (twice the units out)
-    pooling: Literal["last", "max"] = "last"  # the second LSTM's last state, or its outputs' max over the text
+    bidirectional: bool = False  # the LSTMs read the text both ways (twice the units out)
+    pooling: Literal["last", "max"] = "last"  # the last LSTM's last state, or its outputs' max over the text
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # drops whole embedding channels (SpatialDropout1D)
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     bn_momentum: float = Field(0.99, ge=0.0, lt=1.0)  # BatchNormalization's moving-statistics momentum

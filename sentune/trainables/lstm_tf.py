@@ -79,7 +79,7 @@ class MaskedGlobalMax(keras.layers.Layer):
 
     def call(self, x, mask=None):
         if mask is not None:
-            x = tf.where(tf.expand_dims(mask, -1), x, tf.fill(tf.shape(x), tf.cast(-1e9, x.dtype)))
+            x = tf.where(tf.expand_dims(mask, -1), x, tf.constant(-1e9, x.dtype))  # broadcast over steps
         return tf.reduce_max(x, axis=1)
 
     def compute_mask(self, inputs, mask=None):
