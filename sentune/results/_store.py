@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import time
@@ -41,6 +40,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from sentune._atomic import atomic_write_bytes
 
 __all__ = [
     "atomic_write_bytes",
@@ -65,19 +66,6 @@ SEQ = "_seq"  # the order rows were written in (see the module's doc)
 SCHEMA_PART = 0  # part-000000.parquet: no rows, the schema of every part
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 _OLD_SUFFIX = ".old"  # .epochs.parquet.old: a single-file record while it is turned into a folder
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _plain(value: Any) -> Any:
