@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
-__all__ = ["console", "log_line", "logger"]
+__all__ = ["console", "log_line", "logger", "warn"]
 
 logger = logging.getLogger("sentune")
 
@@ -18,6 +18,11 @@ logger = logging.getLogger("sentune")
 def log_line(message: str) -> None:
     """One progress line for the user (INFO on the ``sentune`` logger)."""
     logger.info(message)
+
+
+def warn(message: str) -> None:
+    """One line about something skipped or suspicious (WARNING on the ``sentune`` logger)."""
+    logger.warning(message)
 
 
 class _Flushing(logging.StreamHandler):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sentune._paths import cache_dir
+from sentune.errors import ConfigError
 from sentune.trainables._backbone_names import RANDOM_PRESETS, SMOLLM2_FILE, BackboneSpec, parse_backbone, smollm2_gguf
 
 __all__ = [
@@ -128,7 +129,12 @@ def _llama2c_to_hf(path: Path):
     import torch
     from transformers import LlamaConfig, LlamaModel
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # weights_only: tensors and plain containers are parsed; anything that would run code is refused
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt["model_args"], ckpt["model"]  # noqa: B018 (the two parts every llama2.c checkpoint has)
+    except Exception as exc:  # an UnpicklingError, a truncated zip, a missing key: one line naming the file
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ConfigError(f"{path}: not a llama2.c checkpoint that loads as plain weights ({reason})") from None
     args = ckpt["model_args"]
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
     dim, n_layers, n_heads = args["dim"], args["n_layers"], args["n_heads"]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sentune import _safe_state
+from sentune._atomic import atomic_write_text
 from sentune.trainables._common import (
     BestEpoch,
     cycling_batches,
@@ -23,21 +25,24 @@ from sentune.trainables._params import CoreParams
 
 __all__ = ["STATE_FILE", "range_test", "read_state", "run_epochs", "write_state"]
 
-STATE_FILE = "train-state.pkl"  # in a checkpoint that carries the train state (LoopContext.state_in_checkpoint)
+# in a checkpoint that carries the train state (LoopContext.state_in_checkpoint); sentune._safe_state's format
+STATE_FILE = "train-state.state"
 
 
 def write_state(folder: Path, state: dict) -> None:
-    import pickle
-
-    (folder / STATE_FILE).write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write_text(folder / STATE_FILE, _safe_state.dumps(state))
 
 
 def read_state(folder: Path) -> dict | None:
-    """The train state a checkpoint folder carries, or None."""
-    import pickle
-
+    """The train state a checkpoint folder carries, or None; a file sentune did not write is a
+    :class:`~sentune._safe_state.StateFormatError` (it is parsed, never unpickled)."""
     path = folder / STATE_FILE
-    return pickle.loads(path.read_bytes()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    state = _safe_state.loads(path.read_bytes(), str(path))
+    if not isinstance(state, dict):
+        raise _safe_state.StateFormatError(f"{path}: a train state is a mapping")
+    return state
 
 
 def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: LoopContext) -> FitResult:

@@ -329,7 +329,7 @@ class LlamaTorch(Trainable):
         meta = json.loads((folder / "meta.json").read_text())
         params = LlamaTorchParams(**meta["params"])
         model = build_model(params, data)
-        model.load_state_dict(torch.load(folder / CHECKPOINT_FILE, map_location="cpu"))
+        model.load_state_dict(torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True))
         return params, model
 
     def predict(self, model, data, split, *, device="cpu"):

@@ -1,0 +1,156 @@
+"""Train states in a format that does not execute code when read: the resume checkpoints and the PBT train
+state carried by a Tune checkpoint.
+
+A state is a tree of dicts, lists, tuples, str, int, float, bool, None, bytes, numpy arrays and torch
+tensors. It is written as one ``.npz`` file (numpy's zip of ``.npy`` arrays): every array is an entry of its
+own, and the tree around them is JSON in the entry ``__tree__``. Reading uses ``np.load(allow_pickle=False)``
+and ``json.loads``: no pickle anywhere, so a crafted file can only fail to load (a
+:class:`~sentune.errors.SentuneError` naming it), never run code. Object arrays are refused on both sides.
+
+torch is imported only to rebuild a tensor that a state holds (the torch trainable's states): this module
+imports neither torch, TensorFlow nor Ray itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from sentune.errors import SentuneError
+
+__all__ = ["StateFormatError", "dumps", "loads", "MAGIC"]
+
+MAGIC = "sentune-state-1"
+_TREE = "__tree__"
+_MAX_DEPTH = 64
+
+
+class StateFormatError(SentuneError):
+    """A state file that is not one sentune wrote (damaged, truncated, or crafted)."""
+
+
+def _torch_to_numpy(t: Any) -> tuple[np.ndarray, str]:
+    t = t.detach().cpu()
+    dtype = str(t.dtype).removeprefix("torch.")
+    if dtype == "bfloat16":  # numpy has no bfloat16: keep its bits
+        import torch
+
+        return t.contiguous().view(torch.int16).numpy(), dtype
+    return t.contiguous().numpy(), dtype
+
+
+def _encode(obj: Any, arrays: list[np.ndarray], depth: int = 0) -> Any:
+    if depth > _MAX_DEPTH:
+        raise ValueError("state nested too deeply")
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, (int, float)) and not isinstance(obj, np.generic):
+        return obj
+    if isinstance(obj, np.generic):
+        return _encode(obj.item(), arrays, depth)
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise ValueError("object arrays cannot be stored")
+        arrays.append(obj)
+        return {"__array__": len(arrays) - 1}
+    if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
+        arr, dtype = _torch_to_numpy(obj)
+        arrays.append(arr)
+        return {"__tensor__": len(arrays) - 1, "dtype": dtype}
+    if isinstance(obj, bytes):
+        arrays.append(np.frombuffer(obj, dtype=np.uint8))
+        return {"__bytes__": len(arrays) - 1}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, arrays, depth + 1) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, arrays, depth + 1) for v in obj]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, arrays, depth + 1) for k, v in obj.items()}
+        return {"__items__": [[_encode(k, arrays, depth + 1), _encode(v, arrays, depth + 1)] for k, v in obj.items()]}
+    raise ValueError(f"a train state cannot hold a {type(obj).__name__}")
+
+
+def dumps(state: Any) -> bytes:
+    """The bytes of one state file."""
+    arrays: list[np.ndarray] = []
+    tree = {"format": MAGIC, "state": _encode(state, arrays)}
+    text = json.dumps(tree, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    buf = io.BytesIO()
+    entries: dict[str, Any] = {f"a{i}": a for i, a in enumerate(arrays)}
+    entries[_TREE] = np.frombuffer(text, dtype=np.uint8)
+    np.savez(buf, allow_pickle=False, **entries)
+    return buf.getvalue()
+
+
+class _Decoder:
+    def __init__(self, files: Any, names: set[str]):
+        self.files, self.names = files, names
+
+    def array(self, index: Any) -> np.ndarray:
+        if not isinstance(index, int) or isinstance(index, bool) or f"a{index}" not in self.names:
+            raise ValueError(f"no array {index!r}")
+        return self.files[f"a{index}"]
+
+    def __call__(self, obj: Any, depth: int = 0) -> Any:
+        if depth > _MAX_DEPTH:
+            raise ValueError("state nested too deeply")
+        if isinstance(obj, list):
+            return [self(v, depth + 1) for v in obj]
+        if not isinstance(obj, dict):
+            return obj
+        if len(obj) == 1 and "__array__" in obj:
+            return self.array(obj["__array__"])
+        if set(obj) == {"__tensor__", "dtype"}:
+            return self.tensor(self.array(obj["__tensor__"]), obj["dtype"])
+        if len(obj) == 1 and "__bytes__" in obj:
+            return self.array(obj["__bytes__"]).tobytes()
+        if len(obj) == 1 and "__tuple__" in obj:
+            return tuple(self(v, depth + 1) for v in _list(obj["__tuple__"]))
+        if len(obj) == 1 and "__items__" in obj:
+            out = {}
+            for pair in _list(obj["__items__"]):
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise ValueError("bad item")
+                out[self(pair[0], depth + 1)] = self(pair[1], depth + 1)
+            return out
+        if any(k.startswith("__") for k in obj):
+            raise ValueError(f"unknown entry {sorted(obj)[0][:40]!r}")
+        return {k: self(v, depth + 1) for k, v in obj.items()}
+
+    @staticmethod
+    def tensor(arr: np.ndarray, dtype: Any) -> Any:
+        import torch
+
+        if dtype == "bfloat16":
+            return torch.from_numpy(arr.copy()).view(torch.bfloat16)
+        out = torch.from_numpy(arr.copy())
+        if not isinstance(dtype, str) or str(out.dtype).removeprefix("torch.") != dtype:
+            raise ValueError(f"tensor dtype {str(dtype)[:20]!r} does not match its data")
+        return out
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise ValueError("expected a list")
+    return value
+
+
+def loads(data: bytes, source: str = "state") -> Any:
+    """The state in ``data``; anything else (a pickle, a truncated or crafted file) is a StateFormatError."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as files:
+            names = set(files.files)
+            if _TREE not in names:
+                raise ValueError("no tree entry")
+            tree = json.loads(files[_TREE].tobytes().decode("utf-8"))
+            if not isinstance(tree, dict) or tree.get("format") != MAGIC:
+                raise ValueError("not a sentune state")
+            return _Decoder(files, names)(tree.get("state"))
+    except (ValueError, OSError, EOFError, KeyError, TypeError, RecursionError, zipfile.BadZipFile) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise StateFormatError(f"{source}: not a readable sentune train state ({reason})") from None

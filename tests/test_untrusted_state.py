@@ -1,0 +1,125 @@
+"""A run folder from someone else is data, never code: the resume store checks its ``LATEST`` pointer and reads
+states with :mod:`sentune._safe_state` (no pickle), and torch checkpoints load with ``weights_only=True``."""
+
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sentune._safe_state import StateFormatError, dumps, loads
+from sentune.errors import SentuneError
+from sentune.trainables._driver import STATE_FILE, read_state, write_state
+from sentune.trainables._resume import ResumeStore
+
+
+class _Plant:
+    """Unpickling this creates ``path``: the proof that a file's code ran."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _crafted(sentinel: Path) -> bytes:
+    return pickle.dumps({"epoch": 3, "payload": _Plant(sentinel)})
+
+
+def test_a_crafted_latest_neither_reads_nor_removes_anything_outside_the_run(tmp_path):
+    outside = tmp_path / "victim"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    sentinel = tmp_path / "code-ran"
+    for name in ("rank-0.pkl", "rank-0.state"):
+        (outside / name).write_bytes(_crafted(sentinel))
+    trial = tmp_path / "run" / "resume" / "t1"
+    trial.mkdir(parents=True)
+    (trial / "LATEST").write_text("../../../victim")  # resume/t1/../../../victim == tmp_path/victim
+    store = ResumeStore(str(trial))
+
+    assert store.latest() is None and store.next_epoch() == 1
+    assert store.load(0) is None and store.history() == []
+    store.save({"epoch": 1}, epoch=1, step=4, rank=0, barrier=lambda: None)  # replaces LATEST, removes "old"
+
+    assert not sentinel.exists()
+    assert (outside / "keep.txt").read_text() == "precious"  # the old state "folder" was not deleted
+    assert store.latest() == "state-000001-000000004" and store.load(0) == {"epoch": 1}
+
+
+def test_a_crafted_state_file_is_refused_without_running_it(tmp_path):
+    sentinel = tmp_path / "code-ran"
+    trial = tmp_path / "t1"
+    (trial / "state-000002-000000010").mkdir(parents=True)
+    (trial / "LATEST").write_text("state-000002-000000010")
+    (trial / "state-000002-000000010" / "rank-0.state").write_bytes(_crafted(sentinel))
+    with pytest.raises(StateFormatError, match="rank-0.state: not a readable sentune train state"):
+        ResumeStore(str(trial)).load(0)
+    assert not sentinel.exists()
+
+
+def test_a_pbt_checkpoint_state_is_parsed_not_unpickled(tmp_path):
+    sentinel = tmp_path / "code-ran"
+    (tmp_path / STATE_FILE).write_bytes(_crafted(sentinel))
+    (tmp_path / "train-state.pkl").write_bytes(_crafted(sentinel))  # the old name is not read at all
+    with pytest.raises(SentuneError, match="not a readable sentune train state"):
+        read_state(tmp_path)
+    assert not sentinel.exists()
+    write_state(tmp_path, {"epoch": 2, "train": {"model": [np.arange(3.0)]}})
+    back = read_state(tmp_path)
+    assert back["epoch"] == 2 and np.array_equal(back["train"]["model"][0], np.arange(3.0))
+
+
+def test_states_round_trip_torch_numpy_and_rng_states_exactly():
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),  # int keys, tuples (betas), tensors
+        "rng": torch.get_rng_state(),
+        "bf16": torch.arange(4, dtype=torch.bfloat16),
+        "py": random.getstate(),
+        "legacy_np": np.random.get_state(),
+        "history": [{"val_loss": float("nan"), "epoch": 1}],
+        "raw": b"\x00\x01",
+        "partial": None,
+    }
+    back = loads(dumps(state))
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert set(back["optimizer"]["state"]) == {0, 1}
+    for k, v in state["model"].items():
+        assert torch.equal(back["model"][k], v)
+    assert torch.equal(back["rng"], state["rng"]) and back["bf16"].dtype == torch.bfloat16
+    assert torch.equal(back["bf16"], state["bf16"])
+    random.setstate(back["py"])  # takes only a tuple of the right shape
+    np.random.set_state(back["legacy_np"])
+    assert np.isnan(back["history"][0]["val_loss"]) and back["raw"] == b"\x00\x01"
+    fresh = torch.optim.AdamW(model.parameters())
+    fresh.load_state_dict(back["optimizer"])
+
+
+@pytest.mark.parametrize("data", [b"", b"PK\x03\x04junk", pickle.dumps([1, 2]), b"\x93NUMPY" + b"\x00" * 20])
+def test_anything_but_a_state_is_one_state_format_error(data):
+    with pytest.raises(StateFormatError) as info:
+        loads(data, "some/file")
+    assert "\n" not in str(info.value) and str(info.value).startswith("some/file: ")
+
+
+def test_torch_checkpoints_load_weights_only(tmp_path):
+    """A llama2c checkpoint (and the trained head's checkpoint) that would run code is refused in one line."""
+    import torch
+
+    from sentune.trainables._backbones import _llama2c_to_hf
+
+    sentinel = tmp_path / "code-ran"
+    path = tmp_path / "stories.pt"
+    torch.save({"model_args": {"dim": 8}, "model": {}, "extra": _Plant(sentinel)}, path)
+    with pytest.raises(SentuneError, match="stories.pt: not a llama2.c checkpoint that loads as plain weights"):
+        _llama2c_to_hf(path)
+    assert not sentinel.exists()
