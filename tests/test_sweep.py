@@ -8,45 +8,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DESIGN_METRICS
+from conftest import DESIGN_METRICS, make_job
 from sentune.errors import DataError
-from sentune.spec import parse_job
 from sentune.standalone import load_train_config, train_alone
 from sentune.tuning import run_sweep
 
 pytestmark = pytest.mark.slow
 
 
-def make_job(sst_dir, tmp_path, **changes):
-    raw = dict(
-        name="tiny",
-        trainable="llama_torch",
-        data={"train": str(sst_dir / "train.txt"), "dev": str(sst_dir / "dev.txt"), "test": str(sst_dir / "test.txt")},
-        search_space={"lr": {"grid": [3.0e-3, 1.0e-7]}},
-        params={
-            "backbone": "random:tiny",
-            "option": "finetune",
-            "epochs": 4,
-            "batch_size": 16,
-            "max_len": 24,
-            "seed": 1,
-        },
-        search={"algorithm": "grid"},
-        num_samples=2,
-        scheduler={"type": "asha", "metric": "val_macro_f1", "mode": "max", "grace_period": 1, "reduction_factor": 2},
-        # one trial at a time: ASHA then sees the good lr's rung before the bad one reaches it
-        resources={"cpus": 1, "workers_per_trial": 1, "max_concurrent_trials": 1},
-        storage_path=str(tmp_path / "results"),
-        seed=0,
-    )
-    raw.update(changes)
-    return parse_job(raw)
-
-
 @pytest.fixture(scope="module")
-def sweep(ray_local, sst_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sweep")
-    return run_sweep(make_job(sst_dir, tmp), run_id="r1")
+def sweep(tiny_sweep):
+    return tiny_sweep
 
 
 def test_asha_stops_the_bad_lr_early(sweep):

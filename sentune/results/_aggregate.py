@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from sentune._direction import Direction
+from sentune.errors import ConfigError
 from sentune.results._store import atomic_write_bytes, has_epochs, read_epochs, read_run_info, read_trials
 
 __all__ = ["leaderboard", "best_trial", "best_config", "write_best_config", "write_evaluation",
@@ -200,9 +201,15 @@ def best_config(run_dir: str | Path) -> dict:
 
 
 def write_best_config(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """``best_config.yaml`` in the run folder, or at ``out`` (a folder there: ``out/best_config.yaml``)."""
     out = Path(out) if out else Path(run_dir) / "best_config.yaml"
+    if out.is_dir():
+        out = out / "best_config.yaml"
     text = yaml.safe_dump(best_config(run_dir), sort_keys=False)
-    atomic_write_bytes(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    try:
+        atomic_write_bytes(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write the best config ({exc.strerror or type(exc).__name__})") from None
     return out
 
 

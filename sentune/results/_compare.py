@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from sentune.results._aggregate import _roles, best_of
-from sentune.results._store import atomic_write_bytes, read_run_info, read_trials
+from sentune.results._store import atomic_write_bytes, read_json_file, read_run_info, read_trials, validated
 
 __all__ = ["REFERENCE_FILE", "EVALUATION_FILE", "best_baseline", "budget", "comparison_line", "format_budget",
            "read_evaluations", "read_reference", "split_figures", "write_evaluations", "write_reference"]  # fmt: skip
@@ -25,8 +26,31 @@ def _write_json(path: Path, data) -> None:
     atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def _read_json(path: Path):
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+class _Figures(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    macro_f1: float | None = None
+    acc: float | None = None
+    loss: float | None = None
+    score: float | None = None
+
+
+class _Evaluation(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    trial_id: str
+    row: str
+    dev: _Figures | None = None
+    test: _Figures | None = None
+
+
+class _Reference(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    dev: _Figures | None = None
+    test: _Figures | None = None
+
+
+def _read_json(path: Path, model):
+    return validated(path, model, read_json_file(path)) if path.is_file() else None
 
 
 def write_reference(run_dir: str | Path, figures: dict) -> None:
@@ -35,7 +59,7 @@ def write_reference(run_dir: str | Path, figures: dict) -> None:
 
 def read_reference(run_dir: str | Path) -> dict | None:
     """The reference model's figures (``model``, ``dev`` / ``test``: macro_f1, acc, loss), or None."""
-    return _read_json(Path(run_dir) / REFERENCE_FILE)
+    return _read_json(Path(run_dir) / REFERENCE_FILE, _Reference)
 
 
 def write_evaluations(run_dir: str | Path, evaluations: dict) -> None:
@@ -45,7 +69,7 @@ def write_evaluations(run_dir: str | Path, evaluations: dict) -> None:
 
 
 def read_evaluations(run_dir: str | Path) -> dict:
-    return _read_json(Path(run_dir) / EVALUATION_FILE) or {}
+    return _read_json(Path(run_dir) / EVALUATION_FILE, dict[str, _Evaluation]) or {}
 
 
 def best_baseline(run_dir: str | Path) -> pd.Series | None:

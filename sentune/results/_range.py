@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from sentune.errors import ConfigError
-from sentune.results._store import atomic_write_bytes, write_parquet
+from sentune.results._store import atomic_write_bytes, damaged, read_json_file, write_parquet
 
 __all__ = ["suggest_lr", "write_range_test", "lr_search_range"]
 
@@ -78,5 +78,9 @@ def lr_search_range(run_dir) -> tuple[float, float]:
     path = Path(str(run_dir)) / SUGGESTION_FILE
     if not path.is_file():
         raise ConfigError(f"search space: lr: from_range_test: {path} not found (run a job with kind: lr_range_test)")
-    s = json.loads(path.read_text())
-    return float(s["search_low"]), float(s["search_high"])
+    s = read_json_file(path)
+    try:
+        low, high = float(s["search_low"]), float(s["search_high"])
+    except (TypeError, KeyError, ValueError):
+        raise damaged(path, "no search_low and search_high numbers") from None
+    return low, high

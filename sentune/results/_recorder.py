@@ -38,6 +38,9 @@ from sentune.results._store import (
     STATUS_RUNNING,
     STATUS_STOPPED,
     _plain,
+    _read_parquet_file,
+    _read_part,
+    read_trials,
     concat,
     conform,
     epochs_source,
@@ -421,7 +424,8 @@ class RunRecorder:
 
         trials_path = self.run_dir / "trials.parquet"
         if trials_path.is_file():
-            for rec in pq.read_table(trials_path).to_pylist():
+            read_trials(self.run_dir)  # a damaged trial table is one line naming it
+            for rec in _read_parquet_file(trials_path).to_pylist():
                 self.trials[rec["trial_id"]] = rec
         src = epochs_source(self.run_dir)
         if src is None:
@@ -430,8 +434,9 @@ class RunRecorder:
         if src.is_dir():
             numbers = [n for n, _ in list_parts(src)]
             self._next_part = max(numbers, default=SCHEMA_PART) + 1
-            if part_path(src, SCHEMA_PART).is_file():
-                self._schema_on_disk = pq.read_schema(part_path(src, SCHEMA_PART))
+            schema = _read_part(part_path(src, SCHEMA_PART)) if part_path(src, SCHEMA_PART).is_file() else None
+            if schema is not None:
+                self._schema_on_disk = schema.schema
         if SEQ not in table.column_names:  # an older record: one row per (trial, epoch) already
             table = table.append_column(SEQ, pa.array(range(1, table.num_rows + 1), pa.int64()))
         rows = table.to_pylist()

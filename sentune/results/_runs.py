@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from sentune._direction import Direction
+from sentune.errors import SentuneError
+from sentune.results._store import damaged
 
 __all__ = ["HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status"]
 
@@ -20,7 +23,7 @@ HEARTBEAT_EVERY_S = 15.0
 def run_status(info: dict, heartbeat: float | None, *, now: float | None = None) -> str:
     """finished / interrupted / running: a run whose record says running but whose driver has not beaten
     for a while (killed, its machine gone) is interrupted."""
-    status = info.get("status")
+    status = info.get("status") if isinstance(info.get("status"), str) else None
     if status == "running":
         now = time.time() if now is None else now
         alive = heartbeat is not None and now - heartbeat < 4 * HEARTBEAT_EVERY_S
@@ -59,7 +62,34 @@ class _Folder:
 
     def trials(self, run: str) -> pd.DataFrame | None:
         data = self.read(f"{run}/trials.parquet")
-        return None if data is None else pd.read_parquet(io.BytesIO(data))
+        if data is None:
+            return None
+        try:
+            frame = pd.read_parquet(io.BytesIO(data))
+        except (OSError, ValueError, TypeError, IndexError) as exc:
+            raise damaged(f"{run}/trials.parquet", exc) from None
+        if "peak_metric" in frame and not pd.api.types.is_numeric_dtype(frame["peak_metric"]):
+            raise damaged(f"{run}/trials.parquet", "peak_metric is not a number")
+        return frame
+
+    def info(self, run: str) -> dict:
+        data = self.read(f"{run}/run.json") or b"{}"
+        try:
+            info = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise damaged(f"{run}/run.json", exc) from None
+        if not isinstance(info, dict):
+            raise damaged(f"{run}/run.json", "not a JSON object")
+        return info
+
+    def heartbeat(self, run: str) -> float | None:
+        """The driver's last beat; an unreadable heartbeat (half-written by an older sentune) counts as none."""
+        data = self.read(f"{run}/{HEARTBEAT}")
+        try:
+            beat = float(data.decode("ascii")) if data else None
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return beat if beat is not None and math.isfinite(beat) else None
 
 
 def list_runs(storage: str | Path) -> pd.DataFrame:
@@ -74,27 +104,48 @@ def list_runs(storage: str | Path) -> pd.DataFrame:
             candidates += [r for r in folder.dirs(path) if folder.read(f"{r}/run.json") is not None]
     rows = []
     for run in candidates:
-        info = json.loads(folder.read(f"{run}/run.json") or b"{}")
-        beat = folder.read(f"{run}/{HEARTBEAT}")
-        trials = folder.trials(run)
-        best = None
-        if trials is not None and len(trials) and "peak_metric" in trials and trials.peak_metric.notna().any():
-            scores = Direction(info.get("mode") or "max").score(trials.peak_metric)
-            best = float(trials.peak_metric[scores.idxmax()])
-        rows.append({
-            "job": info.get("job"),
-            "run": info.get("run_id") or run.rsplit("/", 1)[-1],
-            "kind": info.get("kind"),
-            "started": _when(info.get("started_at")),
-            "status": run_status(info, float(beat) if beat else None),
-            "trials": 0 if trials is None else len(trials),
-            "best": best,
-            "metric": info.get("metric"),
-            "wall_s": info.get("wall_seconds"),
-        })
-    frame = pd.DataFrame(rows, columns=["job", "run", "kind", "started", "status", "trials", "best", "metric", "wall_s"])
+        try:
+            rows.append(_row(folder, run))
+        except (SentuneError, OSError) as exc:  # one damaged run does not hide the others
+            reason = str(exc).removeprefix(f"{run}/")
+            rows.append({"job": run.rsplit("/", 2)[-2] if run.count("/") else None, "run": run.rsplit("/", 1)[-1],
+                         "status": f"broken ({reason[:200]})"})  # fmt: skip
+    frame = pd.DataFrame(rows, columns=_COLUMNS)
     return frame.sort_values(["started", "run"], ascending=False, na_position="last").reset_index(drop=True)
 
 
-def _when(stamp: float | None) -> str | None:
-    return None if stamp is None else time.strftime("%Y-%m-%dT%H:%M", time.localtime(stamp))
+_COLUMNS = ["job", "run", "kind", "started", "status", "trials", "best", "metric", "wall_s"]
+
+
+def _row(folder: _Folder, run: str) -> dict:
+    info = folder.info(run)
+    trials = folder.trials(run)
+    best = None
+    if trials is not None and len(trials) and "peak_metric" in trials and trials.peak_metric.notna().any():
+        scores = Direction("min" if info.get("mode") == "min" else "max").score(trials.peak_metric)
+        best = float(trials.peak_metric[scores.idxmax()])
+    wall = info.get("wall_seconds")
+    return {
+        "job": _text(info.get("job")),
+        "run": _text(info.get("run_id")) or run.rsplit("/", 1)[-1],
+        "kind": _text(info.get("kind")),
+        "started": _when(info.get("started_at")),
+        "status": run_status(info, folder.heartbeat(run)),
+        "trials": 0 if trials is None else len(trials),
+        "best": best,
+        "metric": _text(info.get("metric")),
+        "wall_s": float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) else None,
+    }
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _when(stamp) -> str | None:
+    if not isinstance(stamp, (int, float)) or isinstance(stamp, bool) or not math.isfinite(stamp):
+        return None
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M", time.localtime(stamp))
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -10,8 +10,12 @@ record uploaded mid-run resolve to one row per trial and epoch).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import uuid
 from pathlib import Path
+
+from sentune._atomic import TMP_SUFFIX, atomic_write_bytes
 
 from sentune._paths import cache_dir
 from sentune.errors import ConfigError
@@ -45,10 +49,23 @@ def staging_dir(job: str, run_id: str) -> Path:
 
 
 def _skipped(rel_parts: tuple[str, ...] | list[str]) -> bool:
-    """Ray's state and checkpoints, and half-written files (``.name.tmpPID``, a folder being swapped in)."""
+    """Ray's state and checkpoints, and half-written files (``.name.XXXX.tmp``, a folder being swapped in)."""
     if rel_parts[0] in _SKIP_DIRS:
         return True
     return any(p.startswith(".") and p != _OLD_EPOCHS for p in rel_parts)
+
+
+def _copy_whole(src: str, src_fs, dest: str, dest_fs) -> None:
+    """Copy to a temporary name beside ``dest``, then move it there: a reader never finds half a file."""
+    import pyarrow.fs as pafs
+
+    tmp = f"{dest.rsplit('/', 1)[0]}/.{dest.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+    pafs.copy_files(src, tmp, source_filesystem=src_fs, destination_filesystem=dest_fs)
+    try:
+        dest_fs.move(tmp, dest)
+    except OSError:
+        dest_fs.delete_file(tmp)
+        raise
 
 
 def upload_run(local: Path, uri: str) -> None:
@@ -74,12 +91,18 @@ def upload_run(local: Path, uri: str) -> None:
             continue
         dest = f"{root}/{rel.as_posix()}"
         fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
-        pafs.copy_files(str(path), dest, source_filesystem=local_fs, destination_filesystem=fs)
+        _copy_whole(str(path), local_fs, dest, fs)
     if (local / EPOCHS).is_dir():
         have = {p.name for p in (local / EPOCHS).iterdir() if p.is_file()}
         for item in fs.get_file_info(pafs.FileSelector(remote_epochs, allow_not_found=True)):
             if item.type == pafs.FileType.File and item.base_name not in have:
                 fs.delete_file(item.path)
+
+
+def _fetch_one(fs, src: str, tmp: Path) -> None:
+    import pyarrow.fs as pafs
+
+    pafs.copy_files(src, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
 
 
 def fetch_run(uri: str) -> Path:
@@ -109,8 +132,10 @@ def fetch_run(uri: str) -> Path:
         if item.type != pafs.FileType.File or _skipped(rel.split("/")):
             continue
         dest = local / rel
+        if not dest.resolve().is_relative_to(local.resolve()):  # a crafted name never writes outside the cache
+            continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(item.path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        atomic_write_bytes(dest, functools.partial(_fetch_one, fs, item.path))
     return local
 
 

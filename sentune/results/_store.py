@@ -36,12 +36,15 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from sentune._atomic import atomic_write_bytes
+from sentune._log import warn
+from sentune.errors import ConfigError
 
 __all__ = [
     "atomic_write_bytes",
@@ -50,6 +53,9 @@ __all__ = [
     "read_run_info",
     "read_epochs",
     "read_trials",
+    "read_json_file",
+    "damaged",
+    "validated",
     "STATUS_COMPLETED",
     "STATUS_STOPPED",
     "STATUS_ERRORED",
@@ -97,13 +103,73 @@ def write_run_info(run_dir: Path, info: dict) -> None:
     atomic_write_bytes(Path(run_dir) / "run.json", lambda tmp: Path(tmp).write_text(text))
 
 
-def read_run_info(run_dir: str | Path) -> dict:
+def _reason(exc: BaseException) -> str:
+    return ((str(exc).strip().splitlines() or [""])[0] or type(exc).__name__)[:120]
+
+
+def damaged(path: str | Path, exc: BaseException | str) -> ConfigError:
+    """The one-line error for a file of a run that cannot be read (truncated, not what it should be)."""
+    return ConfigError(f"{path}: damaged or not a sentune file ({exc if isinstance(exc, str) else _reason(exc)})")
+
+
+def read_json_file(path: str | Path, *, limit: int = 64 << 20) -> Any:
+    """A small JSON file of a run, or a :func:`damaged` error naming it (a missing file is FileNotFoundError)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        if len(data) > limit:
+            raise ValueError(f"{len(data)} bytes")
+        return json.loads(data.decode("utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise damaged(path, exc) from None
+
+
+class _RunInfo(BaseModel):
+    """What the readers of a run take from run.json, with its type (more keys may be there)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    job: str | None = None
+    trainable: str | None = None
+    metric: str | None = None
+    mode: Literal["max", "min"] | None = None
+    kind: str = "tune"
+    run_id: str | None = None
+    status: str | None = None
+    label_names: list[str] | None = None
+    tuned_params: list[str] | None = None
+    data: dict | None = None
+    spec: dict | None = None
+    sizes: dict[str, int] | None = None
+    started_at: float | None = None
+    wall_seconds: float | None = None
+
+
+def validated(path: str | Path, model: Any, data: Any) -> Any:
+    """``data`` checked against a pydantic model or type (``TypeAdapter``), else a :func:`damaged` error."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(model).validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])[:60]
+        raise damaged(path, f"{where + ': ' if where else ''}{err['msg'][:80]}") from None
+    return data
+
+
+def read_run_info(run_dir: str | Path, *, require: Sequence[str] = ("metric", "mode")) -> dict:
+    """run.json, its keys type-checked; ``require``: keys that must be there (what the readers of results
+    need; ``sentune resume`` asks for none, to tell an incompatible run folder by its format first)."""
     path = Path(run_dir) / "run.json"
     if not path.is_file():
-        from sentune.errors import ConfigError
-
         raise ConfigError(f"{run_dir} is not a sentune run folder (no run.json)")
-    return json.loads(path.read_text())
+    info = validated(path, _RunInfo, read_json_file(path))
+    missing = [k for k in require if info.get(k) is None]
+    if missing:
+        raise damaged(path, f"no {missing[0]}")
+    return info
 
 
 # ---- the epoch record: Arrow tables of rows, the parts of the folder, and the rule that resolves them ----
@@ -280,10 +346,10 @@ def read_epoch_table(run_dir: str | Path):
     if src is None:
         raise FileNotFoundError(f"{Path(run_dir) / EPOCHS}: no epoch record")
     if src.is_file():
-        return resolve(pq.read_table(src))
+        return _checked_epochs(resolve(_read_parquet_file(src)), src)
     for attempt in range(5):
         try:
-            tables = [pq.ParquetFile(p).read() for _, p in list_parts(src)]
+            tables = [t for _, p in list_parts(src) if (t := _read_part(p)) is not None]
             break
         except FileNotFoundError:  # parts merged away while we read (the recorder is writing): read again
             if attempt == 4:
@@ -291,12 +357,17 @@ def read_epoch_table(run_dir: str | Path):
             time.sleep(0.05)
     schema_part = part_path(src, SCHEMA_PART)
     if not tables:
-        if schema_part.is_file():
-            return pq.read_table(schema_part)
+        schema = _read_part(schema_part) if schema_part.is_file() else None
+        if schema is not None:
+            return schema
         import pyarrow as pa
 
         return pa.table({"trial_id": pa.array([], pa.string()), "epoch": pa.array([], pa.int64())})
-    table = resolve(tables[0] if len(tables) == 1 else concat(tables))
+    try:
+        table = resolve(tables[0] if len(tables) == 1 else concat(tables))
+    except (ValueError, TypeError, KeyError) as exc:  # parts whose columns cannot be one table (ArrowInvalid)
+        raise damaged(src, exc) from None
+    table = _checked_epochs(table, src)
     if SEQ in table.column_names:
         import pyarrow.compute as pc
 
@@ -318,7 +389,7 @@ def read_epochs(run_dir: str | Path) -> pd.DataFrame:
         df = df.iloc[order].drop(columns=[SEQ]).reset_index(drop=True)
     trials = Path(run_dir) / "trials.parquet"
     if src is not None and src.is_dir() and len(df) and trials.is_file():
-        status = pd.read_parquet(trials, columns=["trial_id", "status"]).set_index("trial_id")["status"]
+        status = read_trials(run_dir).drop_duplicates("trial_id", keep="last").set_index("trial_id")["status"]
         fresh = df["trial_id"].map(status)
         if "trial_status" in df.columns:
             fresh = fresh.where(fresh.notna(), df["trial_status"])
@@ -326,8 +397,45 @@ def read_epochs(run_dir: str | Path) -> pd.DataFrame:
     return df
 
 
+def _read_parquet_file(path: Path):
+    """A whole Parquet file as an Arrow table, or a :func:`damaged` error naming it."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).read()
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError) as exc:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise damaged(path, exc) from None
+
+
+def _read_part(path: Path):
+    """One part of the epoch record; an unreadable part (truncated by a crash, say) is skipped with a warning:
+    the rest of the record still reads, and a resume takes what the part held from the checkpoints."""
+    try:
+        return _read_parquet_file(path)
+    except ConfigError as exc:
+        warn(f"{exc}; skipped")
+        return None
+
+
+def _checked_epochs(table, path: Path):
+    if table.num_rows and not {"trial_id", "epoch"} <= set(table.column_names):
+        raise damaged(path, "no trial_id and epoch columns")
+    return table
+
+
+# the columns every reader of trials.parquet relies on
+_TRIAL_COLUMNS = ("trial_id", "status")
+
+
 def read_trials(run_dir: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(run_dir) / "trials.parquet")
+    path = Path(run_dir) / "trials.parquet"
+    frame = _read_parquet_file(path).to_pandas()
+    missing = [c for c in _TRIAL_COLUMNS if c not in frame.columns]
+    if missing:
+        raise damaged(path, f"no {missing[0]} column")
+    return frame
 
 
 def write_table(path: Path, table) -> None:

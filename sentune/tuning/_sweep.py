@@ -4,7 +4,9 @@ driver per trial), then aggregate, evaluate the best checkpoint and export."""
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import math
 import os
 import signal
 import threading
@@ -16,12 +18,14 @@ from typing import Any
 import pandas as pd
 
 from sentune import results
+from sentune._atomic import atomic_write_text
 from sentune._log import log_line
 from sentune._progress import SweepProgress
+from sentune._uri import redact
 from sentune.data import DataSplits, load_splits
 from sentune.diagnostics import DiagnosticsTracker
 from sentune.errors import ConfigError, SentuneError
-from sentune.search import Domain
+from sentune.search import Domain, load_search_space
 from sentune.spec import JobSpec, parse_job
 from sentune.trainables import TrainableEntry, get_trainable
 from sentune.trainables._resume import trial_ids
@@ -67,6 +71,49 @@ class _Started:
     earlier_seconds: float = 0.0  # what the run's earlier sessions took (a resumed run)
 
 
+def stored_spec(spec: JobSpec) -> dict:
+    """The job as run.json keeps it, resolved once when the run starts: absolute data paths, the search
+    space loaded (not a path to read again), credentials in the storage URI masked. ``sentune resume``
+    parses this, so a moved or edited job folder, or another working directory, changes nothing."""
+    out = spec.model_dump(mode="json")
+    out["data"] = spec.data.resolved().model_dump(mode="json", exclude_defaults=True)
+    if isinstance(spec.search_space, Path):
+        out["search_space"] = load_search_space(spec.search_space)
+    if not results.is_uri(spec.storage_path):
+        out["storage_path"] = str(Path(spec.storage_path).resolve())
+    out["storage_path"] = redact(out["storage_path"])
+    return out
+
+
+def data_digests(spec: JobSpec) -> dict[str, str]:
+    """sha256 of each of the job's own data files, to tell on resume that they are the ones the run began with."""
+    data = spec.data.resolved()
+    out = {}
+    for name in ("train", "dev", "test", "label_names"):
+        path = getattr(data, name, None)
+        if isinstance(path, Path) and path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[name] = digest.hexdigest()
+    return out
+
+
+def _check_same_data(spec: JobSpec, info: dict, run: str) -> None:
+    before = info.get("data_sha256")
+    if not isinstance(before, dict):
+        return
+    now = data_digests(spec)
+    for name, digest in before.items():
+        if now.get(name) != digest:
+            path = getattr(spec.data, name, None)
+            raise ConfigError(
+                f"{run}: data.{name} {path} is not the file this run started with (missing or changed since); "
+                "a resumed sweep trains on the same data or not at all"
+            )
+
+
 def _run_info(spec: JobSpec, splits: DataSplits, run_id: str) -> dict:
     return {
         "job": spec.name,
@@ -79,7 +126,8 @@ def _run_info(spec: JobSpec, splits: DataSplits, run_id: str) -> dict:
         "tuned_params": spec.tuned,
         "data": spec.data.resolved().model_dump(mode="json", exclude_defaults=True),
         "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test) if splits.test else 0},
-        "spec": spec.model_dump(mode="json"),
+        "spec": stored_spec(spec),
+        "data_sha256": data_digests(spec),
         "format": RUN_FORMAT,
         "status": "running",
         "started_at": time.time(),
@@ -110,6 +158,40 @@ def _set_status(run_dir: Path, status: str, **more) -> None:
     results.write_run_info(run_dir, {**results.read_run_info(run_dir), "status": status, **more})
 
 
+_LOCK_FILE = ".driver.lock"
+_held_locks: dict[Path, int] = {}
+
+
+def _lock_run(run_dir: Path) -> None:
+    """One driver per run folder: an exclusive lock on ``<run>/.driver.lock``, held while this process drives
+    the run (the system drops it when the process dies, so a killed driver never leaves it stale)."""
+    import fcntl
+
+    run_dir = Path(run_dir)
+    if run_dir in _held_locks:
+        return
+    path = run_dir / _LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        other = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise ConfigError(
+            f"{run_dir}: another sentune driver is running this sweep{f' (pid {other})' if other.isdigit() else ''}; "
+            "stop it (Ctrl-C, sentune stop) before resuming"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _held_locks[run_dir] = fd
+
+
+def _unlock_run(run_dir: Path) -> None:
+    fd = _held_locks.pop(Path(run_dir), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 class _Heartbeat:
     """While the sweep runs, its driver writes the time to ``<run>/heartbeat`` every few seconds: a run
     whose record says running but whose heartbeat stopped was interrupted (`sentune runs`)."""
@@ -120,7 +202,7 @@ class _Heartbeat:
     def beat(self) -> None:
         while True:
             try:
-                self.path.write_text(f"{time.time():.3f}")
+                atomic_write_text(self.path, f"{time.time():.3f}")
             except OSError:
                 pass
             if self.done.wait(results.HEARTBEAT_EVERY_S):
@@ -132,6 +214,14 @@ class _Heartbeat:
 
     def __exit__(self, *exc):
         self.done.set()
+
+
+def _read_heartbeat(run_dir: Path) -> float | None:
+    try:
+        beat = float((Path(run_dir) / results.HEARTBEAT).read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
+    return beat if math.isfinite(beat) else None
 
 
 def _start(
@@ -162,11 +252,12 @@ def _start(
             remote = None
             run_dir = (Path(spec.storage_path) / spec.name / run_id).resolve()
     _check_writable(run_dir, remote)
+    _lock_run(run_dir)
     if existing is None:
         results.write_run_info(run_dir, _run_info(spec, splits, run_id))
     else:
         _set_status(run_dir, "running")
-    where = f"{run_dir} (uploaded to {remote} at the end)" if remote else str(run_dir)
+    where = f"{run_dir} (uploaded to {redact(remote)} at the end)" if remote else str(run_dir)
     log_line(
         f"job {spec.name}: {spec.trainable} on {len(splits.train)}/{len(splits.dev)}/"
         f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
@@ -238,7 +329,7 @@ def resume_sweep(
     run = str(run)
     remote = run.rstrip("/") if results.is_uri(run) else None
     run_dir = results.fetch_run(remote) if remote else Path(run).resolve()
-    info = results.read_run_info(run_dir)  # "not a sentune run folder" otherwise
+    info = results.read_run_info(run_dir, require=())  # "not a sentune run folder" otherwise
     if info.get("kind") != "tune":
         raise ConfigError(f"{run}: a {info.get('kind')} run; only tune sweeps can be resumed")
     if info.get("format") != RUN_FORMAT:
@@ -248,12 +339,20 @@ def resume_sweep(
         )
     if info.get("status") == "finished":
         raise ConfigError(f"{run}: this run is finished; nothing to resume (its leaderboard: sentune results {run})")
+    heartbeat = _read_heartbeat(run_dir)
+    if results.run_status(info, heartbeat) == "running":
+        ago = time.time() - (heartbeat or 0.0)
+        raise ConfigError(
+            f"{run}: its driver is still running (last heartbeat {ago:.0f} s ago); stop it before resuming, or "
+            f"wait {4 * results.HEARTBEAT_EVERY_S:.0f} s after it died"
+        )
     tune_dir = results.join_uri(remote or str(run_dir), "tune")
     from ray import tune
 
     if not tune.Tuner.can_restore(tune_dir):
         raise ConfigError(f"{run}: Ray Tune's state is missing ({tune_dir}); start the job again")
     spec = parse_job(info["spec"], source=f"{run}/run.json")
+    _check_same_data(spec, info, run)
     st = _start(spec, address=address, verbose=verbose, run_id=None, existing=(run_dir, remote))
     st.earlier_seconds = float(info.get("wall_seconds") or 0.0)
     return _sweep(spec, st, t_start, restore=True, progress=progress)
@@ -428,6 +527,7 @@ def _sweep(spec: JobSpec, st: _Started, t_start: float, *, restore: bool, progre
     finally:
         if st.remote:
             results.upload_run(st.run_dir, st.remote)
+        _unlock_run(st.run_dir)
     summary.wall_seconds = time.perf_counter() - t_start
     return summary
 
@@ -649,10 +749,13 @@ def run_range_test(
     """``kind: lr_range_test``: one run, lr raised exponentially; returns (run folder, suggestion)."""
     st = _start(spec, address=address, verbose=verbose, run_id=run_id)
     rt = spec.range_test
-    rows = range_test_on_cluster(
-        st.entry, spec.constants, st.data_ref, rt.model_dump(), cpus=spec.resources.cpus, gpus=spec.resources.gpus
-    )
-    suggestion = results.write_range_test(st.run_dir, rows, lr_max=rt.lr_max)
-    if st.remote:
-        results.upload_run(st.run_dir, st.remote)
+    try:
+        rows = range_test_on_cluster(
+            st.entry, spec.constants, st.data_ref, rt.model_dump(), cpus=spec.resources.cpus, gpus=spec.resources.gpus
+        )
+        suggestion = results.write_range_test(st.run_dir, rows, lr_max=rt.lr_max)
+        if st.remote:
+            results.upload_run(st.run_dir, st.remote)
+    finally:
+        _unlock_run(st.run_dir)
     return st.run_dir, suggestion
