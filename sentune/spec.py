@@ -19,6 +19,7 @@ from sentune.diagnostics import DiagnosticsConfig
 from sentune.errors import ConfigError, format_validation, one_line
 from sentune.search import Domain, load_search_space, parse_search_space
 from sentune.trainables import get_trainable
+from sentune.trainables._params import Seed
 
 __all__ = ["ConfirmConfig", "FailureConfig", "JobSpec", "load_job", "parse_job", "PBT_MUTABLE", "REPORTED_METRICS"]
 
@@ -147,7 +148,7 @@ class JobSpec(_Strict):
     failure: FailureConfig = Field(default_factory=FailureConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage_path: str = "results"
-    seed: int = 0
+    seed: Seed = 0  # the searcher's and the reference model's: a whole number in [0, 2**32)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     range_test: RangeTestConfig = Field(default_factory=RangeTestConfig)
 

@@ -140,3 +140,24 @@ def test_quoted_keys_and_values_are_cut_short(tmp_path):
     assert "unknown parameter 'xxx" in refused(load_job, long_unknown)
     long_value = write(tmp_path / "long_value.yaml", LSTM_HEAD + f"params: {{dropout: {{choice: ['{long_key}']}}}}\n")
     assert "dropout: value 'xxx" in refused(load_job, long_value)
+
+
+# --- 2. seeds -------------------------------------------------------------------------------------------------
+
+BAD_SEEDS = ["-1", "1180591620717411303424", "true", "1.5"]  # -1, 2**70, a boolean, a fraction
+
+
+@pytest.mark.parametrize("seed", BAD_SEEDS)
+@pytest.mark.parametrize(
+    "where", ["seed: {}\n", "params: {{seed: {}}}\n", "search_space: {{seed: {{choice: [1, {}]}}}}\n"]
+)
+def test_a_seed_outside_0_to_2_to_the_32_is_refused(tmp_path, seed, where):
+    job = write(tmp_path / "job.yaml", LSTM_HEAD + where.format(seed))
+    assert "seed" in refused(load_job, job)
+
+
+@pytest.mark.parametrize("seed", ["0", "4294967295"])
+def test_seeds_in_range_are_taken(tmp_path, seed):
+    job = write(tmp_path / "job.yaml", LSTM_HEAD + f"seed: {seed}\nparams: {{seed: {seed}}}\n")
+    spec = load_job(job)
+    assert spec.seed == int(seed) == spec.space["seed"]
