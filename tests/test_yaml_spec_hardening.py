@@ -1,14 +1,17 @@
 """What reads a user's YAML (sentune._yaml), the job spec and the search space, given bad input: every
 outcome is a loaded spec or a SentuneError of one line (at most 300 characters) naming the file."""
 
+import copy
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from sentune._yaml import read_yaml
-from sentune.errors import ConfigError
+from sentune.errors import ConfigError, SentuneError
 from sentune.search import Domain, load_search_space
 from sentune.spec import load_job
 
@@ -161,3 +164,174 @@ def test_seeds_in_range_are_taken(tmp_path, seed):
     job = write(tmp_path / "job.yaml", LSTM_HEAD + f"seed: {seed}\nparams: {{seed: {seed}}}\n")
     spec = load_job(job)
     assert spec.seed == int(seed) == spec.space["seed"]
+
+
+# --- 3. random and mutated documents ----------------------------------------------------------------------------
+
+JOB_FILES = sorted((ROOT / "tune_jobs").glob("*.yaml"))
+SPACE_FILES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+# the real jobs, their search_space made absolute (the tests run from anywhere)
+JOB_DOCS = []
+for _path in JOB_FILES:
+    _doc = yaml.safe_load(_path.read_text(encoding="utf-8"))
+    if isinstance(_doc.get("search_space"), str):
+        _doc["search_space"] = str(ROOT / _doc["search_space"])
+    JOB_DOCS.append(_doc)
+SPACE_DOCS = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in SPACE_FILES]
+# a job for each search space file (its trainable and data options)
+SPACE_JOBS = {p.name: next(d for d in JOB_DOCS if d.get("search_space") == str(p)) for p in SPACE_FILES}
+KEYS = sorted({k for d in JOB_DOCS + SPACE_DOCS for k in d} | {"seed", "lr", "type", "choice", "grid", "<<"})
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(["1e-3", "1e", "e5", "1.2.3", "auto", "none", "random:tiny", "random:dim=8", "smollm2",
+                     "hf:/nowhere", "~", "yes", "2024-13-01", "0x1F", "1:30", ".inf", "-.nan", "a\u2028b"]),
+)  # fmt: skip
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
+SNIPPETS = [
+    "x: &a [*a]\n",  # an alias inside its own anchor
+    "params: *nowhere\n",
+    "seed: &s 3\nnum_samples: *s\n",
+    "params: &p {lr: 1e-3}\nsearch_space: *p\n",
+    "l0: &l0 [a, a, a, a, a, a, a, a]\nl1: &l1 [*l0, *l0, *l0, *l0, *l0, *l0, *l0, *l0]\n"
+    "l2: &l2 [*l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1]\nl3: &l3 [*l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2]\n"
+    "l4: &l4 [*l3, *l3, *l3, *l3, *l3, *l3, *l3, *l3]\nl5: &l5 [*l4, *l4, *l4, *l4, *l4, *l4, *l4, *l4]\n",
+    "name: !!python/object/apply:os.system [echo]\n",
+    "name: !!binary aGVsbG8=\n",
+    "seed: !!int x\n",
+    "epochs: !!float [1]\n",
+    "7: seven\n",
+    "? [a, b]\n: 1\n",
+    "--- 1\n",
+    "\t- x\n",
+    "lr: " + "9" * 5000 + "\n",
+    "name: " + "[" * 200 + "\n",
+]
+
+
+def _slots(obj, path=()):
+    """Every place in a document: the path of keys and indices to it."""
+    yield path
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        yield from _slots(value, (*path, key))
+
+
+@st.composite
+def mutated_document(draw, bases):
+    """One of ``bases`` with 1 to 3 values dropped, replaced (scalars, lists, nested maps) or renamed;
+    dumped as YAML; then maybe a line duplicated, a snippet added (aliases, tags, huge numbers), the
+    text cut short or random bytes put in."""
+    doc = copy.deepcopy(draw(st.sampled_from(bases)))
+    for _ in range(draw(st.integers(1, 3))):
+        slots = [p for p in _slots(doc) if p]
+        if not slots:
+            break
+        path = draw(st.sampled_from(slots))
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        key = path[-1]
+        op = draw(st.sampled_from(["drop", "replace", "replace", "rename"]))
+        if op == "drop":
+            del parent[key]
+        elif op == "replace":
+            parent[key] = draw(VALUES)
+        elif isinstance(parent, dict):
+            parent[draw(st.sampled_from(KEYS) | st.text(max_size=6))] = parent.pop(key)
+    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=draw(st.booleans()),
+                          default_flow_style=draw(st.sampled_from([False, None])))  # fmt: skip
+    edit = draw(st.sampled_from(["none", "duplicate", "snippet", "truncate", "bytes"]))
+    if edit == "duplicate":
+        lines = text.splitlines(keepends=True)
+        i = draw(st.integers(0, len(lines) - 1))
+        text = "".join(lines[: i + 1] + lines[i:])
+    elif edit == "snippet":
+        snippet = draw(st.sampled_from(SNIPPETS))
+        text = snippet + text if draw(st.booleans()) else text + snippet
+    elif edit == "truncate":
+        text = text[: draw(st.integers(0, len(text)))]
+    data = text.encode("utf-8")
+    if edit == "bytes":
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.binary(min_size=1, max_size=6)) + data[at:]
+    return data
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("mutated")
+
+
+def loads_or_one_line(load, path: Path, *names: Path):
+    try:
+        loaded = load(path)
+    except SentuneError as exc:  # any other exception fails the test
+        one_line_naming(exc, *(names or (path,)))
+        event(f"{getattr(load, '__name__', load)}: refused")
+        return None
+    event(f"{getattr(load, '__name__', load)}: loaded")
+    return loaded
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=mutated_document(JOB_DOCS))
+def test_mutated_jobs_load_or_fail_in_one_line(scratch, data):
+    job = write(scratch / "job.yaml", data)
+    loads_or_one_line(load_job, job)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=mutated_document(SPACE_DOCS), which=st.sampled_from(sorted(SPACE_JOBS)))
+def test_mutated_search_spaces_load_or_fail_in_one_line(scratch, data, which):
+    space = write(scratch / "space.yaml", data)
+    loaded = loads_or_one_line(load_search_space, space)
+    assert loaded is None or isinstance(loaded, dict)
+    job = write(scratch / "space_job.yaml", yaml.safe_dump({**SPACE_JOBS[which], "search_space": str(space)}))
+    loads_or_one_line(load_job, job)
+    if loaded is None:  # a file that does not load fails the job too, naming both files
+        with pytest.raises(ConfigError) as exc:
+            load_job(job)
+        one_line_naming(exc.value, job, space)
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), VALUES, max_size=6))
+def test_random_jobs_load_or_fail_in_one_line(scratch, doc):
+    job = write(scratch / "random_job.yaml", yaml.safe_dump(doc))
+    loads_or_one_line(load_job, job)
+
+
+# --- found by the tests above, outside this change's files: the owners' fixes make these pass ------------------
+
+_LONG = "a" * 5000
+
+
+@pytest.mark.xfail(strict=True, raises=(ZeroDivisionError, RuntimeError, OSError), reason="not a SentuneError yet")
+@pytest.mark.parametrize(
+    "where",
+    [
+        # sentune/trainables/_backbone_names.py: dim % heads with heads 0; expanduser of an unknown user;
+        # a path too long for the file system (is_file raises ENAMETOOLONG)
+        'llama: {backbone: "random:dim=64,layers=2,heads=0,vocab=2000"}',
+        'llama: {backbone: "hf:~nosuchuser/model"}',
+        f'llama: {{backbone: "gguf:{_LONG}"}}',
+        # sentune/results/_range.py: the same for lr: {from_range_test: DIR}
+        f'lstm: {{lr: {{from_range_test: "{_LONG}"}}}}',
+    ],
+)
+def test_known_crashes_outside_this_change(tmp_path, where):
+    kind, params = where.split(": ", 1)
+    head = "name: t\ntrainable: llama_torch\ndata: {builtin: en-movie-5}\n" if kind == "llama" else LSTM_HEAD
+    job = write(tmp_path / "job.yaml", head + f"search_space: {params}\n")
+    loads_or_one_line(load_job, job)
