@@ -145,6 +145,13 @@ def test_quoted_keys_and_values_are_cut_short(tmp_path):
     assert "dropout: value 'xxx" in refused(load_job, long_value)
 
 
+def test_keys_that_are_not_strings_are_one_line(tmp_path):
+    top = write(tmp_path / "top.yaml", "7: seven\n" + LSTM_HEAD)  # was a TypeError (JobSpec(**raw))
+    assert refused(load_job, top) == f"{top}: 7: Keys should be strings"
+    nested = write(tmp_path / "nested.yaml", LSTM_HEAD + "search_space: {lr: {1: 2, a: 3}}\n")  # sorted(1, 'a')
+    assert "lr: give exactly one of" in refused(load_job, nested)
+
+
 # --- 2. seeds -------------------------------------------------------------------------------------------------
 
 BAD_SEEDS = ["-1", "1180591620717411303424", "true", "1.5"]  # -1, 2**70, a boolean, a fraction
