@@ -5,7 +5,18 @@ one line a user can act on. A trial that fails inside Ray is not one of these: R
 against that trial (status ``errored`` in trials.parquet) and the sweep goes on.
 """
 
-__all__ = ["ClusterError", "ConfigError", "DataError", "SentuneError", "format_validation"]
+__all__ = ["MESSAGE_LIMIT", "ClusterError", "ConfigError", "DataError", "SentuneError", "format_validation", "one_line"]
+
+MESSAGE_LIMIT = 300  # the most characters an error message may hold
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` as one line of at most ``limit`` characters: every line break and run of white space
+    (U+2028 included) becomes one space, other control characters are escaped, and a longer text is
+    cut with "..."."""
+    text = " ".join(str(text).split())
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class SentuneError(Exception):
@@ -31,10 +42,11 @@ class ClusterError(SentuneError):
 
 
 def format_validation(source: str, exc) -> str:
-    """One line for a pydantic ``ValidationError``: ``source: where: what`` (the first problem)."""
+    """One line for a pydantic ``ValidationError``: ``source: where: what`` (the first problem), at most
+    :data:`MESSAGE_LIMIT` characters (a key or value quoted from the input is cut short)."""
     err = exc.errors()[0]
-    where = ".".join(str(x) for x in err["loc"])
+    where = ".".join(one_line(str(x), 40) for x in err["loc"])
     msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    return f"{source}: {where + ': ' if where else ''}{msg}"
+    return one_line(f"{source}: {where + ': ' if where else ''}{msg}")

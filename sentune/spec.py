@@ -16,9 +16,10 @@ from sentune._direction import Direction
 from sentune._yaml import read_yaml
 from sentune.data import DataConfig
 from sentune.diagnostics import DiagnosticsConfig
-from sentune.errors import ConfigError, format_validation
+from sentune.errors import ConfigError, format_validation, one_line
 from sentune.search import Domain, load_search_space, parse_search_space
 from sentune.trainables import get_trainable
+from sentune.trainables._params import Seed
 
 __all__ = ["ConfirmConfig", "FailureConfig", "JobSpec", "load_job", "parse_job", "PBT_MUTABLE", "REPORTED_METRICS"]
 
@@ -147,7 +148,7 @@ class JobSpec(_Strict):
     failure: FailureConfig = Field(default_factory=FailureConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage_path: str = "results"
-    seed: int = 0
+    seed: Seed = 0  # the searcher's and the reference model's: a whole number in [0, 2**32)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     range_test: RangeTestConfig = Field(default_factory=RangeTestConfig)
 
@@ -171,9 +172,15 @@ class JobSpec(_Strict):
     def _parse_space(self):
         """The search space, read (from its file), merged with ``params`` and checked against the
         trainable's options; a ConfigError names the problem."""
-        space = load_search_space(self.search_space) if isinstance(self.search_space, Path) else self.search_space
+        if isinstance(self.search_space, Path):
+            space = load_search_space(self.search_space)
+            source = f"search space {self.search_space}{' + params' if self.params else ''}"
+        else:
+            space, source = self.search_space, "search space"
         params_model = get_trainable(self.trainable).params_model
-        parsed = parse_search_space({**space, **self.params}, params_model, fixed_only=params_model.DATA_PARAMS)
+        parsed = parse_search_space(
+            {**space, **self.params}, params_model, fixed_only=params_model.DATA_PARAMS, source=source
+        )
         if (
             "monitor" in params_model.model_fields
             and "monitor" not in parsed
@@ -307,18 +314,18 @@ class JobSpec(_Strict):
 def parse_job(raw: Any, *, source: str = "job") -> JobSpec:
     """A checked :class:`JobSpec` from a mapping; every problem is a one-line :class:`ConfigError`."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a job must be a YAML mapping")
+        raise ConfigError(one_line(f"{source}: a job must be a YAML mapping"))
     try:
-        return JobSpec(**raw)
+        return JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation(source, exc)) from None
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(one_line(f"{source}: {exc}")) from None
 
 
 def load_job(path: str | Path, *, storage_path: str | None = None) -> JobSpec:
-    """Read and check a job file; every problem is a one-line :class:`ConfigError`."""
+    """Read and check a job file; every problem is a one-line :class:`ConfigError` naming it."""
     raw = read_yaml(path, "job file")
-    if storage_path and isinstance(raw, dict):
+    if storage_path:
         raw = {**raw, "storage_path": storage_path}
     return parse_job(raw, source=str(path))

@@ -127,7 +127,7 @@ def test_job_file_errors(tmp_path):
         load_job(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:2:1: not valid YAML"):
         load_job(bad)
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"lr": {"loguniform": [1e-4, 1e-2]}, "epochs": 3, "backbone": "random:tiny"}))

@@ -3,14 +3,27 @@ Ray (validating a job loads no deep-learning framework)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import numbers
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from sentune.errors import ConfigError
 from sentune.trainables._backbone_names import parse_backbone
 
-__all__ = ["CoreParams", "LlamaTorchParams", "LstmTfParams"]
+__all__ = ["SEED_LIMIT", "CoreParams", "LlamaTorchParams", "LstmTfParams", "Seed"]
+
+SEED_LIMIT = 2**32  # numpy, Keras and scikit-learn take seeds below this
+
+
+def _whole_number(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"a seed is a whole number in [0, 2**32), not {type(value).__name__} {value!r:.40}")
+    return int(value)
+
+
+# a seed: a whole number (not true/false, not 1.5 or 1.0) in [0, 2**32)
+Seed = Annotated[int, BeforeValidator(_whole_number), Field(ge=0, lt=SEED_LIMIT)]
 
 
 class CoreParams(BaseModel):
@@ -30,7 +43,7 @@ class CoreParams(BaseModel):
     focal_alpha: Literal["auto", "none"] | float | list[float] | None = None
     focal_gamma: float = Field(2.0, ge=0.0)
     grad_clip: float | None = Field(1.0, gt=0.0)
-    seed: int = 0
+    seed: Seed = 0
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     monitor: Literal["val_macro_f1", "val_acc", "val_loss"] = "val_macro_f1"
 
