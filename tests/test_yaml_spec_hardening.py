@@ -324,7 +324,6 @@ def test_random_jobs_load_or_fail_in_one_line(scratch, doc):
 _LONG = "a" * 5000
 
 
-@pytest.mark.xfail(strict=True, raises=(ZeroDivisionError, RuntimeError, OSError), reason="not a SentuneError yet")
 @pytest.mark.parametrize(
     "where",
     [
@@ -337,8 +336,10 @@ _LONG = "a" * 5000
         f'lstm: {{lr: {{from_range_test: "{_LONG}"}}}}',
     ],
 )
-def test_known_crashes_outside_this_change(tmp_path, where):
+def test_odd_backbones_and_range_test_paths_are_one_line(tmp_path, where):
     kind, params = where.split(": ", 1)
     head = "name: t\ntrainable: llama_torch\ndata: {builtin: en-movie-5}\n" if kind == "llama" else LSTM_HEAD
     job = write(tmp_path / "job.yaml", head + f"search_space: {params}\n")
-    loads_or_one_line(load_job, job)
+    with pytest.raises(SentuneError) as info:
+        load_job(job)
+    one_line_naming(info.value, job)

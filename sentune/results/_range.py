@@ -76,7 +76,11 @@ def write_range_test(run_dir: str | Path, rows: list[dict], *, lr_max: float) ->
 def lr_search_range(run_dir) -> tuple[float, float]:
     """``lr: {from_range_test: RUN_DIR}``: the search range that run suggested."""
     path = Path(str(run_dir)) / SUGGESTION_FILE
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long for the file system, say
+        raise ConfigError(f"search space: lr: from_range_test: {str(path)[:120]}: {exc.strerror}") from None
+    if not found:
         raise ConfigError(f"search space: lr: from_range_test: {path} not found (run a job with kind: lr_range_test)")
     s = read_json_file(path)
     try:

@@ -82,14 +82,20 @@ def parse_backbone(text: str) -> BackboneSpec:
             missing = {"dim", "layers", "heads", "vocab"} - set(shape)
             if unknown or missing:
                 raise ConfigError(f"backbone {text!r}: unknown keys {sorted(unknown)} / missing keys {sorted(missing)}")
+            if min(shape.values()) < 1:
+                raise ConfigError(f"backbone {text[:80]!r}: every size of a random shape is at least 1")
             if shape["dim"] % shape["heads"]:
                 raise ConfigError(f"backbone {text!r}: dim must be a multiple of heads")
         return BackboneSpec("random", ",".join(f"{k}={v}" for k, v in shape.items()))
-    path = Path(value).expanduser()
-    if kind == "hf" and not (path / "config.json").is_file():
-        raise ConfigError(f"backbone {text!r}: {path} has no config.json")
-    if kind in ("gguf", "llama2c") and not path.is_file():
-        raise ConfigError(f"backbone {text!r}: file {path} not found")
-    if kind == "llama2c" and not (path.parent / "tokenizer.model").is_file():
-        raise ConfigError(f"backbone {text!r}: no tokenizer.model beside {path}")
-    return BackboneSpec(kind, str(path.resolve()))
+    try:  # an unknown ~user, a name too long for the file system: one line, like a missing file
+        path = Path(value).expanduser()
+        if kind == "hf" and not (path / "config.json").is_file():
+            raise ConfigError(f"backbone {text[:120]!r}: {str(path)[:120]} has no config.json")
+        if kind in ("gguf", "llama2c") and not path.is_file():
+            raise ConfigError(f"backbone {text[:120]!r}: file {str(path)[:120]} not found")
+        if kind == "llama2c" and not (path.parent / "tokenizer.model").is_file():
+            raise ConfigError(f"backbone {text[:120]!r}: no tokenizer.model beside {str(path)[:120]}")
+        return BackboneSpec(kind, str(path.resolve()))
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"backbone {text[:80]!r}: cannot be read ({reason})") from None

@@ -39,7 +39,7 @@ __all__ = ["RUN_FORMAT", "RunSummary", "resume_sweep", "run_range_test", "run_sw
 
 # run.json's "format": the layout of a run folder (resume checkpoints, the Parquet record, Ray's state)
 # that `sentune resume` can continue; a run written in another format is refused in one line.
-RUN_FORMAT = 2
+RUN_FORMAT = 3  # 3: resume and PBT states in sentune._safe_state's format (2 pickled them)
 
 
 @dataclass
@@ -551,8 +551,9 @@ def _confirm(spec: JobSpec, st: _Started, recorder, driver, trackers: list) -> N
         config = json.loads(recorder.trials[tid]["config_json"])
         first = int(config.get("seed") or 0)
         for j in range(spec.confirm.seeds):
-            if (tid, first + 1 + j) not in done:
-                point = {**config, "seed": first + 1 + j}
+            seed = (first + 1 + j) % 2**32  # seeds live in [0, 2**32)
+            if (tid, seed) not in done:
+                point = {**config, "seed": seed}
                 points.append(point)
                 wanted.append((point, {"role": "confirm", "confirm_of": tid}))
     if not points:
