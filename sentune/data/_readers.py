@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,34 +49,114 @@ class TextDataset:
         )
 
 
+MAX_CLASS_ID = 2**31 - 1
+# A class id as CSV writers write an integer: 0, 1, 2, ... (no sign, no leading zero, no exponent),
+# or with a fractional part of zeros (3.0), as pandas writes an integer column that became float.
+_CLASS_ID = re.compile(r"(0|[1-9][0-9]{0,9})(?:\.0+)?")
+_NAME_ID = re.compile(r"0|[1-9][0-9]{0,9}")  # an id key of a label-names object: "0", "1", ... exactly
+MAX_LABEL_NAMES_BYTES = 1024 * 1024
+MAX_LINE = 16 * 1024 * 1024  # bytes of an SST line, characters of a CSV line or field
+
+
+def _clip(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: quoting the input keeps a message one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def class_id(text: str) -> int | None:
+    """The class id a label field (already stripped) writes, or None.
+
+    The rule: ASCII digits without a sign or a leading zero (``0``, ``3``, ``12``), optionally followed
+    by a point and zeros (``3.0``, as pandas writes a float column), at most ``MAX_CLASS_ID``. So ``1e30``,
+    ``nan``, ``inf``, ``-0``, ``+1``, ``03``, ``3.5``, ``1_000`` or full-width digits are no class id.
+    """
+    m = _CLASS_ID.fullmatch(text)
+    if m is None:
+        return None
+    value = int(m.group(1))
+    return value if value <= MAX_CLASS_ID else None
+
+
+def check_label_names(names: Sequence[object], where: str | Path) -> list[str]:
+    """Label names as classes can use them, or a :class:`DataError` naming ``where``.
+
+    Each name is a non-empty string without surrounding whitespace (a label field is stripped before it
+    is looked up), the names are unique, and a name that reads as a class id (``"1"``) is that id's own
+    name (else ``1`` in a file would mean two classes)."""
+    if not names:
+        raise DataError(where, "no label names given")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise DataError(where, f"label name {i} is {_clip(name)}, not a string")
+        if not name or name != name.strip():
+            raise DataError(where, f"label name {i} ({_clip(name)}) is empty or has surrounding whitespace")
+        if (cid := class_id(name)) is not None and cid != i:
+            raise DataError(where, f"label name {i} ({_clip(name)}) reads as class id {cid}")
+    seen: dict[object, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise DataError(where, f"label names {seen[name]} and {i} are both {_clip(name)}; they must be unique")
+        seen[name] = i
+    return [str(n) for n in names]
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object gives one key twice (``json.loads`` would keep the last silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def read_label_names(path: str | Path) -> list[str]:
-    """Label names from JSON: a list ``["neg", "pos"]`` or a mapping ``{"0": "neg", "1": "pos"}``."""
+    """Label names from JSON (UTF-8, at most 1 MiB): a list ``["neg", "pos"]`` or a mapping
+    ``{"0": "neg", "1": "pos"}`` whose keys are the ids 0..n-1 written plainly (not ``" 0"``, ``"00"``,
+    ``"-1"``), each once. The names follow :func:`check_label_names`."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "label-names file not found")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(path, f"not valid UTF-8 JSON ({exc})") from None
-    if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
-        names = raw
-    elif isinstance(raw, dict) and raw:
-        try:
-            ids = sorted(int(k) for k in raw)
-        except ValueError:
-            raise DataError(path, "label-names keys must be integer ids") from None
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_LABEL_NAMES_BYTES + 1)
+    except OSError as exc:
+        raise DataError(path, f"cannot read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_LABEL_NAMES_BYTES:
+        raise DataError(path, f"label-names file is over {MAX_LABEL_NAMES_BYTES // 1024} KiB")
+    try:
+        raw = json.loads(data.decode("utf-8").removeprefix("\ufeff"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    except _DuplicateKey as exc:
+        raise DataError(path, f"key {_clip(exc.args[0])} is given twice") from None
+    except RecursionError:
+        raise DataError(path, "not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # json.JSONDecodeError, or an integer of over 4300 digits
+        raise DataError(path, f"not valid JSON ({str(exc).splitlines()[0][:100]})") from None
+    if isinstance(raw, list) and raw:
+        return check_label_names(raw, path)
+    if isinstance(raw, dict) and raw:
+        for key in raw:
+            if not _NAME_ID.fullmatch(key):
+                raise DataError(path, f"label-names key {_clip(key)} is not a class id (0, 1, 2, ...)")
+        ids = sorted(int(k) for k in raw)
         if ids != list(range(len(ids))):
-            raise DataError(path, f"label ids must be 0..{len(ids) - 1}, got {ids}")
-        names = [str(raw[str(i)]) for i in ids]
-    else:
-        raise DataError(path, "label names must be a JSON list of names or an {id: name} object")
-    if len(set(names)) != len(names):
-        raise DataError(path, "label names must be unique")
-    return names
+            missing = sorted(set(range(len(ids))) - set(ids))[:5]
+            raise DataError(path, f"label ids must be 0..{len(ids) - 1}; missing {missing}")
+        return check_label_names([raw[str(i)] for i in ids], path)
+    raise DataError(path, "label names must be a JSON list of names or an {id: name} object")
 
 
 class _LabelMap:
-    """Turns a raw label field into a class id, or says why it can't."""
+    """Turns a raw label field into a class id, or says why it can't.
+
+    The field, stripped of surrounding whitespace, is one of the label names (when they are given) or a
+    class id by :func:`class_id`, below the number of label names (when they are given)."""
 
     def __init__(self, label_names: Sequence[str] | None):
         self.names = list(label_names) if label_names else None
@@ -83,26 +164,23 @@ class _LabelMap:
 
     def __call__(self, raw: str) -> int | None:
         raw = raw.strip()
-        if self.names is not None and raw in self._by_name:
+        if raw in self._by_name:
             return self._by_name[raw]
-        try:
-            value = int(raw)
-        except ValueError:
-            try:
-                as_float = float(raw)
-            except ValueError:
-                return None
-            if not as_float.is_integer():
-                return None
-            value = int(as_float)
-        if value < 0 or (self.names is not None and value >= len(self.names)):
+        value = class_id(raw)
+        if value is None or (self.names is not None and value >= len(self.names)):
             return None
         return value
 
     def describe(self) -> str:
         if self.names is None:
-            return "a non-negative integer"
-        return f"one of {list(range(len(self.names)))} or {self.names}"
+            return "a class id 0, 1, 2, ..."
+        text = f"one of {list(range(len(self.names)))} or {self.names}"
+        if len(text) <= 100:
+            return text
+        return f"a class id 0..{len(self.names) - 1} or one of the {len(self.names)} label names"
+
+    def unknown(self, raw: str) -> str:
+        return f"unknown label {_clip(raw.strip())}; expected {self.describe()}"
 
 
 def _inferred_names(path: Path, labels: np.ndarray, lines: list[int]) -> list[str]:
