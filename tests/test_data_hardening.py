@@ -25,6 +25,107 @@ def one_line_error(exc: BaseException, *paths) -> str:
     return msg
 
 
+# ---- 1. CSV: records by the csv module on the file object -------------------------------------------
+
+
+def test_csv_a_quoted_review_spanning_lines_keeps_its_line_breaks(tmp_path):
+    f = tmp_path / "w.csv"
+    f.write_bytes(b'label,review\n1,"good\nmovie"\n0,"bad\r\nfilm, really"\n1,fine\n')
+    ds = read_csv(f, NAMES)
+    assert ds.texts == ["good\nmovie", "bad\r\nfilm, really", "fine"]
+    assert ds.labels.tolist() == [1, 0, 1]
+    assert ds.lines == [2, 4, 6]  # where each record starts
+
+
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        # 100 rows; row 5's quote is never closed: it would swallow rows 5..100 (pandas refuses the file)
+        ("label,review\n" + "".join(f"{i % 2},{chr(34) if i == 5 else ''}review {i}\n" for i in range(1, 101)), 6),
+        ('label,review\n1,ok\n0,"never closed', 3),  # no line end at the end of the file
+        ('label,review\n1,ok\n0,"a\nb","c\nd\n', 4),  # the record starts on line 3, the unclosed field on 4
+        ('label,review\r1,ok\r0,"bad\rfilm\r', 3),  # lone CR line ends
+    ],
+)
+def test_csv_an_unclosed_quote_names_the_line_where_it_opens(tmp_path, content, line):
+    f = tmp_path / "w.csv"
+    f.write_bytes(content.encode())
+    with pytest.raises(DataError) as exc:
+        read_csv(f, NAMES)
+    msg = one_line_error(exc.value, f)
+    assert msg == f"{f}:{line}: a quoted field opened on this line is never closed"
+
+
+def test_csv_unicode_line_separators_stay_in_the_field_and_lines_are_right(tmp_path):
+    f = tmp_path / "w.csv"
+    body = "label,review\n1,a\u2028b\n0,c\x85d\n1,e\x0cf\n0,g\x1ch\u2029i\n"
+    f.write_text(body, encoding="utf-8")
+    ds = read_csv(f, NAMES)
+    assert ds.texts == ["a\u2028b", "c\x85d", "e\x0cf", "g\x1ch\u2029i"] and ds.lines == [2, 3, 4, 5]
+    f.write_text(body + "neutral,meh\n", encoding="utf-8")
+    with pytest.raises(DataError) as exc:
+        read_csv(f, NAMES)
+    assert one_line_error(exc.value, f).startswith(f"{f}:6: unknown label 'neutral'")
+
+
+def test_csv_not_utf8_with_lone_cr_line_ends_names_the_line(tmp_path):
+    f = tmp_path / "w.csv"
+    f.write_bytes(b"label,review\r1,ok\r1,fine\r0," + "\u574f".encode("gbk") + b"\r")
+    with pytest.raises(DataError) as exc:
+        read_csv(f, NAMES)
+    assert one_line_error(exc.value, f).startswith(f"{f}:4: not UTF-8 (byte 0x")
+
+
+def test_csv_a_field_over_the_csv_default_limit_is_read(tmp_path):
+    f = tmp_path / "w.csv"
+    long_review = "word " * 60_000  # 300 KB: over csv's 128 KiB default field limit
+    f.write_text(f'label,review\n1,"{long_review}"\n0,{long_review}\n', encoding="utf-8")
+    ds = read_csv(f, NAMES)
+    assert [len(t) for t in ds.texts] == [len(long_review.strip())] * 2
+
+
+@pytest.mark.parametrize(
+    "review, message",
+    [
+        ("x" * (16 * 2**20 + 10), "line is longer than 16777216 characters"),  # one line
+        ('"' + ("y" * 2**20 + "\n") * 17 + '"', "not valid CSV (field larger than field limit (16777216))"),
+    ],
+)
+def test_csv_a_field_over_16_mib_is_a_one_line_error(tmp_path, review, message):
+    f = tmp_path / "w.csv"
+    f.write_text(f"label,review\n1,ok\n0,{review}\n", encoding="utf-8")
+    with pytest.raises(DataError) as exc:
+        read_csv(f, NAMES)
+    assert one_line_error(exc.value, f) == f"{f}:3: {message}"
+
+
+def test_csv_header_problems_quote_little_of_the_input(tmp_path):
+    f = tmp_path / "w.csv"
+    f.write_text("\n\n" + ",".join(f'"col\n{i}"' for i in range(200)) + "\n1,ok\n", encoding="utf-8")
+    with pytest.raises(DataError) as exc:
+        read_csv(f, NAMES)
+    assert one_line_error(exc.value, f).startswith(f"{f}:3: header has no column 'review' (columns: [")
+
+
+# ---- 2. SST: lines end at "\n" only ---------------------------------------------------------------
+
+
+def test_sst_unicode_line_separators_stay_in_the_sentence_and_lines_are_right(tmp_path):
+    f = tmp_path / "s.txt"
+    body = "0 ||| a\u2028b\r\n1 ||| c\x85d\n0 ||| e\x0cf\n1 ||| g\x1ch\u2029i\x0bj\r\n"
+    f.write_text(body, encoding="utf-8", newline="")
+    ds = read_sst(f)
+    assert ds.texts == ["a\u2028b", "c\x85d", "e\x0cf", "g\x1ch\u2029i\x0bj"] and ds.lines == [1, 2, 3, 4]
+    f.write_text(body + "x ||| bad\n", encoding="utf-8", newline="")
+    with pytest.raises(DataError) as exc:
+        read_sst(f)
+    assert one_line_error(exc.value, f).startswith(f"{f}:5: unknown label 'x'")
+    f.write_bytes(body.encode() + b"1 ||| caf\xe9\n")
+    with pytest.raises(DataError) as exc:
+        read_sst(f)
+    assert one_line_error(exc.value, f).startswith(f"{f}:5: not UTF-8 (byte 0xe9 at offset ")
+
+
 # ---- 3. labels and label-name files -------------------------------------------------------------
 
 

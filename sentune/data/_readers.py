@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sentune._atomic import atomic_write_text
 from sentune.errors import DataError
 
 __all__ = ["TextDataset", "read_sst", "read_csv", "read_label_names", "write_sst"]
@@ -215,31 +216,82 @@ def _finish(path: Path, texts, labels, lines, label_names) -> TextDataset:
     return TextDataset(texts, labels_arr, list(label_names), str(path), lines)
 
 
-def _open_text(path: Path) -> str:
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise DataError(path, "file not found")
     if not path.is_file():
         raise DataError(path, "not a regular file")
-    data = path.read_bytes()
+
+
+def _csv_line_breaks(piece: bytes, after_cr: bool) -> int:
+    """How many line ends ("\n", "\r\n" or a lone "\r", as a text file opened with newline="" reads
+    them) ``piece`` holds; ``after_cr``: the bytes before it ended in "\r"."""
+    n = piece.count(b"\n") + piece.count(b"\r") - piece.count(b"\r\n")
+    return n - 1 if after_cr and piece.startswith(b"\n") else n
+
+
+def _not_utf8_csv(path: Path) -> DataError:
+    """The error for a CSV file that is not UTF-8: its first bad byte, the byte's offset and its line.
+    Read again in blocks (an incomplete character at the end of a block waits for the next one)."""
+    line, offset, carry, after_cr = 1, 0, b"", False
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(path, f"not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})", line) from None
-    if not text.strip():
-        raise DataError(path, "file is empty")
-    return text
+        with open(path, "rb") as fh:
+            while True:
+                block = fh.read(1 << 16)
+                data = carry + block
+                if not data:
+                    break
+                try:
+                    data.decode("utf-8")
+                    good = len(data)
+                except UnicodeDecodeError as exc:
+                    if exc.reason != "unexpected end of data" or not block:
+                        line += _csv_line_breaks(data[: exc.start], after_cr)
+                        where = f"byte 0x{data[exc.start]:02x} at offset {offset + exc.start}"
+                        return DataError(path, f"not UTF-8 ({where})", line)
+                    good = exc.start  # a character cut by the block's end
+                line += _csv_line_breaks(data[:good], after_cr)
+                after_cr = data[:good].endswith(b"\r") or (after_cr and good == 0)
+                offset, carry = offset + good, data[good:]
+    except OSError:
+        pass
+    return DataError(path, "not UTF-8")
+
+
+def _sst_lines(path: Path):
+    """(line number, text) of each line of an SST file: lines end at "\n" only (a U+2028, NEL or form
+    feed is part of a sentence), a "\r" before it is dropped, a BOM at the start too."""
+    _check_file(path)
+    try:
+        with open(path, "rb") as fh:
+            lineno, offset = 0, 0
+            while raw := fh.readline(MAX_LINE + 1):
+                lineno += 1
+                if len(raw) > MAX_LINE:
+                    raise DataError(path, f"line is longer than {MAX_LINE // 2**20} MiB", lineno)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    where = f"byte 0x{raw[exc.start]:02x} at offset {offset + exc.start}"
+                    raise DataError(path, f"not UTF-8 ({where})", lineno) from None
+                offset += len(raw)
+                if lineno == 1:
+                    line = line.removeprefix("\ufeff")
+                yield lineno, line.removesuffix("\n").removesuffix("\r")
+    except OSError as exc:
+        raise DataError(path, f"cannot read ({exc.strerror or type(exc).__name__})") from None
 
 
 def read_sst(path: str | Path, label_names: Sequence[str] | None = None) -> TextDataset:
-    """Read ``label ||| sentence`` lines (SST / minllama format). Blank lines are skipped.
+    """Read ``label ||| sentence`` lines (SST / minllama format; UTF-8, with or without BOM; lines end at
+    "\n" or "\r\n"). Blank lines are skipped.
 
-    ``label`` is a class id, or a name from ``label_names``.
+    ``label`` is a class id, or a name from ``label_names`` (see :class:`_LabelMap`).
     """
     path = Path(path)
     labmap = _LabelMap(label_names)
     texts, labels, lines = [], [], []
-    for lineno, line in enumerate(_open_text(path).splitlines(), start=1):
+    for lineno, line in _sst_lines(path):
         if not line.strip():
             continue
         if SST_SEPARATOR not in line:
@@ -247,14 +299,74 @@ def read_sst(path: str | Path, label_names: Sequence[str] | None = None) -> Text
         raw_label, sentence = line.split(SST_SEPARATOR, 1)
         label = labmap(raw_label)
         if label is None:
-            raise DataError(path, f"unknown label {raw_label.strip()!r}; expected {labmap.describe()}", lineno)
+            raise DataError(path, labmap.unknown(raw_label), lineno)
         sentence = sentence.strip()
         if not sentence:
             raise DataError(path, "empty sentence", lineno)
         texts.append(sentence)
         labels.append(label)
         lines.append(lineno)
+    if not texts:
+        raise DataError(path, "file is empty")
     return _finish(path, texts, labels, lines, label_names)
+
+
+class _CsvLines:
+    """The physical lines of a CSV file (opened with newline=""), for ``csv.reader``: each ends in a line
+    break (one is added to an unterminated last line), none is over ``MAX_LINE`` characters, and
+    ``exhausted`` says the reader asked past the end. A record that comes back after that was still in a
+    quoted field at the end of the file (outside quotes a line break ends the record)."""
+
+    def __init__(self, fh, path: Path):
+        self._fh, self._path = fh, path
+        self.exhausted = False
+        self.count = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self._fh.readline(MAX_LINE + 1)
+        if not line:
+            self.exhausted = True
+            raise StopIteration
+        self.count += 1
+        if not line.endswith(("\n", "\r")):
+            if len(line) > MAX_LINE:
+                raise DataError(self._path, f"line is longer than {MAX_LINE} characters", self.count)
+            line += "\n"
+        return line
+
+
+def _csv_records(path: Path):
+    """(line where the record starts, fields) of each record of a CSV file, by the csv module on the file
+    (a quoted field keeps its line breaks; U+2028, NEL or form feed are not line ends). Ends in a
+    :class:`DataError` for a file that is not UTF-8, a quoted field never closed (naming the line where
+    it opens) or a field over ``MAX_LINE`` characters."""
+    _check_file(path)
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            lines = _CsvLines(fh, path)
+            reader = csv.reader(lines)
+            start = 1
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    raise DataError(path, f"not valid CSV ({str(exc)[:100]})", start) from None
+                if lines.exhausted:  # the field's text holds each line end from where it opens to the end
+                    last = row[-1]
+                    opens = reader.line_num - (last.count("\n") + last.count("\r") - last.count("\r\n")) + 1
+                    raise DataError(path, "a quoted field opened on this line is never closed", opens)
+                yield start, row
+                start = reader.line_num + 1
+    except UnicodeDecodeError:
+        raise _not_utf8_csv(path) from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read ({exc.strerror or type(exc).__name__})") from None
 
 
 def read_csv(
@@ -264,26 +376,31 @@ def read_csv(
     text_column: str = "review",
     label_column: str = "label",
 ) -> TextDataset:
-    """Read a CSV with a header row (UTF-8, with or without BOM), e.g. ``label,review``."""
+    """Read a CSV with a header row (UTF-8, with or without BOM), e.g. ``label,review``.
+
+    A quoted field may span lines (a review keeps its line breaks); a row's line is where it starts.
+    ``label`` is a class id, or a name from ``label_names`` (see :class:`_LabelMap`)."""
     path = Path(path)
     labmap = _LabelMap(label_names)
-    reader = csv.reader(_open_text(path).splitlines())
-    header = next(reader)
+    records = _csv_records(path)
+    # the header is the first record that is not blank
+    header_line, header = next(((n, r) for n, r in records if any(c.strip() for c in r)), (0, []))
+    if not header:
+        raise DataError(path, "file is empty")
     header = [h.strip() for h in header]
     for col in (text_column, label_column):
         if col not in header:
-            raise DataError(path, f"header has no column {col!r} (columns: {', '.join(header)})", 1)
+            raise DataError(path, f"header has no column {_clip(col)} (columns: {_clip(header)})", header_line)
     ti, li = header.index(text_column), header.index(label_column)
     texts, labels, lines = [], [], []
-    for row in reader:
-        lineno = reader.line_num
+    for lineno, row in records:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) <= max(ti, li) or not row[ti].strip():
-            raise DataError(path, f"row has no {text_column!r} value", lineno)
+            raise DataError(path, f"row has no {_clip(text_column)} value", lineno)
         label = labmap(row[li])
         if label is None:
-            raise DataError(path, f"unknown label {row[li].strip()!r}; expected {labmap.describe()}", lineno)
+            raise DataError(path, labmap.unknown(row[li]), lineno)
         texts.append(row[ti].strip())
         labels.append(label)
         lines.append(lineno)
@@ -291,10 +408,7 @@ def read_csv(
 
 
 def write_sst(path: str | Path, texts: Sequence[str], labels: Sequence[int]) -> None:
-    """Write ``label ||| sentence`` lines (atomically)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for text, label in zip(texts, labels):
-            fh.write(f"{int(label)} ||| {' '.join(text.split())}\n")
-    tmp.replace(path)
+    """Write ``label ||| sentence`` lines (atomically; a sentence's whitespace, line breaks included,
+    becomes single spaces)."""
+    body = "".join(f"{int(label)} ||| {' '.join(text.split())}\n" for text, label in zip(texts, labels))
+    atomic_write_text(path, body)
