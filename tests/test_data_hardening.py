@@ -3,10 +3,11 @@ a clear rule for labels and label-name files, atomic writes of the built-in sets
 tests (Hypothesis) of random and mutated files through every reader and ``load_splits``."""
 
 import json
+import os
 
 import pytest
 
-from sentune.data import DataConfig, load_splits, read_csv, read_label_names, read_sst
+from sentune.data import DataConfig, load_splits, read_csv, read_label_names, read_sst, write_sst
 from sentune.errors import DataError, SentuneError
 
 NAMES = ["negative", "positive"]
@@ -208,3 +209,65 @@ def test_label_names_files_that_are_fine(tmp_path):
     assert read_label_names(f) == ["neg", "pos"]
     f.write_bytes(b'\xef\xbb\xbf["0", "1", "2.0"]')
     assert read_label_names(f) == ["0", "1", "2.0"]
+
+
+# ---- 4. the built-in sets are written atomically ------------------------------------------------
+
+
+def _prepare_small_sets(monkeypatch, home):
+    from sentune.data import _builtin
+
+    monkeypatch.setenv("SENTUNE_HOME", str(home))
+    monkeypatch.setattr(
+        _builtin, "_fetch_zh_reviews", lambda: ([f"差{i}" for i in range(30)], [f"好{i}" for i in range(30)])
+    )
+    monkeypatch.setattr(
+        _builtin, "_fetch_movie_snippets", lambda: [(i, 3.0 if i % 2 else -3.0, f"review {i}") for i in range(1, 60)]
+    )
+    return _builtin
+
+
+def test_the_builtin_sets_are_written_atomically(tmp_path, monkeypatch):
+    _builtin = _prepare_small_sets(monkeypatch, tmp_path)
+    _builtin.prepare_builtin(["zh-reviews", "en-movie-5"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name, split_file in (("zh-reviews", "train.csv"), ("en-movie-5", "train.txt")):
+        root = tmp_path / "data" / name
+        # a file written in place changes under every hard link to it; one replaced whole does not
+        for small in ("labels.json", "counts.json", split_file):
+            os.link(root / small, outside / f"{name}-{small}")
+        # the old fixed temporary name, planted as a symlink: never followed
+        victim = outside / f"{name}-victim"
+        victim.write_text("keep me")
+        (root / f"{split_file}.tmp").symlink_to(victim)
+    _builtin.prepare_builtin(["zh-reviews", "en-movie-5"], force=True)
+    for name, split_file in (("zh-reviews", "train.csv"), ("en-movie-5", "train.txt")):
+        root = tmp_path / "data" / name
+        for small in ("labels.json", "counts.json", split_file):
+            assert not (root / small).samefile(outside / f"{name}-{small}"), small
+            assert (outside / f"{name}-{small}").read_bytes() == (root / small).read_bytes()  # same content again
+        assert (outside / f"{name}-victim").read_text() == "keep me"
+        assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no stray temporary file
+    assert load_splits(DataConfig(builtin="zh-reviews")).num_classes == 2
+
+
+def test_write_sst_never_follows_a_planted_temporary_name(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "out.txt.tmp").symlink_to(victim)
+    write_sst(tmp_path / "out.txt", ["a\u2028b\nc", "d"], [1, 0])
+    assert victim.read_text() == "keep me"
+    assert read_sst(tmp_path / "out.txt").texts == ["a b c", "d"]
+
+
+def test_a_damaged_builtin_cache_is_made_again(tmp_path, monkeypatch):
+    _builtin = _prepare_small_sets(monkeypatch, tmp_path)
+    root = tmp_path / "data" / "zh-reviews"
+    root.mkdir(parents=True)
+    (root / "counts.json").write_bytes(b'{"train": [1, 2')  # cut short by a crash of an older sentune
+    assert _builtin.ensure_builtin("zh-reviews") == root
+    assert json.loads((root / "counts.json").read_text())["version"] == _builtin.PREP_VERSION
+    (root / "counts.json").write_bytes(b"\xff[]")
+    _builtin.ensure_builtin("zh-reviews")
+    assert json.loads((root / "counts.json").read_text())["version"] == _builtin.PREP_VERSION
