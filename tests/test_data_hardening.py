@@ -211,6 +211,32 @@ def test_label_names_files_that_are_fine(tmp_path):
     assert read_label_names(f) == ["0", "1", "2.0"]
 
 
+# ---- load_splits: label names given in the job; a cut too small is a one-line error ------------
+
+
+def test_label_names_given_in_the_job_follow_the_same_rule(tmp_path):
+    f = tmp_path / "train.txt"
+    f.write_text("0 ||| bad\n1 ||| good\n", encoding="utf-8")
+    with pytest.raises(DataError) as exc:
+        load_splits(DataConfig(train=f, dev=f, label_names=["neg", "neg"]))
+    assert one_line_error(exc.value, "data.label_names").endswith("are both 'neg'; they must be unique")
+
+
+def test_a_file_too_small_to_split_is_a_one_line_error(tmp_path):
+    f = tmp_path / "train.txt"
+    f.write_text("0 ||| bad\n1 ||| good\n", encoding="utf-8")
+    with pytest.raises(DataError) as exc:
+        load_splits(DataConfig(train=f, split=[0.8, 0.1, 0.1]))
+    assert one_line_error(exc.value, f).startswith(f"{f}: 1 rows are too few to cut this way")
+
+
+def test_max_rows_that_leave_too_few_rows_for_every_class_are_not_stratified(tmp_path):
+    f = tmp_path / "train.txt"
+    f.write_text("".join(f"{i % 3} ||| row {i}\n" for i in range(7)), encoding="utf-8")
+    splits = load_splits(DataConfig(train=f, dev=f, max_rows={"train": 6}))
+    assert len(splits.train) == 6
+
+
 # ---- 4. the built-in sets are written atomically ------------------------------------------------
 
 
