@@ -2,12 +2,17 @@
 a clear rule for labels and label-name files, atomic writes of the built-in sets, and property-based
 tests (Hypothesis) of random and mutated files through every reader and ``load_splits``."""
 
+import csv
+import io
 import json
 import os
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from sentune.data import DataConfig, load_splits, read_csv, read_label_names, read_sst, write_sst
+from sentune.data import DataConfig, TextDataset, load_splits, read_csv, read_label_names, read_sst, write_sst
 from sentune.errors import DataError, SentuneError
 
 NAMES = ["negative", "positive"]
@@ -297,3 +302,259 @@ def test_a_damaged_builtin_cache_is_made_again(tmp_path, monkeypatch):
     (root / "counts.json").write_bytes(b"\xff[]")
     _builtin.ensure_builtin("zh-reviews")
     assert json.loads((root / "counts.json").read_text())["version"] == _builtin.PREP_VERSION
+
+
+# ---- 5. property-based: random and mutated files through every reader ---------------------------
+
+N_RANDOM = 200  # examples per target of random bytes
+N_MUTATED = 250  # examples per target of mutated valid files
+N_ROUNDTRIP = 150  # examples per round-trip target
+N_SPLITS = 150  # examples of load_splits over mutated files
+HYPO = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def check_dataset(ds: TextDataset, names) -> None:
+    """A successful read: rows that are consistent."""
+    assert isinstance(ds, TextDataset) and len(ds) > 0
+    assert len(ds.texts) == len(ds.labels) == len(ds.lines)
+    assert all(isinstance(t, str) and t and t == t.strip() for t in ds.texts)
+    assert ds.labels.dtype == np.int64 and ((ds.labels >= 0) & (ds.labels < ds.num_classes)).all()
+    if names is not None:
+        assert ds.label_names == list(names)
+    else:
+        assert ds.label_names == [str(i) for i in range(ds.num_classes)]
+    assert all(isinstance(n, int) and n >= 1 for n in ds.lines) and ds.lines == sorted(set(ds.lines))
+
+
+def outcome(read, path, names, *others):
+    try:
+        ds = read(path, names)
+    except Exception as exc:  # noqa: BLE001 - the point: any other type fails the test
+        event("refused")
+        one_line_error(exc, path, *others)
+        return None
+    event("read")
+    check_dataset(ds, names)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def hypo_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("hypo")
+
+
+label_names_strategy = st.sampled_from([None, NAMES, ["0", "1", "2"]])
+# pieces that break formats: quotes, separators, line ends of every kind, control characters, a BOM,
+# labels that are no class id (all UTF-8), and bytes that are not UTF-8
+TEXT_PIECES = [
+    '"', '""', ",", "|||", "||", "\n", "\r", "\r\n", "\x00", "\x0b", "\x0c", "\x1c", "\x1e", "\u2028", "\u2029",
+    "\x85", "\ufeff", "1e30", "-0", "nan", "99999999999999999999", " ", "\t", "好", "label", "review", "negative",
+    "0", "1", "2",
+]  # fmt: skip
+BAD_UTF8 = [b"\xff", b"\xc3", b"\xe4\xbd", b"\xed\xa0\x80", b"\xc0\xaf"]
+text_piece = st.sampled_from([t.encode() for t in TEXT_PIECES])
+mutation = st.one_of(
+    st.tuples(st.just("insert"), st.floats(0, 1), text_piece),
+    st.tuples(st.just("insert"), st.floats(0, 1), text_piece),  # (twice: most mutations keep the file UTF-8)
+    st.tuples(st.just("insert"), st.floats(0, 1), st.sampled_from(BAD_UTF8) | st.binary(min_size=1, max_size=8)),
+    st.tuples(st.just("delete"), st.floats(0, 1), st.integers(1, 20)),
+    st.tuples(st.just("truncate"), st.floats(0, 1), st.just(0)),
+)
+
+
+def _boundary(data: bytes, at: int) -> int:
+    """``at`` moved on to the start of a UTF-8 character (so a cut or an insertion keeps the text UTF-8)."""
+    while at < len(data) and 0x80 <= data[at] <= 0xBF:
+        at += 1
+    return at
+
+
+def mutate(data: bytes, mutations) -> bytes:
+    """Apply (kind, where in 0..1, argument) mutations; only the bytes that are not UTF-8 break the encoding."""
+    for kind, where, arg in mutations:
+        at = _boundary(data, int(where * len(data)))
+        if kind == "insert":
+            data = data[:at] + arg + data[at:]
+        elif kind == "delete":
+            data = data[:at] + data[_boundary(data, at + arg) :]
+        else:
+            data = data[:at]
+    return data
+
+
+texts = st.text(min_size=1, max_size=40).filter(lambda t: t.strip() != "")
+sst_texts = texts.filter(lambda t: "\n" not in t)
+# the labels a file may hold for each choice of label names (ids written as the rule allows, names)
+VALID_LABELS = {
+    None: ["0", "1", " 1", "1.0"],
+    "two": ["0", "1", "negative", "positive", " 1 ", "0.0"],
+    "three": ["0", "1", "2", " 2"],
+}
+NAME_SETS = {None: None, "two": NAMES, "three": ["0", "1", "2"]}
+# labels a mutation may put in a row's place
+ODD_LABELS = NOT_CLASS_IDS + ["99999999999999999999", "2147483648", "3", "3.0", " 0 ", "1.00", "2"]
+
+
+@st.composite
+def labelled(draw, text_strategy, odd: bool = False):
+    """(label names, rows) whose labels suit the names: a valid file before it is mutated; with ``odd``,
+    some rows' labels are replaced by ones that are no class id or out of range."""
+    key = draw(st.sampled_from(list(VALID_LABELS)))
+    label = st.sampled_from(VALID_LABELS[key])
+    if odd:
+        label = st.one_of(label, label, label, st.sampled_from(ODD_LABELS))
+    rows = draw(st.lists(st.tuples(label, text_strategy), min_size=1, max_size=8))
+    return NAME_SETS[key], rows
+
+
+def check_csv_lines(ds, path) -> None:
+    """Each row starts on a line of the file: lines end at "\n", "\r\n" or "\r" only, as a text file
+    opened with newline="" reads them (not at U+2028, NEL, form feed, ...)."""
+    if ds is not None:
+        assert ds.lines[-1] <= len(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="").readlines())
+
+
+def check_sst_lines(ds, path) -> None:
+    """Each sentence is on its line of the file: lines end at "\n" only."""
+    if ds is not None:
+        file_lines = path.read_bytes().decode("utf-8-sig").split("\n")
+        assert all(text in file_lines[line - 1] for text, line in zip(ds.texts, ds.lines))
+
+
+def csv_bytes(rows, bom: bool) -> bytes:
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)  # "\r\n" line ends; fields with ",", '"', "\r" or "\n" quoted
+    writer.writerow(["label", "review"])
+    writer.writerows(rows)
+    return (b"\xef\xbb\xbf" if bom else b"") + buf.getvalue().encode("utf-8")
+
+
+def sst_bytes(rows) -> bytes:
+    return "".join(f"{label} ||| {text}\n" for label, text in rows).encode("utf-8")
+
+
+# random input: any bytes, or the pieces that matter to the formats (and words) in any order
+random_pieces = st.lists(text_piece | st.sampled_from([b"ab", b"good film", b" ||| "]), max_size=60).map(b"".join)
+random_input = st.one_of(st.binary(max_size=300), random_pieces)
+
+
+@settings(max_examples=N_RANDOM, **HYPO)
+@given(data=random_input, header=st.booleans(), names=label_names_strategy)
+def test_random_bytes_as_a_csv_file(hypo_dir, data, header, names):
+    f = hypo_dir / "random.csv"
+    f.write_bytes((b"label,review\n" if header else b"") + data)
+    check_csv_lines(outcome(read_csv, f, names), f)
+
+
+@settings(max_examples=N_RANDOM, **HYPO)
+@given(data=random_input, names=label_names_strategy)
+def test_random_bytes_as_an_sst_file(hypo_dir, data, names):
+    f = hypo_dir / "random.txt"
+    f.write_bytes(data)
+    check_sst_lines(outcome(read_sst, f, names), f)
+
+
+@settings(max_examples=N_RANDOM, **HYPO)
+@given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+            max_leaves=12,
+        ).map(lambda v: json.dumps(v).encode()),
+        st.integers(1, 5000).map(lambda n: b"[" * n + b'"a"' + b"]" * n),  # nested deeper than json.loads goes
+        st.dictionaries(
+            st.sampled_from(["0", "1", "2", " 0", "00", "-1", "1.0", "x"]),
+            st.text(max_size=4) | st.integers(),
+            min_size=1,
+            max_size=3,
+        ).map(lambda d: json.dumps(d).encode()),
+    ),
+    mutations=st.lists(mutation, max_size=3),
+)
+def test_random_bytes_and_json_as_a_label_names_file(hypo_dir, data, mutations):
+    f = hypo_dir / "labels.json"
+    f.write_bytes(mutate(data, mutations))
+    try:
+        names = read_label_names(f)
+    except Exception as exc:  # noqa: BLE001
+        one_line_error(exc, f)
+        return
+    assert names and all(isinstance(n, str) and n and n == n.strip() for n in names)
+    assert len(set(names)) == len(names)
+    raw = json.loads(f.read_bytes().decode("utf-8-sig"))  # a file read is JSON, and the names are its own
+    assert names == (raw if isinstance(raw, list) else [raw[str(i)] for i in range(len(raw))])
+
+
+@settings(max_examples=N_MUTATED, **HYPO)
+@given(file=labelled(texts, odd=True), bom=st.booleans(), mutations=st.lists(mutation, max_size=4))
+def test_a_mutated_csv_file(hypo_dir, file, bom, mutations):
+    names, rows = file
+    f = hypo_dir / "mutated.csv"
+    f.write_bytes(mutate(csv_bytes(rows, bom), mutations))
+    check_csv_lines(outcome(read_csv, f, names), f)
+
+
+@settings(max_examples=N_MUTATED, **HYPO)
+@given(file=labelled(sst_texts, odd=True), mutations=st.lists(mutation, max_size=4))
+def test_a_mutated_sst_file(hypo_dir, file, mutations):
+    names, rows = file
+    f = hypo_dir / "mutated.txt"
+    f.write_bytes(mutate(sst_bytes(rows), mutations))
+    check_sst_lines(outcome(read_sst, f, names), f)
+
+
+@settings(max_examples=N_ROUNDTRIP, **HYPO)
+@given(file=labelled(texts), bom=st.booleans())
+def test_what_csv_writer_writes_reads_back(hypo_dir, file, bom):
+    names, rows = file
+    f = hypo_dir / "roundtrip.csv"
+    f.write_bytes(csv_bytes(rows, bom))
+    ds = read_csv(f, names)
+    assert ds.texts == [t.strip() for _, t in rows]
+    assert ds.labels.tolist() == [class_of(lab, names) for lab, _ in rows]
+
+
+@settings(max_examples=N_ROUNDTRIP, **HYPO)
+@given(file=labelled(sst_texts))
+def test_sst_lines_read_back(hypo_dir, file):
+    names, rows = file
+    f = hypo_dir / "roundtrip.txt"
+    f.write_bytes(sst_bytes(rows))
+    ds = read_sst(f, names)
+    assert ds.texts == [t.strip() for _, t in rows] and ds.lines == list(range(1, len(rows) + 1))
+    assert ds.labels.tolist() == [class_of(lab, names) for lab, _ in rows]
+
+
+def class_of(label: str, names) -> int:
+    label = label.strip()
+    return names.index(label) if names and label in names else int(float(label))
+
+
+@settings(max_examples=N_SPLITS, **HYPO)
+@given(
+    fmt=st.sampled_from(["csv", "sst"]),
+    train_rows=st.lists(st.tuples(st.sampled_from(["0", "1", "2"]), sst_texts), min_size=1, max_size=12),
+    mutations=st.lists(mutation, max_size=3),
+    names=st.sampled_from([None, ["negative", "positive", "neutral"], "file"]),
+    names_file=st.binary(max_size=40) | st.just(b'["negative", "positive", "neutral"]'),
+    cut=st.sampled_from([{}, {"split": [0.8, 0.1, 0.1]}, {"split": [0.5, 0.5, 0.0]}, {"max_rows": {"train": 2}}]),
+)  # fmt: skip
+def test_load_splits_over_mutated_files(hypo_dir, fmt, train_rows, mutations, names, names_file, cut):
+    ext = ".csv" if fmt == "csv" else ".txt"
+    train, dev, labels = hypo_dir / f"train{ext}", hypo_dir / f"dev{ext}", hypo_dir / "names.json"
+    data = csv_bytes(train_rows, False) if fmt == "csv" else sst_bytes(train_rows)
+    train.write_bytes(mutate(data, mutations))
+    dev.write_bytes(data)
+    labels.write_bytes(names_file)
+    paths = {"train": train} if "split" in cut else {"train": train, "dev": dev}
+    label_names = labels if names == "file" else names
+    try:
+        splits = load_splits(DataConfig(**paths, label_names=label_names, **cut))
+    except Exception as exc:  # noqa: BLE001
+        one_line_error(exc, train, dev, labels, "data.label_names")
+        return
+    for ds in (splits.train, splits.dev) + ((splits.test,) if splits.test is not None else ()):
+        check_dataset(ds, splits.label_names)
+    assert np.count_nonzero(splits.train.class_counts()) >= 2 or "max_rows" in cut
