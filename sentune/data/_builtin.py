@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sentune._atomic import atomic_write_bytes, atomic_write_text
 from sentune._paths import cache_dir
 from sentune.data._readers import write_sst
 from sentune.errors import ConfigError
@@ -132,12 +133,14 @@ def five_class(rating: float) -> int:
 
 def _write_csv(path: Path, texts, labels) -> None:
     """Weibo-format CSV (``label,review`` header, UTF-8), written atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["label", "review"])
-        writer.writerows((int(label), " ".join(text.split())) for text, label in zip(texts, labels))
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["label", "review"])
+            writer.writerows((int(label), " ".join(text.split())) for text, label in zip(texts, labels))
+
+    atomic_write_bytes(path, write)
 
 
 def _split_and_write(out: Path, texts: list[str], labels: np.ndarray, names: list[str], fmt: str = "sst") -> dict:
@@ -155,14 +158,19 @@ def _split_and_write(out: Path, texts: list[str], labels: np.ndarray, names: lis
             part = np.sort(part)
             write_sst(out / f"{split}.txt", [texts[i] for i in part], labels[part])
         counts[split] = np.bincount(labels[part], minlength=len(names)).tolist()
-    (out / "labels.json").write_text(json.dumps(names) + "\n", encoding="utf-8")
-    (out / "counts.json").write_text(json.dumps({**counts, "version": PREP_VERSION}) + "\n", encoding="utf-8")
+    atomic_write_text(out / "labels.json", json.dumps(names) + "\n")
+    atomic_write_text(out / "counts.json", json.dumps({**counts, "version": PREP_VERSION}) + "\n")
     return counts
 
 
 def _is_prepared(name: str) -> bool:
+    """The set's cache was made by this preparation; a missing or damaged counts.json means make it again."""
     path = builtin_dir(name) / "counts.json"
-    return path.exists() and json.loads(path.read_text()).get("version") == PREP_VERSION
+    try:
+        counts = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):  # missing, not UTF-8, not JSON
+        return False
+    return isinstance(counts, dict) and counts.get("version") == PREP_VERSION
 
 
 def prepare_builtin(names: list[str] | None = None, *, force: bool = False) -> dict[str, Path]:

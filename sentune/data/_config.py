@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sentune.data._builtin import builtin_files, ensure_builtin
-from sentune.data._readers import TextDataset, read_csv, read_label_names, read_sst
+from sentune.data._readers import TextDataset, _clip, check_label_names, read_csv, read_label_names, read_sst
 from sentune.errors import DataError
 
 __all__ = ["DataConfig", "DataSplits", "load_splits"]
@@ -87,37 +87,53 @@ class DataSplits:
         return self.train.num_classes
 
 
+def _cut(ds: TextDataset, index: np.ndarray, seed: int, **size) -> tuple[np.ndarray, np.ndarray]:
+    """``train_test_split`` of ``index`` (rows of ``ds``), stratified by label where scikit-learn can (every
+    class has 2+ rows and each part has room for one of each), else not; a cut that leaves a part empty
+    is a :class:`DataError` naming the file."""
+    from sklearn.model_selection import train_test_split
+
+    labels = ds.labels[index]
+    counts = np.bincount(labels, minlength=ds.num_classes)
+    if (counts[counts > 0] >= 2).all():
+        try:
+            return train_test_split(index, stratify=labels, random_state=seed, **size)
+        except ValueError:  # a part too small to hold every class
+            pass
+    try:
+        return train_test_split(index, random_state=seed, **size)
+    except ValueError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(ds.source, f"{len(index)} rows are too few to cut this way ({message[:120]})") from None
+
+
 def _stratified_subset(ds: TextDataset, n: int | None, seed: int) -> TextDataset:
     if n is None or n >= len(ds):
         return ds
-    from sklearn.model_selection import train_test_split
-
-    counts = ds.class_counts()
-    stratify = ds.labels if (counts[counts > 0] >= 2).all() and n >= np.count_nonzero(counts) else None
-    keep, _ = train_test_split(np.arange(len(ds)), train_size=n, stratify=stratify, random_state=seed)
+    keep, _ = _cut(ds, np.arange(len(ds)), seed, train_size=n)
     return ds.take(np.sort(keep))
 
 
 def _split_one_file(ds: TextDataset, fractions, seed: int) -> dict:
     """train/dev/test from one file: stratified (when every class has 2+ rows), seeded."""
-    from sklearn.model_selection import train_test_split
-
-    counts = ds.class_counts()
-    stratify = ds.labels if (counts[counts > 0] >= 2).all() else None
     idx = np.arange(len(ds))
     if fractions[2] > 0:
-        rest, test = train_test_split(idx, test_size=fractions[2], stratify=stratify, random_state=seed)
+        rest, test = _cut(ds, idx, seed, test_size=fractions[2])
     else:
         rest, test = idx, None
-    rest_stratify = ds.labels[rest] if stratify is not None else None
-    train, dev = train_test_split(
-        rest, test_size=fractions[1] / (fractions[0] + fractions[1]), stratify=rest_stratify, random_state=seed
-    )
+    train, dev = _cut(ds, rest, seed, test_size=fractions[1] / (fractions[0] + fractions[1]))
     return {
         "train": ds.take(np.sort(train)),
         "dev": ds.take(np.sort(dev)),
         "test": None if test is None else ds.take(np.sort(test)),
     }
+
+
+def _check_two_classes(train: TextDataset, path) -> None:
+    counts = train.class_counts()
+    if np.count_nonzero(counts) < 2:
+        name = train.label_names[int(np.argmax(counts))]
+        raise DataError(path, f"train split has a single class ({_clip(name)}); need at least two")
 
 
 def load_splits(cfg: DataConfig) -> DataSplits:
@@ -130,7 +146,10 @@ def load_splits(cfg: DataConfig) -> DataSplits:
         paths, fmt = builtin_files(cfg.builtin)
         columns = {"text_column": "review", "label_column": "label"}  # how the built-in CSVs are written
     else:
-        names = read_label_names(cfg.label_names) if isinstance(cfg.label_names, Path) else cfg.label_names
+        if isinstance(cfg.label_names, Path):
+            names = read_label_names(cfg.label_names)
+        else:
+            names = None if cfg.label_names is None else check_label_names(cfg.label_names, "data.label_names")
         paths = {"train": cfg.train, "dev": cfg.dev, "test": cfg.test}
         fmt = cfg.format or ("csv" if str(cfg.train).lower().endswith(".csv") else "sst")
         columns = {"text_column": cfg.text_column, "label_column": cfg.label_column}
@@ -143,11 +162,7 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     train = read(paths["train"])
     if names is None:  # label set = the train split's; dev/test may not bring new ones
         names = train.label_names
-    counts = train.class_counts()
-    if np.count_nonzero(counts) < 2:
-        raise DataError(
-            paths["train"], f"train split has a single class ({names[int(np.argmax(counts))]!r}); need at least two"
-        )
+    _check_two_classes(TextDataset(train.texts, train.labels, list(names), train.source), paths["train"])
     out = {"train": train}
     for split in ("dev", "test"):
         if paths[split] is None:
@@ -157,6 +172,7 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     out["train"] = TextDataset(train.texts, train.labels, list(names), train.source, train.lines)
     if cfg.split is not None:
         out = _split_one_file(out["train"], cfg.split, cfg.subset_seed)
+        _check_two_classes(out["train"], paths["train"])
     limits = cfg.max_rows
     return DataSplits(
         train=_stratified_subset(out["train"], limits.train, cfg.subset_seed),
