@@ -19,6 +19,17 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "TMP_SUFFIX"]
 TMP_SUFFIX = ".tmp"
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for every thread at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -39,6 +50,7 @@ def atomic_write_bytes(path: str | Path, write: Callable[[Path], object]) -> Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600, made what a plain open() would have given
     os.close(fd)
     tmp = Path(name)
     try:

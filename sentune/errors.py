@@ -20,7 +20,10 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
 
 
 class SentuneError(Exception):
-    """Base class of every error sentune raises on purpose."""
+    """Base class of every error sentune raises on purpose; its message is always :func:`one_line`."""
+
+    def __init__(self, message: object = "", *args: object):
+        super().__init__(one_line(str(message)), *args)
 
 
 class ConfigError(SentuneError):
