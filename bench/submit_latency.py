@@ -81,7 +81,7 @@ def main() -> None:
                     check=True,
                 )
                 submit_s = time.time() - t_submit
-                sid = out.stdout.split()[1]
+                sid = next(ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("submitted "))
                 status = "?"
                 while status not in ("SUCCEEDED", "FAILED", "STOPPED"):
                     time.sleep(1)

@@ -183,3 +183,12 @@ class LocalCluster:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def submission_id(stdout: str) -> str:
+    """The id `sentune submit` (or `resume --submit`) printed: its line ``submitted <id>`` (the upload's summary
+    lines come before it)."""
+    for line in stdout.splitlines():
+        if line.startswith("submitted "):
+            return line.split()[1]
+    raise AssertionError(f"no 'submitted <id>' line in: {stdout[-2000:]}")

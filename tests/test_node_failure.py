@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from conftest import synthetic_rows, write_sst_file
-from localcluster import LocalCluster
+from localcluster import LocalCluster, submission_id
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def test_a_trial_on_a_killed_node_goes_on_from_its_last_epoch_with_the_same_resu
         worker = _worker_node_id(cluster)
         rc, out, err = _sentune(cluster, "submit", "job.yaml", "--address", cluster.dashboard, cwd=project)
         assert rc == 0, err
-        sid = out.split()[1]
+        sid = submission_id(out)
 
         # wait until the trial on the worker node has finished at least 2 epochs (as the record shows)
         deadline, victim = time.monotonic() + 400, None

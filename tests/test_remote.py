@@ -12,7 +12,7 @@ import requests
 import yaml
 
 from conftest import synthetic_rows, write_sst_file
-from localcluster import LocalCluster
+from localcluster import LocalCluster, submission_id
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +151,7 @@ def test_submitted_job_succeeds_on_both_nodes_and_results_come_back(cluster, pro
         cluster, "submit", "job.yaml", "--address", cluster.dashboard, "--storage", storage, cwd=project
     )
     assert rc == 0, err
-    sid = out.split()[1]
+    sid = submission_id(out)
     assert sid.startswith("sentune-tiny-") and f"dashboard: {cluster.dashboard}/#/jobs/{sid}" in out
     status, line = wait_status(cluster, sid, {"SUCCEEDED", "FAILED", "STOPPED"}, timeout=400)
     rc, logs, err = sentune(cluster, "logs", sid, "--address", cluster.dashboard)
@@ -200,7 +200,7 @@ def test_stop_saves_the_sweep_and_a_submitted_resume_finishes_it(cluster, projec
         cluster, "submit", "longer.yaml", "--address", cluster.dashboard, "--storage", str(store), cwd=project
     )
     assert rc == 0, err
-    sid = out.split()[1]
+    sid = submission_id(out)
     deadline = time.monotonic() + 300
     while not list(store.glob("longer/*/epochs.parquet/*.parquet")):  # the sweep is under way
         assert time.monotonic() < deadline, "no epoch reported"
@@ -217,7 +217,7 @@ def test_stop_saves_the_sweep_and_a_submitted_resume_finishes_it(cluster, projec
 
     rc, out, err = sentune(cluster, "resume", str(run), "--submit", cluster.dashboard, cwd=project)
     assert rc == 0, err
-    rid = out.split()[1]
+    rid = submission_id(out)
     status, line = wait_status(cluster, rid, {"SUCCEEDED", "FAILED", "STOPPED"}, timeout=400)
     logs = sentune(cluster, "logs", rid, "--address", cluster.dashboard)[1]
     assert status == "SUCCEEDED", line + logs[-3000:]
