@@ -172,10 +172,10 @@ def _cmd_logs(args) -> int:
     from sentune.submission import follow_logs, job_logs
 
     if args.follow:
-        if sys.stdout.isatty():  # the driver's plain lines, shown as the live screen
-            from sentune._progress import LineFollower
+        if sys.stdout.isatty():  # the driver's event lines, shown as the live screen
+            from sentune._progress import EventFollower
 
-            follower = LineFollower("live")
+            follower = EventFollower("live")
             try:
                 status = follow_logs(args.job_id, follower.feed, address=args.address)
             finally:

@@ -281,6 +281,8 @@ def _is_remote_storage(storage: str) -> bool:
 # `sentune stop` (the Jobs API's stop) sends the driver a first Ctrl-C and gives it time to save the sweep's
 # state (Ray's default is SIGTERM and a SIGKILL after 3 s); `sentune resume` then goes on with the run.
 STOP_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "60"}
+# the driver writes its progress events to its log, which `sentune logs --follow` turns into the live view
+EVENT_ENV = {"SENTUNE_EVENTS": "log"}
 
 
 # ---- what is uploaded ---------------------------------------------------------------------------------
@@ -506,7 +508,7 @@ def stage_upload(plan: UploadPlan, dest: str | Path) -> Path:
 def _runtime_env(staged: Path) -> dict:
     # No "excludes": the staged folder holds the planned files and nothing else (no ignore files either),
     # so Ray packs all of it; its own default excludes (.git, .venv, venv, __pycache__) match nothing there.
-    return {"working_dir": str(staged), "env_vars": dict(STOP_ENV)}
+    return {"working_dir": str(staged), "env_vars": {**STOP_ENV, **EVENT_ENV}}
 
 
 def _inside(path: str, root: Path) -> list[str]:

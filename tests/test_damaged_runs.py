@@ -96,7 +96,7 @@ def test_a_second_driver_is_refused_while_the_first_holds_the_run(tiny_sweep, tm
     info = json.loads((run / "run.json").read_text())
     results.write_run_info(run, {**info, "status": "interrupted"})
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from sentune.tuning._sweep import _lock_run;"
+        [sys.executable, "-c", "import sys, time; from sentune.tuning._run_folder import lock_run as _lock_run;"
          f"_lock_run(__import__('pathlib').Path({str(run)!r})); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
