@@ -25,6 +25,24 @@ def _quiet_tune() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
+def _search(plan: SweepPlan, space: dict, confirm_points: list[dict] | None) -> tuple[dict, Any, int]:
+    """The parameter space, search algorithm and trial count: the job's, or exactly ``confirm_points``."""
+    spec = plan.spec
+    if confirm_points is not None:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        alg = BasicVariantGenerator(
+            points_to_evaluate=confirm_points, max_concurrent=max_concurrent_trials(spec.resources)
+        )
+        return {**space, "seed": 0}, alg, len(confirm_points)  # each point sets every option
+    alg = make_search_alg(
+        spec.search.algorithm, spec.space, seed=spec.seed, metric=spec.scheduler.metric,
+        mode=spec.scheduler.direction.mode, max_concurrent=max_concurrent_trials(spec.resources),
+        points=spec.baseline_configs, multivariate=spec.search.multivariate,
+    )  # fmt: skip
+    return space, alg, spec.num_samples + len(spec.baseline_configs)  # the baselines first, then the sampled trials
+
+
 def build_tuner(
     plan: SweepPlan,
     driver: Any,
@@ -56,21 +74,7 @@ def build_tuner(
         # scheduler): hand it this process's record, stopper and rebuilt scheduler instead.
         set_restored_configs(tuner, callbacks=callbacks, stop=stop, scheduler=scheduler)
         return tuner
-    if confirm_points is not None:
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        space = {**space, "seed": 0}  # each point sets every option
-        search_alg: Any = BasicVariantGenerator(
-            points_to_evaluate=confirm_points, max_concurrent=max_concurrent_trials(spec.resources)
-        )
-        samples = len(confirm_points)
-    else:
-        search_alg = make_search_alg(
-            spec.search.algorithm, spec.space, seed=spec.seed, metric=metric, mode=mode,
-            max_concurrent=max_concurrent_trials(spec.resources), points=spec.baseline_configs,
-            multivariate=spec.search.multivariate,
-        )  # fmt: skip
-        samples = spec.num_samples + len(spec.baseline_configs)  # the baselines first, then the sampled trials
+    space, search_alg, samples = _search(plan, space, confirm_points)
     return tune.Tuner(
         driver,
         param_space=space,
