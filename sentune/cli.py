@@ -227,7 +227,7 @@ def _progress_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per result (for scripts)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (the argument table reads best whole)
     parser = argparse.ArgumentParser(
         prog="sentune", description="Hyperparameter tuning for sentiment classifiers on Ray"
     )
