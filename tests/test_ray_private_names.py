@@ -27,9 +27,8 @@ COMPAT = "sentune/tuning/_ray_compat.py"
 
 # Files that still use Ray's private names directly, until their owners move them into _ray_compat
 # (set_restored_configs and warm_driver for _sweep.py; ray_working_dir_limit and ray_gitignore_matcher
-# for submission.py; the replay helpers for _schedulers.py). Each file leaves this set as its uses move;
-# it ends empty.
-NOT_YET_MOVED = {"sentune/tuning/_sweep.py", "sentune/submission.py", "sentune/tuning/_schedulers.py"}
+# for submission.py). Each file leaves this set as its uses move; it ends empty.
+NOT_YET_MOVED = {"sentune/tuning/_sweep.py", "sentune/submission.py"}
 
 
 def _private(name: str) -> bool:
