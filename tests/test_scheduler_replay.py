@@ -12,12 +12,15 @@ draws a trial's bracket at random).
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ray import tune
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 
 from sentune.tuning._factories import hyperband_brackets, make_scheduler
@@ -280,3 +283,46 @@ def test_a_trial_that_ended_before_the_resume_adds_nothing_more():
     assert tune_.report("t0", 3, 0.0, last=True) == STOP
     tune_.add("t1")
     assert [tune_.report("t1", s.epoch, s.value, last=s.last) for s in steps[2:]] == [s.decision for s in steps[2:]]
+
+
+def _pbt_configs(scramble: int, folder) -> list[float]:
+    """The learning rates PBT gives the weaker of two trials, exploit after exploit, with NumPy's and
+    Python's global generators reseeded from ``scramble`` before every call."""
+    folder.mkdir()
+    mutations = {"lr": tune.loguniform(1e-4, 1e-1)}
+    pbt = sentune_scheduler("pbt", max_t=40, mutations=mutations, perturbation_interval=1, seed=7)
+    tune_ = FakeController(pbt, str(folder))
+    good, weak = tune_.add("good", {"lr": 0.01}), tune_.add("weak", {"lr": 0.001})
+    lrs = []
+    for step in range(1, 25):
+        for trial, score in ((good, 1.0), (weak, 0.0)):
+            np.random.seed(scramble * 1000 + step)
+            random.seed(scramble * 1000 + step)
+            trial.status = "RUNNING"
+            pbt.on_trial_result(tune_, trial, {"epoch": step, METRIC: score})
+        lrs.append(weak.config["lr"])
+    return lrs
+
+
+def test_seeded_pbt_perturbs_alike_whatever_the_global_generators_hold(tmp_path):
+    first, second = _pbt_configs(1, tmp_path / "a"), _pbt_configs(2, tmp_path / "b")
+    resampled = [lr for lr in first[1:] if not any(math.isclose(lr, 0.01 * f) for f in (0.8, 1.2))]
+    assert resampled, "no value was resampled from the Tune range"
+    assert first == second
+
+
+def test_seeded_pbt_leaves_the_global_generators_as_it_found_them(tmp_path):
+    pbt = sentune_scheduler("pbt", max_t=8, mutations={"lr": tune.uniform(0, 1)}, perturbation_interval=1, seed=4)
+    tune_ = FakeController(pbt, str(tmp_path))
+    good, weak = tune_.add("good", {"lr": 0.5}), tune_.add("weak", {"lr": 0.1})
+    np.random.seed(11)
+    random.seed(11)
+    lrs = set()
+    for step in range(1, 7):
+        for trial, score in ((good, 1.0), (weak, 0.0)):
+            trial.status = "RUNNING"
+            pbt.on_trial_result(tune_, trial, {"epoch": step, METRIC: score})
+        lrs.add(weak.config["lr"])
+    assert lrs - {0.1, 0.4, 0.6}, "no value was resampled from the Tune range"
+    expected = (np.random.RandomState(11).random_sample(), random.Random(11).random())
+    assert (np.random.random(), random.random()) == expected

@@ -151,21 +151,26 @@ class ResumableMedian(_Replayable, MedianNeverPauses, MedianStoppingRule):
 
 
 class SeededPBT(PopulationBasedTraining):
-    """Population based training with its random choices (which trial to clone, how to perturb) drawn from
-    the job's seed. A resumed sweep starts PBT's bookkeeping afresh (the trials keep their checkpoints)."""
+    """Population based training with its random choices (which trial to clone, how to perturb, a value
+    resampled from a Tune range) drawn from the job's seed: Python's and NumPy's global generators hold
+    this scheduler's own states while it decides, and get theirs back after. A resumed sweep starts PBT's
+    bookkeeping afresh (the trials keep their checkpoints)."""
 
     def __init__(self, *, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._rng_state = random.Random(seed).getstate()
+        self._python_rng = random.Random(seed).getstate()
+        self._numpy_rng = np.random.RandomState(seed).get_state()
 
     def _seeded(self, fn, *args, **kwargs):
-        outer = random.getstate()
-        random.setstate(self._rng_state)
+        outer_python, outer_numpy = random.getstate(), np.random.get_state()
+        random.setstate(self._python_rng)
+        np.random.set_state(self._numpy_rng)
         try:
             return fn(*args, **kwargs)
         finally:
-            self._rng_state = random.getstate()
-            random.setstate(outer)
+            self._python_rng, self._numpy_rng = random.getstate(), np.random.get_state()
+            random.setstate(outer_python)
+            np.random.set_state(outer_numpy)
 
     def on_trial_result(self, tune_controller, trial, result):
         return self._seeded(super().on_trial_result, tune_controller, trial, result)
