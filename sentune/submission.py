@@ -297,18 +297,11 @@ def _human(n: float) -> str:
 
 
 def _gitignore_spec(lines: list[str], source: str | Path):
-    """A gitignore matcher for ``lines``: ``pathspec`` where installed, else the copy Ray ships (the one it
-    applies to .gitignore itself). A pattern neither accepts is one line naming the file and line."""
-    make: Callable[[list[str]], object]
-    try:
-        import pathspec
+    """A gitignore matcher for ``lines`` (``pathspec``'s, git's own rules). A pattern it refuses is one line
+    naming the file and line."""
+    import pathspec
 
-        make = pathspec.GitIgnoreSpec.from_lines
-    except ImportError:  # pathspec comes with mypy, not with sentune's own dependencies
-        from ray._private.thirdparty.pathspec import PathSpec
-
-        def make(ls):
-            return PathSpec.from_lines("gitwildmatch", ls)
+    make: Callable[[list[str]], object] = pathspec.GitIgnoreSpec.from_lines
 
     try:
         return make(lines)
@@ -481,12 +474,9 @@ class _UploadWalk:
 def upload_limit() -> int:
     """Ray's limit on a job's packed working_dir (it refuses a package this large): ``GCS_STORAGE_MAX_SIZE``
     in ray/_private/runtime_env/packaging.py, 512 MiB unless ``RAY_max_grpc_message_size`` says otherwise."""
-    try:
-        from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+    from sentune.tuning._ray_compat import ray_working_dir_limit
 
-        return int(GCS_STORAGE_MAX_SIZE)
-    except ImportError:
-        return int(os.environ.get("RAY_max_grpc_message_size", 512 * 1024 * 1024))
+    return ray_working_dir_limit(int(os.environ.get("RAY_max_grpc_message_size", 512 * 1024 * 1024)))
 
 
 def _check_size(plan: UploadPlan, limit: int | None) -> None:

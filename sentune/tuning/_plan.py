@@ -15,6 +15,7 @@ from sentune.errors import ConfigError, SentuneError
 from sentune.search import Domain
 from sentune.spec import JobSpec
 from sentune.trainables import TrainableEntry, get_trainable
+from sentune.tuning._ray_compat import check_ray, warm_driver
 from sentune.tuning._run_folder import RunFolder, unlock_run
 from sentune.tuning._session import init_ray
 from sentune.tuning._tasks import prepare_on_cluster
@@ -101,10 +102,9 @@ def _prepare(spec, entry, splits, folder, *, address, verbose, restore, earlier_
         f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
         f"results -> {folder.shown()}"
     )
+    check_ray()  # an unsupported Ray fails here, in one line, not deep inside a sweep
     init_ray(address, verbose=verbose)
     import ray
-
-    from sentune.tuning._ray_compat import warm_driver
 
     t0 = time.perf_counter()
     data_ref = prepare_on_cluster(entry, spec.constants, splits, cpus=spec.resources.cpus, gpus=spec.resources.gpus)

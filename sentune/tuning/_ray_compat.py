@@ -34,7 +34,6 @@ __all__ = [
     "installed_ray_version",
     "median_move_trial",
     "missing_private_names",
-    "ray_gitignore_matcher",
     "ray_working_dir_limit",
     "scheduler_result",
     "set_restored_configs",
@@ -220,11 +219,3 @@ def ray_working_dir_limit(default: int) -> int:
         return int(GCS_STORAGE_MAX_SIZE)
     except ImportError:
         return default
-
-
-def ray_gitignore_matcher(lines: list[str]):
-    """A gitignore matcher for ``lines`` from the copy of ``pathspec`` Ray ships (the one it applies to a
-    working_dir's .gitignore)."""
-    from ray._private.thirdparty.pathspec import PathSpec
-
-    return PathSpec.from_lines("gitwildmatch", lines)

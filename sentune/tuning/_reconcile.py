@@ -37,8 +37,17 @@ def replay_rows(recorder) -> list[tuple[str, int, float]]:
 
 
 def completed_trials(recorder) -> set[str]:
-    """The trials the record has as completed (their last result counts twice in some schedulers' state)."""
-    return {tid for tid, t in recorder.trials.items() if t["status"] == results.STATUS_COMPLETED}
+    """The trials the record has as ended without error (Tune told the scheduler they completed)."""
+    return {
+        tid for tid, t in recorder.trials.items() if t["status"] in (results.STATUS_COMPLETED, results.STATUS_STOPPED)
+    }
+
+
+def ended_by_stopper(recorder) -> set[str]:
+    """Stopped trials that a stopper (diagnostics, the budget) ended, not the scheduler: Tune ended them before
+    the scheduler saw their last result."""
+    return {tid for tid, t in recorder.trials.items()
+            if t["status"] == results.STATUS_STOPPED and t.get("stop_reason") not in (None, "scheduler")}  # fmt: skip
 
 
 def last_result(recorder, trial_id: str) -> dict | None:

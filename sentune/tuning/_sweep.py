@@ -28,6 +28,7 @@ from sentune.tuning._reconcile import (
     completed_trials,
     config_of,
     drop_cut_confirmations,
+    ended_by_stopper,
     interrupted,
     last_result,
     reconcile,
@@ -122,7 +123,9 @@ def _scheduler(plan: SweepPlan, recorder):
         seed=spec.seed,
     )
     if plan.restore:  # Tuner.restore brings back the searcher's state but not the scheduler's (ray#30838)
-        scheduler.replay_later(replay_rows(recorder), completed=completed_trials(recorder))
+        scheduler.replay_later(
+            replay_rows(recorder), completed=completed_trials(recorder), ended_by_stopper=ended_by_stopper(recorder)
+        )
     return scheduler
 
 
