@@ -109,6 +109,7 @@ def test_a_second_driver_is_refused_while_the_first_holds_the_run(tiny_sweep, tm
         holder.kill()
         holder.wait()
     (run / "heartbeat").write_text(f"{__import__('time').time():.3f}")  # a live driver elsewhere (another node)
+    (run / ".driver.lock").write_text("4242 another-node")
     results.write_run_info(run, {**info, "status": "running"})
     with pytest.raises(SentuneError) as alive:
         resume_sweep(run)

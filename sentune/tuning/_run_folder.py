@@ -8,6 +8,7 @@ import datetime as _dt
 import hashlib
 import math
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -86,14 +87,15 @@ def lock_run(run_dir: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        other = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        other = os.pread(fd, 256, 0).decode(errors="replace").split()
         os.close(fd)
+        pid = f" (pid {other[0]})" if other and other[0].isdigit() else ""
         raise ConfigError(
-            f"{run_dir}: another sentune driver is running this sweep{f' (pid {other})' if other.isdigit() else ''}; "
+            f"{run_dir}: another sentune driver is running this sweep{pid}; "
             "stop it (Ctrl-C, sentune stop) before resuming"
         ) from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}".encode(), 0)
     _held_locks[run_dir] = fd
 
 
@@ -101,6 +103,20 @@ def unlock_run(run_dir: Path) -> None:
     fd = _held_locks.pop(Path(run_dir), None)
     if fd is not None:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _driver_gone(run_dir: Path) -> bool:
+    """The run's last driver ran on this machine and its process is gone (killed, crashed)."""
+    try:
+        pid, host = (Path(run_dir) / _LOCK_FILE).read_text(encoding="utf-8").split()[:2]
+        if host != socket.gethostname() or int(pid) == os.getpid():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def read_heartbeat(run_dir: Path) -> float | None:
@@ -242,7 +258,7 @@ def reopen(run: str | Path) -> tuple[RunFolder, JobSpec, float]:
     if info.get("status") == "finished":
         raise ConfigError(f"{run}: this run is finished; nothing to resume (its leaderboard: sentune results {run})")
     heartbeat = read_heartbeat(run_dir)
-    if results.run_status(info, heartbeat) == "running":
+    if results.run_status(info, heartbeat) == "running" and not _driver_gone(run_dir):
         ago = time.time() - (heartbeat or 0.0)
         raise ConfigError(
             f"{run}: its driver is still running (last heartbeat {ago:.0f} s ago); stop it before resuming, or "
