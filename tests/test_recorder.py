@@ -11,7 +11,8 @@ import pytest
 from sentune.diagnostics import DiagnosticsConfig, DiagnosticsTracker
 from sentune.results import RunRecorder, leaderboard, read_epochs, read_trials, write_run_info
 from sentune.results._recorder import MERGE_FANOUT
-from sentune.results._store import keep_mask, list_parts, write_parquet
+from sentune.results._store import list_parts, write_parquet
+from sentune.results._tables import keep_mask
 
 NAMES = ["neg", "pos"]
 CONFIG = {"lr": 0.01, "epochs": 6, "hidden": 32}

@@ -28,31 +28,29 @@ from typing import Any
 
 from sentune._direction import Direction
 from sentune.diagnostics import DiagnosticsTracker, summarize
-from sentune.results._store import (
-    _OLD_SUFFIX,
+from sentune.results._layout import (
     EPOCHS,
+    EPOCHS_SET_ASIDE,
     SCHEMA_PART,
     SEQ,
     STATUS_COMPLETED,
     STATUS_ERRORED,
     STATUS_RUNNING,
     STATUS_STOPPED,
-    _plain,
-    _read_parquet_file,
-    _read_part,
-    read_trials,
-    concat,
-    conform,
+)
+from sentune.results._store import (
     epochs_source,
     list_parts,
     part_path,
     read_epoch_table,
+    read_part,
+    read_trials,
     remove_path,
-    resolve,
-    rows_table,
-    unify_schemas,
     write_table,
 )
+from sentune.results._store import read_parquet_file as _read_parquet_file
+from sentune.results._tables import concat, conform, resolve, rows_table, unify_schemas
+from sentune.results._tables import plain_value as _plain
 
 __all__ = ["TUNE_KEYS", "MERGE_FANOUT", "RunRecorder"]
 
@@ -353,7 +351,7 @@ class RunRecorder:
         if not self._started:
             if not self.resumed or folder.is_file():
                 remove_path(folder)
-                (self.run_dir / f".{EPOCHS}{_OLD_SUFFIX}").unlink(missing_ok=True)
+                (self.run_dir / EPOCHS_SET_ASIDE).unlink(missing_ok=True)
             folder.mkdir(parents=True, exist_ok=True)
             self._started = True
         return folder
@@ -420,7 +418,6 @@ class RunRecorder:
         """Take over the record in ``run_dir``: rows and trials into memory, the tracker replayed, the rows
         rewritten as one part of this recorder (an older single-file record becomes a folder)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         trials_path = self.run_dir / "trials.parquet"
         if trials_path.is_file():
@@ -434,7 +431,7 @@ class RunRecorder:
         if src.is_dir():
             numbers = [n for n, _ in list_parts(src)]
             self._next_part = max(numbers, default=SCHEMA_PART) + 1
-            schema = _read_part(part_path(src, SCHEMA_PART)) if part_path(src, SCHEMA_PART).is_file() else None
+            schema = read_part(part_path(src, SCHEMA_PART)) if part_path(src, SCHEMA_PART).is_file() else None
             if schema is not None:
                 self._schema_on_disk = schema.schema
         if SEQ not in table.column_names:  # an older record: one row per (trial, epoch) already
@@ -477,7 +474,7 @@ class RunRecorder:
         table = rows_table([self._with_status(r) for rs in self.rows.values() for r in rs])
         write_table(part_path(aside, SCHEMA_PART), table.schema.empty_table())
         write_table(part_path(aside, SCHEMA_PART + 1), table)
-        old = self.run_dir / f".{EPOCHS}{_OLD_SUFFIX}"
+        old = self.run_dir / EPOCHS_SET_ASIDE
         if old_file != old:
             os.replace(old_file, old)  # a crash from here on: the reader finds .epochs.parquet.old
         os.replace(aside, folder)
