@@ -134,7 +134,7 @@ LAYERS = [
     {"_layout"},
     {"_tables"},
     {"_store"},
-    {"_aggregate", "_evaluation", "_runs", "_range", "_storage"},
+    {"_trial_table", "_epoch_log", "_aggregate", "_evaluation", "_runs", "_range", "_storage"},
     {"_recorder", "_view"},
     {"_format", "_export", "_training_report"},
     {"_report"},
