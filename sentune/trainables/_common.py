@@ -141,12 +141,14 @@ def epoch_metrics(
 ) -> dict:
     """The metrics every trainable reports each epoch (DESIGN.md). ``sums`` = (loss x rows, correct, rows)
     over the epoch's training batches, summed over the workers."""
+    from sentune.metrics import classification_figures
+
     return {
         "epoch": epoch,
         "train_loss": float(sums[0] / sums[2]),
         "train_acc": float(sums[1] / sums[2]),
         "val_loss": val_loss,
-        **classification_metrics(y_dev, val_pred, label_names, "val"),
+        **classification_figures(y_dev, val_pred, label_names, "val"),
         "lr": lr,
         "grad_norm": float(np.mean(norms)) if len(norms) else 0.0,
         "grad_norm_max": float(np.max(norms)) if len(norms) else 0.0,
