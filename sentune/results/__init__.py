@@ -16,6 +16,7 @@ from sentune.results._evaluation import write_predictions
 from sentune.results._export import export_run, write_best_config
 from sentune.results._format import comparison_line, format_budget, format_leaderboard, format_table
 from sentune.results._layout import (
+    ENDED,
     HEARTBEAT,
     HEARTBEAT_EVERY_S,
     REFERENCE_ID,
@@ -42,17 +43,12 @@ from sentune.results._store import (
 from sentune.results._training_report import write_training_report
 from sentune.results._view import RunView, best_baseline, best_config, best_trial, budget, leaderboard
 
-# other names for the two writers, which sentune.tuning calls: write_evaluation is write_predictions (the
-# predictions files), write_seed_report is write_training_report
-write_evaluation = write_predictions
-write_seed_report = write_training_report
-
 __all__ = [
     "STATUS_COMPLETED", "STATUS_ERRORED", "STATUS_RUNNING", "STATUS_STOPPED", "REFERENCE_ID", "RunRecorder",
     "RunView", "best_config", "best_trial", "export_run", "format_leaderboard", "format_table", "leaderboard",
-    "read_epochs", "read_run_info", "read_trials", "write_best_config", "write_predictions", "write_evaluation",
+    "read_epochs", "read_run_info", "read_trials", "write_best_config", "write_predictions", "ENDED",
     "write_run_info", "lr_search_range", "suggest_lr", "write_range_test", "write_report", "fetch_run", "is_uri",
-    "join_uri", "resolve_run_dir", "staging_dir", "upload_run", "write_training_report", "write_seed_report",
+    "join_uri", "resolve_run_dir", "staging_dir", "upload_run", "write_training_report",
     "HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status", "best_baseline", "budget", "comparison_line",
     "format_budget", "read_evaluations", "read_reference", "split_figures", "write_evaluations", "write_reference",
 ]  # fmt: skip

@@ -10,7 +10,6 @@ from sentune import results
 from sentune._log import log_line
 from sentune.tuning._callback import RecordCallback, TrialRoles
 from sentune.tuning._plan import SweepPlan
-from sentune.tuning._reconcile import ENDED, config_of
 from sentune.tuning._signals import sigterm_as_sigint
 from sentune.tuning._tuner import build_tuner
 
@@ -24,11 +23,10 @@ def confirm_points(plan: SweepPlan, recorder) -> tuple[list[str], list[tuple[dic
     assert spec.confirm is not None
     board = results.leaderboard(plan.run_dir)
     top = board[board["peak_epoch"].notna()].head(spec.confirm.top_k)["trial_id"].tolist()
-    done = {(t.get("confirm_of"), config_of(recorder, tid).get("seed")) for tid, t in recorder.trials.items()
-            if t.get("role") == "confirm" and t["status"] in ENDED}  # fmt: skip
+    done = recorder.confirmed_seeds()
     wanted = []
     for tid in top:
-        config = config_of(recorder, tid)
+        config = recorder.config_of(tid)
         first = int(config.get("seed") or 0)
         for j in range(spec.confirm.seeds):
             seed = (first + 1 + j) % 2**32
@@ -48,7 +46,7 @@ def confirm(plan: SweepPlan, recorder, driver: Any, trackers: list) -> None:
     spec = plan.spec
     assert spec.confirm is not None
     log_line(f"confirm: the top {len(top)} configs again, {spec.confirm.seeds} fresh seeds each ({len(wanted)} runs)")
-    earlier = sum(1 for t in recorder.trials.values() if t.get("role") == "confirm")
+    earlier = len(recorder.trial_ids(role="confirm"))
     callbacks = [RecordCallback(recorder, roles=TrialRoles(wanted)), JsonLoggerCallback(), *trackers]
     tuner = build_tuner(plan, driver, callbacks=callbacks, scheduler=ResumableFIFO(),
                         confirm_points=[p for p, _ in wanted], name=f"confirm-{earlier}")  # fmt: skip

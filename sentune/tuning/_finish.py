@@ -32,10 +32,10 @@ def _evaluate(plan: SweepPlan, tag: str, row: Any, evaluations: dict) -> Any:
         ds = getattr(splits, split_name)
         probs = preds[split_name][0]
         if tag == "best":
-            frame = results.write_evaluation(plan.run_dir, splits.label_names, split_name, ds.texts, ds.labels, probs)
+            frame = results.write_predictions(plan.run_dir, splits.label_names, split_name, ds.texts, ds.labels, probs)
             if split_name == "test":
                 report = frame
-                results.write_seed_report(plan.run_dir, splits.label_names, ds.labels, probs)
+                results.write_training_report(plan.run_dir, splits.label_names, ds.labels, probs)
         entry[split_name] = results.split_figures(ds.labels, probs)
     entry["dev"]["score"] = float(row["peak_metric"])
     evaluations[tag] = entry
@@ -56,7 +56,8 @@ def finish(plan: SweepPlan) -> RunSummary:
     and test, the budget, report.html."""
     run_dir = plan.run_dir
     _reference(plan)
-    best, base = results.best_trial(run_dir), results.best_baseline(run_dir)
+    view = results.RunView.load(run_dir)  # the run read once: the evaluations below then refresh it
+    best, base = view.best_trial, view.best_baseline
     report, evaluations = None, dict[str, dict]()
     for tag, row in (("best", best), ("best_baseline", base)):
         if row is None or not row["checkpoint_path"]:
@@ -67,14 +68,16 @@ def finish(plan: SweepPlan) -> RunSummary:
         test_report = _evaluate(plan, tag, row, evaluations)
         report = test_report if tag == "best" else report
     results.write_evaluations(run_dir, evaluations)
-    exported = results.export_run(run_dir)
-    board = results.leaderboard(run_dir, reference=True)
-    spent = results.budget(run_dir)
+    view = view.refreshed()
+    exported = results.export_run(view)
+    spent = view.budget
     plan.folder.set_status("running", budget=spent)
-    results.write_report(run_dir)
-    summary = RunSummary(run_dir, board, exported["best_config"], report, 0.0, plan.folder.remote)
+    results.write_report(view)
+    summary = RunSummary(run_dir, view.leaderboard_with_reference, exported["best_config"], report, 0.0,
+                         plan.folder.remote)  # fmt: skip
     summary.budget = results.format_budget(spent)
-    summary.comparison = results.comparison_line(run_dir)
+    summary.comparison = results.comparison_line(view)
+    summary.test_figures = view.test_figures
     return summary
 
 

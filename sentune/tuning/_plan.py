@@ -38,6 +38,7 @@ class RunSummary:
     progress: str = ""  # the sweep in one line: epochs against the budget, trials, the best
     budget: str = ""  # epochs and trial-seconds spent (results.format_budget)
     comparison: str = ""  # the best found against the best baseline and the reference model
+    test_figures: dict | None = None  # the best trial's test accuracy and macro-F1 (evaluation.json)
 
 
 @dataclass(frozen=True)

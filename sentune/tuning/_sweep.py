@@ -23,17 +23,7 @@ from sentune.tuning._confirm import confirm
 from sentune.tuning._factories import make_scheduler, to_tune
 from sentune.tuning._finish import finish, tag_best, trackers, wall_clock
 from sentune.tuning._plan import RunSummary, SweepPlan, make_plan
-from sentune.tuning._reconcile import (
-    ENDED,
-    completed_trials,
-    config_of,
-    drop_cut_confirmations,
-    ended_by_stopper,
-    interrupted,
-    last_result,
-    reconcile,
-    replay_rows,
-)
+from sentune.tuning._reconcile import completed_trials, drop_cut_confirmations, ended_by_stopper, interrupted, reconcile
 from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
 from sentune.tuning._signals import sigterm_as_sigint
 from sentune.tuning._tasks import range_test_on_cluster
@@ -124,7 +114,7 @@ def _scheduler(plan: SweepPlan, recorder):
     )
     if plan.restore:  # Tuner.restore brings back the searcher's state but not the scheduler's (ray#30838)
         scheduler.replay_later(
-            replay_rows(recorder), completed=completed_trials(recorder), ended_by_stopper=ended_by_stopper(recorder)
+            recorder.replay_rows(), completed=completed_trials(recorder), ended_by_stopper=ended_by_stopper(recorder)
         )
     return scheduler
 
@@ -139,8 +129,8 @@ def _view(plan: SweepPlan, recorder, progress: str) -> SweepProgress:
         f"{spec.scheduler.metric} ({spec.scheduler.direction.mode})"
         + (f"; tuned: {', '.join(spec.tuned)}" if spec.tuned else "")
     )
-    for tid, trial in recorder.trials.items():  # a resumed sweep shows what it had done already
-        view.restore(tid, config_of(recorder, tid), recorder.rows.get(tid, []), trial["status"])
+    for tid in recorder.trial_ids():  # a resumed sweep shows what it had done already
+        view.restore(tid, recorder.config_of(tid), recorder.rows_of(tid), recorder.status_of(tid))
     return view
 
 
@@ -159,14 +149,14 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     scheduler = _scheduler(plan, recorder)
 
     def mark_finished(trial_id: str, status: str) -> None:  # a restarted driver of this trial returns at once
-        resume_store(folder.resume_root, trial_id).mark_finished(status, last_result(recorder, trial_id))
+        resume_store(folder.resume_root, trial_id).mark_finished(status, recorder.last_result(trial_id))
 
     view = _view(plan, recorder, progress)
     tracking = trackers(spec, folder.run_id)
-    spend = BudgetStopper(spec.max_total_epochs, [(t, r["epoch"]) for t, rs in recorder.rows.items() for r in rs])
+    spend = BudgetStopper(spec.max_total_epochs, recorder.recorded_epochs())
     roles = TrialRoles(
         [(b, {"role": "baseline", "baseline": i}) for i, b in enumerate(spec.baseline_configs, 1)],
-        taken=[t["baseline"] - 1 for t in recorder.trials.values() if t.get("role") == "baseline"],
+        taken=[n - 1 for n in recorder.baseline_numbers()],
     )
     callbacks = [
         RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles, budget=spend),
@@ -188,9 +178,8 @@ def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
         sweep.view.close()
     recorder = sweep.recorder
     if sweep.spend.spent:  # the budget ended the sweep: trials it cut are stopped early, unstarted ones never run
-        for tid, t in recorder.trials.items():
-            if t["status"] not in ENDED:
-                recorder.completed(tid, config_of(recorder, tid), reason="budget")
+        for tid in recorder.unended_trials():
+            recorder.completed(tid, recorder.config_of(tid), reason="budget")
     recorder.close()
 
 
