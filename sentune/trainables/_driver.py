@@ -1,6 +1,8 @@
-"""The epoch driver, written once for every trainable: the warm-up + cosine schedule, each worker's shard,
-the epoch metrics, the best epoch, reports and checkpoints; and the LR range test. The framework part
-comes in as :class:`~sentune.trainables._contract.LoopHooks`. Neither torch, TensorFlow nor Ray."""
+"""The epoch driver, written once for every trainable: :func:`fit` and :func:`lr_range_test` of any
+:class:`~sentune.trainables._contract.ModelTrainable`. It owns the warm-up + cosine schedule, each
+worker's shard, the epoch metrics, the best epoch, reports, checkpoints and the resume states; the
+framework part comes in as the trainable's :class:`~sentune.trainables._contract.LoopHooks`.
+Neither torch, TensorFlow nor Ray."""
 
 from __future__ import annotations
 
@@ -10,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sentune import _safe_state
-from sentune._atomic import atomic_write_text
 from sentune.trainables._common import (
     BestEpoch,
     cycling_batches,
@@ -20,35 +20,32 @@ from sentune.trainables._common import (
     lr_range_rows,
     warmup_cosine,
 )
-from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, PreparedData
+from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, ModelTrainable, PreparedData
 from sentune.trainables._params import CoreParams
+from sentune.trainables._resume import ResumeState, write_train_state
 
-__all__ = ["STATE_FILE", "range_test", "read_state", "run_epochs", "write_state"]
-
-# in a checkpoint that carries the train state (LoopContext.state_in_checkpoint); sentune._safe_state's format
-STATE_FILE = "train-state.state"
+__all__ = ["fit", "lr_range_test", "range_test", "run_epochs"]
 
 
-def write_state(folder: Path, state: dict) -> None:
-    atomic_write_text(folder / STATE_FILE, _safe_state.dumps(state))
+def fit(trainable: ModelTrainable, params: CoreParams, data: PreparedData, ctx: LoopContext | None = None) -> FitResult:
+    """Train ``trainable`` for ``params.epochs``, report each epoch through ``ctx.report``, return with the
+    best epoch's weights restored (see :func:`run_epochs`)."""
+    ctx = ctx or LoopContext()
+    return run_epochs(params, data, trainable.hooks(params, data, ctx), ctx)
 
 
-def read_state(folder: Path) -> dict | None:
-    """The train state a checkpoint folder carries, or None; a file sentune did not write is a
-    :class:`~sentune._safe_state.StateFormatError` (it is parsed, never unpickled)."""
-    path = folder / STATE_FILE
-    if not path.is_file():
-        return None
-    state = _safe_state.loads(path.read_bytes(), str(path))
-    if not isinstance(state, dict):
-        raise _safe_state.StateFormatError(f"{path}: a train state is a mapping")
-    return state
+def lr_range_test(
+    trainable: ModelTrainable, params: CoreParams, data: PreparedData, *, ctx: LoopContext | None = None, **options
+) -> list[dict]:
+    """Raise the lr exponentially step by step and record the loss (see :func:`range_test`)."""
+    ctx = ctx or LoopContext()
+    return range_test(params, data, trainable.hooks(params, data, ctx), ctx, **options)
 
 
 def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: LoopContext) -> FitResult:
     """Train for ``params.epochs``; report each epoch; restore the best epoch's weights at the end.
 
-    With ``ctx.resume`` (a :class:`~sentune.trainables._resume.ResumeStore`) the run first takes up the
+    With ``ctx.resume`` the run first takes up the
     latest resume checkpoint there (weights, optimizer, RNG states, schedule position, the best epoch and
     its weights, the history), goes on from the next epoch or step with the same results it would have
     had without the interruption (same seed: the same data order), and writes a new checkpoint at the
@@ -63,27 +60,27 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
     history: list[dict] = []
     step, first_epoch, first_pos, partial = 0, 1, 0, None
     store = ctx.resume
-    saved = store.load(ctx.rank) if store is not None else None
+    saved = store.load_state(ctx.rank) if store is not None else None
     if saved is not None:
-        hooks.load_train_state(saved["train"])
-        best.value, best.epoch, best_state = saved["best_value"], saved["best_epoch"], saved["best_state"]
-        history, step = list(saved["history"]), saved["step"]
-        first_epoch, first_pos, partial = saved["epoch"], saved["pos"], saved["partial"]
+        hooks.load_train_state(saved.train)
+        best.value, best.epoch, best_state = saved.best_value, saved.best_epoch, saved.best_state
+        history, step = list(saved.history), saved.step
+        first_epoch, first_pos, partial = saved.epoch, saved.pos, saved.partial
     resumed_at = first_epoch if saved is not None else 0  # reported: 0 for a fresh run
 
-    def state(next_epoch: int, pos: int, part: dict | None) -> dict:
-        return {
-            "epoch": next_epoch, "pos": pos, "step": step, "partial": part, "history": history,
-            "best_value": best.value, "best_epoch": best.epoch, "best_state": best_state,
-            "train": hooks.train_state(),
-        }  # fmt: skip
+    def state(next_epoch: int, pos: int, part: dict | None) -> ResumeState:
+        return ResumeState(
+            epoch=next_epoch, pos=pos, step=step, partial=part, history=history,
+            best_value=best.value, best_epoch=best.epoch, best_state=best_state,
+            train=hooks.train_state(),
+        )  # fmt: skip
 
-    def save(next_epoch: int, pos: int, part: dict | None, built: dict | None = None) -> None:
+    def save(next_epoch: int, pos: int, part: dict | None, built: ResumeState | None = None) -> None:
         """``built``: this very state, already built (for the epoch's checkpoint)."""
         assert store is not None
         barrier = lambda: hooks.all_reduce_sum(np.zeros(1))  # noqa: E731 (every worker has written)
         now = built if built is not None else state(next_epoch, pos, part)
-        store.save(now, epoch=next_epoch, step=step, rank=ctx.rank, barrier=barrier)
+        store.save_state(now, rank=ctx.rank, barrier=barrier)
 
     for epoch in range(first_epoch, params.epochs + 1):
         t0 = time.perf_counter()
@@ -135,7 +132,7 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
             def save_best(folder, weights=best_state, now=now) -> None:
                 hooks.write_checkpoint(Path(folder), weights)
                 if now is not None:  # where this run stands, for another trial to go on from (PBT)
-                    write_state(Path(folder), now)
+                    write_train_state(Path(folder), now)
 
             ctx.report(metrics, save_best if improved or now is not None else None)
         # after the report: a failure in between repeats this epoch (its row is replaced), loses nothing

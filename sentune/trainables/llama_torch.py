@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,17 @@ from torch import nn
 
 from sentune._log import log_line
 from sentune._paths import cache_dir
+from sentune.trainables import _driver
 from sentune.trainables._backbones import Tokenized, build_tokenizer, load_decoder, parse_backbone
-from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, PreparedData, Report, SplitArrays, Trainable
+from sentune.trainables._contract import (
+    FitResult,
+    LoopContext,
+    LoopHooks,
+    ModelTrainable,
+    PreparedData,
+    Report,
+    SplitArrays,
+)
 from sentune.trainables._hooks_base import SharedHooks
 from sentune.trainables._params import LlamaTorchParams
 
@@ -306,7 +316,7 @@ def _cpu_fallback(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "cuda" and not torch.cuda.is_available() else device
 
 
-class LlamaTorch(Trainable):
+class LlamaTorch(ModelTrainable):
     """``llama_torch``: LLaMA decoder + classification head; Ray Train's TorchTrainer (DDP) runs it."""
 
     name = "llama_torch"
@@ -355,5 +365,5 @@ class LlamaTorch(Trainable):
 
 TRAINABLE = LlamaTorch()
 # the loop as plain functions: ``fit(params, prepare(params, splits))`` trains without Ray
-prepare, fit, lr_range_test = TRAINABLE.prepare, TRAINABLE.fit, TRAINABLE.lr_range_test
-load_checkpoint, predict = TRAINABLE.load_checkpoint, TRAINABLE.predict
+fit, lr_range_test = partial(_driver.fit, TRAINABLE), partial(_driver.lr_range_test, TRAINABLE)
+prepare, load_checkpoint, predict = TRAINABLE.prepare, TRAINABLE.load_checkpoint, TRAINABLE.predict

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ import tensorflow as tf  # noqa: E402
 
 from sentune._log import log_line  # noqa: E402
 from sentune.errors import ConfigError  # noqa: E402
-from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, Report, SplitArrays, Trainable  # noqa: E402
+from sentune.trainables import _driver  # noqa: E402
+from sentune.trainables._contract import (  # noqa: E402
+    FitResult,
+    LoopContext,
+    LoopHooks,
+    ModelTrainable,
+    Report,
+    SplitArrays,
+)
 from sentune.trainables._hooks_base import SharedHooks  # noqa: E402
 from sentune.trainables._lstm_data import (  # noqa: E402
     OOV_ID,
@@ -340,7 +349,7 @@ class _TfHooks(SharedHooks):
 # --------------------------------------------------------------------------- the trainable
 
 
-class LstmTf(Trainable):
+class LstmTf(ModelTrainable):
     """``lstm_tf``: the seed's stacked LSTM; Ray Train's TensorflowTrainer runs it (MultiWorkerMirroredStrategy)."""
 
     name = "lstm_tf"
@@ -389,5 +398,5 @@ class LstmTf(Trainable):
 
 TRAINABLE = LstmTf()
 # the loop as plain functions: ``fit(params, prepare(params, splits))`` trains without Ray
-prepare, fit, lr_range_test = TRAINABLE.prepare, TRAINABLE.fit, TRAINABLE.lr_range_test
-load_checkpoint, predict = TRAINABLE.load_checkpoint, TRAINABLE.predict
+fit, lr_range_test = partial(_driver.fit, TRAINABLE), partial(_driver.lr_range_test, TRAINABLE)
+prepare, load_checkpoint, predict = TRAINABLE.prepare, TRAINABLE.load_checkpoint, TRAINABLE.predict

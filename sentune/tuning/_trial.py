@@ -5,7 +5,7 @@ Tune trial's own process, which holds the worker's CPUs and GPU fraction itself,
 no worker actors, and reports straight to Tune (``ray.tune.report``). With Tune's ``reuse_actors`` a new
 trial starts in a process that has torch / TensorFlow imported already. A trial with several workers
 builds the trainable's Ray Train trainer (``TorchTrainer`` with DDP, ``TensorflowTrainer`` with
-MultiWorkerMirroredStrategy: :meth:`Trainable.ray_trainer`) whose workers run the same epoch driver;
+MultiWorkerMirroredStrategy: :meth:`ModelTrainable.ray_trainer`) whose workers run the same epoch driver;
 ``TuneReportCallback`` forwards every epoch's metrics (and the checkpoint path) to Tune, and the trial
 itself only waits (no CPU). Either way the loop and the metrics are the same.
 """
@@ -16,8 +16,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from sentune.trainables import TrainableEntry
-from sentune.trainables._resume import ResumeStore
+from sentune.trainables import TrainableEntry, fit
+from sentune.trainables._resume import ResumeStore, read_train_state
 
 __all__ = ["make_trial_driver", "resume_store", "scaling_kwargs", "trial_resources"]
 
@@ -78,7 +78,7 @@ def _worker_loop(cfg: dict):
     loop_ctx.state_in_checkpoint = bool(cfg.get("pbt"))
     params = entry.params_model(**cfg["params"])
     data = ray.get(cfg["data_ref"][0])
-    trainable.fit(params, data, loop_ctx)
+    fit(trainable, params, data, loop_ctx)
 
 
 def scaling_kwargs(workers: int, cpus: float, gpus: float) -> dict:
@@ -120,8 +120,6 @@ def _adopt(store: ResumeStore, trial: str) -> str:
     trial's train state as its resume checkpoint. Returns the trial this one last went on from ("" if none)."""
     import ray.tune
 
-    from sentune.trainables._driver import read_state
-
     checkpoint = ray.tune.get_checkpoint()
     if checkpoint is None:
         return ""
@@ -131,12 +129,11 @@ def _adopt(store: ResumeStore, trial: str) -> str:
         came = (path / "pbt_from").read_text() if (path / "pbt_from").is_file() else ""
         if writer is None or writer == trial:
             return came  # its own checkpoint (a restart): the resume store is as new or newer
-        state = read_state(path)
+        state = read_train_state(path)
     if state is None:
         return came
     # its own best from here on: the weights and peak it reports are then those of the epochs it trains
-    state = {**state, "best_value": None, "best_epoch": 0, "best_state": None}
-    store.save(state, epoch=state["epoch"], step=state["step"], rank=0, barrier=lambda: None)
+    store.save_state(state.without_best(), rank=0, barrier=lambda: None)
     return writer
 
 
