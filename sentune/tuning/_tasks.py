@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from sentune.trainables import LoopContext, TrainableEntry
+from sentune.trainables import LoopContext, TrainableEntry, lr_range_test
 
 __all__ = ["predict_on_cluster", "prepare_on_cluster", "range_test_on_cluster", "task_resources"]
 
@@ -79,7 +79,7 @@ def predict_on_cluster(
 def _range_task(entry: TrainableEntry, params: dict, data, options: dict) -> list[dict]:
     trainable = entry.load()
     device = trainable.use_cpus(_task_cpus())
-    return trainable.lr_range_test(entry.params_model(**params), data, ctx=LoopContext(device=device), **options)
+    return lr_range_test(trainable, entry.params_model(**params), data, ctx=LoopContext(device=device), **options)
 
 
 def range_test_on_cluster(
