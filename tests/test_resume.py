@@ -197,12 +197,6 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_trials(slow_sst, tmp_pa
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its embedded Ray and every trial process at once
     proc.wait(timeout=30)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
-    # one driver per run: a resume waits until the killed driver's heartbeat has gone stale (`sentune runs`
-    # then lists the run as interrupted)
-    deadline = time.monotonic() + 180
-    while _runs_status(tmp_path) != {run_dir.name: "interrupted"}:
-        assert time.monotonic() < deadline, "the killed run is never listed as interrupted"
-        time.sleep(5)
 
     resumed = _sentune("resume", str(run_dir), cwd=tmp_path)
     out = _finish(resumed)
