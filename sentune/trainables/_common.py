@@ -119,7 +119,8 @@ def epoch_metrics(
     batch_size: int,
     lr_scale: float,
 ) -> dict:
-    """The metrics every trainable reports each epoch (the same names for both; ARCHITECTURE.md). ``sums`` = (loss x rows, correct, rows)
+    """The metrics every trainable reports each epoch (the same names for both; ARCHITECTURE.md).
+    ``sums`` = (loss x rows, correct, rows)
     over the epoch's training batches, summed over the workers."""
     from sentune.metrics import classification_figures
 
