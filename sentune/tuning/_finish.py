@@ -17,14 +17,14 @@ from sentune.tuning._tasks import predict_on_cluster
 __all__ = ["finish", "tag_best", "trackers"]
 
 
-def _evaluate(plan: SweepPlan, tag: str, row: Any, evaluations: dict) -> Any:
+def _evaluate(plan: SweepPlan, tag: str, row: Any, evaluations: dict, evaluator: Any = None) -> Any:
     """Evaluate one trial's best checkpoint on dev (and test); the best's predictions and test report are
     written. Returns the test report of the best (else None)."""
     splits, res = plan.splits, plan.spec.resources
     wanted = ["dev"] + (["test"] if splits.test is not None else [])
     preds = predict_on_cluster(
         plan.entry, row["checkpoint_path"], plan.data_ref, wanted, cpus=res.cpus, gpus=res.gpus,
-        storage=plan.folder.remote,
+        storage=plan.folder.remote, evaluator=evaluator,
     )  # fmt: skip
     entry: dict = {"trial_id": str(row.name), "row": str(row.get("confirm_of") or row.name)}
     report = None
@@ -51,9 +51,9 @@ def _reference(plan: SweepPlan) -> None:
         log_line(f"reference {ref['model']}: dev macro-F1 {ref['dev']['macro_f1']:.4f} ({ref['seconds']:.1f} s)")
 
 
-def finish(plan: SweepPlan) -> RunSummary:
+def finish(plan: SweepPlan, evaluator: Any = None) -> RunSummary:
     """The reference model, leaderboard, best config, the best checkpoint (and the best baseline's) on dev
-    and test, the budget, report.html."""
+    and test (in the warm ``evaluator`` when there is one), the budget, report.html."""
     run_dir = plan.run_dir
     _reference(plan)
     view = results.RunView.load(run_dir)  # the run read once: the evaluations below then refresh it
@@ -65,7 +65,7 @@ def finish(plan: SweepPlan) -> RunSummary:
         if tag == "best_baseline" and row.name == best.name:
             evaluations[tag] = evaluations["best"]
             continue
-        test_report = _evaluate(plan, tag, row, evaluations)
+        test_report = _evaluate(plan, tag, row, evaluations, evaluator)
         report = test_report if tag == "best" else report
     results.write_evaluations(run_dir, evaluations)
     view = view.refreshed()

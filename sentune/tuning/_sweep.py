@@ -26,7 +26,7 @@ from sentune.tuning._plan import RunSummary, SweepPlan, make_plan
 from sentune.tuning._reconcile import completed_trials, drop_cut_confirmations, ended_by_stopper, interrupted, reconcile
 from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
 from sentune.tuning._signals import sigterm_as_sigint
-from sentune.tuning._tasks import range_test_on_cluster
+from sentune.tuning._tasks import range_test_on_cluster, start_evaluator, stop_evaluator
 from sentune.tuning._trial import make_trial_driver, resume_store
 from sentune.tuning._tuner import build_tuner
 
@@ -73,6 +73,7 @@ class _Sweep:
     spend: BudgetStopper
     trackers: list
     tuner: Any
+    evaluator: Any = None  # a process importing the framework while the sweep runs, for the finish
 
 
 def _pbt_mutations(spec: JobSpec) -> dict:
@@ -165,7 +166,8 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     ]
     tuner = build_tuner(plan, driver, callbacks=callbacks, scheduler=scheduler,
                         stop=AllStoppers(DiagnosticsStopper(tracker), spend))  # fmt: skip
-    return _Sweep(driver, recorder, view, spend, tracking, tuner)
+    evaluator = start_evaluator(plan.entry, gpus=res.gpus)
+    return _Sweep(driver, recorder, view, spend, tracking, tuner, evaluator)
 
 
 def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
@@ -184,6 +186,7 @@ def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
 
 
 def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
+    sweep = None
     try:
         sweep = _build(plan, progress)
         t_fit, fit_at = time.perf_counter(), time.time()
@@ -199,7 +202,7 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
             board = results.leaderboard(plan.run_dir) if sweep.recorder.trials else pd.DataFrame()
             summary = RunSummary(plan.run_dir, board, None, None, 0.0, plan.folder.remote, interrupted=True)
         else:
-            summary = finish(plan)
+            summary = finish(plan, sweep.evaluator)
             tag_best(plan.spec, plan.run_dir)
             plan.folder.set_status("finished", wall_seconds=wall_clock(t_start, plan))
         summary.progress = sweep.view.summary()
@@ -211,6 +214,7 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
             "fit_started_at": fit_at,  # wall clock, to line up with the record's started_at / reported_at
         }
     finally:
+        stop_evaluator(sweep.evaluator if sweep is not None else None)
         plan.folder.close()
     summary.wall_seconds = time.perf_counter() - t_start
     return summary
