@@ -96,6 +96,10 @@ def compare(storage: str, part: str, *, smoke: bool) -> None:
     pd.set_option("display.width", 200)
     t0 = time.perf_counter()
     last = ""
+    if smoke:
+        print(
+            "smoke: every job on a random-init tiny backbone, 300/100/100 rows, 3 trials (the headings' sizes are not)"
+        )
     if part in ("2", "both"):
         t = time.perf_counter()
         rows = [_side(kind, _run(f"{JOBS}/imbalanced_{kind}.yaml", storage, smoke=smoke)) for kind in ("ce", "focal")]
