@@ -6,7 +6,7 @@ prints: submit command time, submit -> first epoch result (from `reported_at` in
 submit -> SUCCEEDED. Stops every node it started.
 
     python bench/submit_latency.py [--repeats 1]
-    python bench/submit_latency.py --smoke     # one submission, 1 epoch a trial, smaller data
+    python bench/submit_latency.py --smoke     # one submission, 1 epoch a trial, smaller data, no reference model
 
 Last line (the last run's figures): ``submit_latency: submit_s=.. first_result_s=.. done_s=.. status=..``.
 """
@@ -63,6 +63,7 @@ def main() -> None:
             scheduler={"type": "fifo"},
             resources={"cpus": 1, "workers_per_trial": 1, "max_concurrent_trials": 2},
             seed=0,
+            reference=not args.smoke,
         )
         (project / "job.yaml").write_text(yaml.safe_dump(job))
         t0 = time.perf_counter()

@@ -8,7 +8,7 @@ Part 2 (``en-movie-2-imbalanced``, 3.4 negatives per positive): a cross-entropy 
 sweep (alpha and gamma searched), the same budget each.
 
     python bench/tuning_quality.py [--storage results/bench] [--part 1|2|both]
-    python bench/tuning_quality.py --smoke   # every job small: a random-init backbone, 300 rows, 3 trials
+    python bench/tuning_quality.py --smoke   # part 1 small: a random-init backbone, 300 rows, 3 trials a side
 
 For each side it prints the total epochs, the best dev macro-F1, that config's test macro-F1 and accuracy,
 whether the winner collapsed (one predicted class on test, or a lasting collapse during training), and
@@ -66,25 +66,34 @@ def smoke_changes(raw: dict) -> dict:
     }
 
 
-def _run(path: str, storage: str, *, smoke: bool = False, **changes):
+def _job(path: str, storage: str, *, smoke: bool = False, **changes):
     from sentune._yaml import read_yaml
     from sentune.spec import parse_job
-    from sentune.tuning import run_sweep
 
     raw = read_yaml(path, "job file")
-    raw = {**raw, **(smoke_changes(raw) if smoke else {}), "storage_path": storage, **changes}
-    return run_sweep(parse_job(raw, source=path), progress="quiet")
+    return parse_job({**raw, **(smoke_changes(raw) if smoke else {}), "storage_path": storage, **changes}, source=path)
+
+
+def _run(path: str, storage: str, *, smoke: bool = False, **changes):
+    from sentune.tuning import run_sweep
+
+    return run_sweep(_job(path, storage, smoke=smoke, **changes), progress="quiet")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--storage", default="results/bench")
-    ap.add_argument("--part", choices=["1", "2", "both"], default="both")
-    ap.add_argument("--smoke", action="store_true", help="every job small (see smoke_changes), in a temporary folder")
+    ap.add_argument("--part", choices=["1", "2", "both"], help="default: both (--smoke: 1)")
+    ap.add_argument(
+        "--smoke", action="store_true", help="jobs made small (see smoke_changes), in a temporary folder; part 1 only"
+    )
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="sentune-quality-") if args.smoke else None
     try:
-        compare(args.storage if tmp is None else tmp, args.part, smoke=tmp is not None)
+        if tmp is not None:  # every job parses, as it is and made small, the part not run too
+            for name in ("imbalanced_ce", "imbalanced_focal", "quality_manual", "quality_sweep"):
+                _job(f"{JOBS}/{name}.yaml", tmp), _job(f"{JOBS}/{name}.yaml", tmp, smoke=True)
+        compare(args.storage if tmp is None else tmp, args.part or ("1" if tmp else "both"), smoke=tmp is not None)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -97,9 +106,7 @@ def compare(storage: str, part: str, *, smoke: bool) -> None:
     t0 = time.perf_counter()
     last = ""
     if smoke:
-        print(
-            "smoke: every job on a random-init tiny backbone, 300/100/100 rows, 3 trials (the headings' sizes are not)"
-        )
+        print("smoke: the jobs on a random-init tiny backbone, 300/100/100 rows, 3 trials (not the headings' sizes)")
     if part in ("2", "both"):
         t = time.perf_counter()
         rows = [_side(kind, _run(f"{JOBS}/imbalanced_{kind}.yaml", storage, smoke=smoke)) for kind in ("ce", "focal")]
