@@ -55,7 +55,15 @@ def finish(plan: SweepPlan, evaluator: Any = None) -> RunSummary:
     """The reference model, leaderboard, best config, the best checkpoint (and the best baseline's) on dev
     and test (in the warm ``evaluator`` when there is one), the budget, report.html."""
     run_dir = plan.run_dir
+    clock = [time.perf_counter()]
+    parts: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        parts[f"{name}_s"], clock[0] = now - clock[0], now
+
     _reference(plan)
+    lap("reference")
     view = results.RunView.load(run_dir)  # the run read once: the evaluations below then refresh it
     best, base = view.best_trial, view.best_baseline
     report, evaluations = None, dict[str, dict]()
@@ -68,16 +76,20 @@ def finish(plan: SweepPlan, evaluator: Any = None) -> RunSummary:
         test_report = _evaluate(plan, tag, row, evaluations, evaluator)
         report = test_report if tag == "best" else report
     results.write_evaluations(run_dir, evaluations)
+    lap("evaluate")
     view = view.refreshed()
     exported = results.export_run(view)
     spent = view.budget
     plan.folder.set_status("running", budget=spent)
+    lap("export")
     results.write_report(view)
+    lap("report")
     summary = RunSummary(run_dir, view.leaderboard_with_reference, exported["best_config"], report, 0.0,
                          plan.folder.remote)  # fmt: skip
     summary.budget = results.format_budget(spent)
     summary.comparison = results.comparison_line(view)
     summary.test_figures = view.test_figures
+    summary.timings = parts  # the finish's parts: reference_s, evaluate_s, export_s, report_s
     return summary
 
 

@@ -207,6 +207,7 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
             plan.folder.set_status("finished", wall_seconds=wall_clock(t_start, plan))
         summary.progress = sweep.view.summary()
         summary.timings = {
+            **summary.timings,  # the finish's parts
             "prepare_s": plan.prepare_seconds,
             "fit_s": t_fit_end - t_fit,  # the sweep itself (Tuner.fit)
             "confirm_s": t_finish - t_fit_end,  # the confirmation runs (with recording the sweep's end)
