@@ -24,11 +24,12 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# ruff (lint + format check) and mypy, as configured in pyproject.toml; .ci/run runs it before the tests
+# ruff (lint, format check, complexity), mypy and import-linter's contracts (pyproject.toml); .ci/run runs it first
 lint: setup
 	$(BIN)/ruff check sentune tests bench
 	$(BIN)/ruff format --check sentune tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"

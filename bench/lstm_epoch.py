@@ -3,12 +3,14 @@
 Weibo size: 108,000 train rows x 100 tokens, vocabulary 50,000, batch 256, the seed's model
 (embedding 128, LSTM 128/64, dense 32); random token ids and labels (the speed does not depend on
 them), 2,000 dev rows evaluated each epoch. Bare: ``lstm_tf.fit`` in this process, no Ray. Service:
-the same prepared arrays through the object store, one Tune trial running a Ray Train
-``TensorflowTrainer`` worker (all CPUs) with ``TuneReportCallback`` and sentune's Parquet callback.
-Both in one run; prints each epoch's time (the loop's own ``epoch_seconds``), the ratio, and the
-service's time to its first result.
+the same prepared arrays through the object store, one Tune trial running sentune's trial driver
+(Ray Train's local mode: the loop in the trial's own process, with all CPUs) with sentune's Parquet
+callback. Both in one run; prints each epoch's time (the loop's own ``epoch_seconds``), the ratio, and
+the service's time to its first result; the last line is
+``lstm_epoch: ratio=R bare_epoch_s=B service_epoch_s=S first_result_s=F``.
 
     python bench/lstm_epoch.py [--rows 108000] [--epochs 1]
+    python bench/lstm_epoch.py --smoke      # the smallest sizes: checks the bench runs (well under a minute)
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+
+# the model and data sizes by mode: Weibo's, and the smallest that still runs every part
+SIZES = {
+    "weibo": dict(rows=108_000, dev_rows=2_000, max_len=100, vocab=50_000, embedding_dim=128, lstm_units=[128, 64],
+                  dense_units=32, batch_size=256),
+    "smoke": dict(rows=512, dev_rows=128, max_len=20, vocab=500, embedding_dim=16, lstm_units=[8, 8], dense_units=8,
+                  batch_size=128),
+}  # fmt: skip
 
 
 def make_data(rows: int, dev_rows: int, max_len: int, vocab: int, seed: int = 0):
@@ -44,42 +54,24 @@ def make_data(rows: int, dev_rows: int, max_len: int, vocab: int, seed: int = 0)
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=108_000)
-    ap.add_argument("--dev-rows", type=int, default=2_000)
-    ap.add_argument("--epochs", type=int, default=1)
-    args = ap.parse_args()
-    params = dict(
-        max_len=100,
-        vocab_size=50_000,
-        embedding_dim=128,
-        lstm_units=[128, 64],
-        dense_units=32,
-        batch_size=256,
-        epochs=args.epochs,
-        lr=1e-3,
-        seed=0,
-    )
-    cpus = os.cpu_count() or 1
-
+def run_bare(params: dict, data, cpus: int) -> list[float]:
+    """The loop alone in this process: each epoch's seconds."""
     from sentune.trainables import lstm_tf
 
-    data = make_data(args.rows, args.dev_rows, 100, 50_000)
-    print(f"data: {args.rows} x 100 train, {args.dev_rows} dev, vocab 50,000, batch 256; {cpus} CPU cores")
-
-    # bare: the loop alone
     lstm_tf.make_strategy(1, cpus=cpus)
-    t0 = time.perf_counter()
     bare = lstm_tf.fit(lstm_tf.LstmTfParams(**params), data, lstm_tf.LoopContext(cpus=cpus))
-    bare_wall = time.perf_counter() - t0
-    bare_epochs = [h["epoch_seconds"] for h in bare.history]
+    return [h["epoch_seconds"] for h in bare.history]
 
-    # the service's trial path
+
+def run_service(params: dict, data, cpus: int, epochs: int) -> tuple[list[float], float, float]:
+    """The same loop as one trial of the service: (each epoch's seconds, the whole Tuner.fit's seconds,
+    seconds from Tuner.fit's start to the first result)."""
+    import pandas as pd
     import ray
     from ray import tune
 
     from sentune.results import RunRecorder
+    from sentune.spec import FailureConfig
     from sentune.trainables import get_trainable
     from sentune.tuning import init_ray
     from sentune.tuning._callback import RecordCallback
@@ -87,41 +79,71 @@ def main() -> None:
 
     init_ray(num_cpus=cpus)
     tmp = Path(tempfile.mkdtemp(prefix="sentune-bench-lstm-"))
-    data_ref = ray.put(data)
     driver = make_trial_driver(
         get_trainable("lstm_tf"),
-        data_ref,
+        ray.put(data),
         workers=1,
         cpus=cpus,
         gpus=0,
         storage_path=str(tmp / "train"),
+        resume_root=str(tmp / "resume"),
+        failure=FailureConfig(),
         job="bench-lstm",
     )
-    callback = RecordCallback(
-        RunRecorder(tmp, job="bench-lstm", run_id="r", metric="val_acc", mode="max", max_epochs=args.epochs)
+    recorder = RunRecorder(tmp, job="bench-lstm", run_id="r", metric="val_acc", mode="max", max_epochs=epochs)
+    started = time.time()
+    t0 = time.perf_counter()
+    grid = tune.Tuner(
+        driver,
+        param_space=params,
+        run_config=tune.RunConfig(name="tune", storage_path=str(tmp), callbacks=[RecordCallback(recorder)], verbose=0),
+    ).fit()
+    wall = time.perf_counter() - t0
+    assert not grid.errors, grid.errors
+    rows = pd.read_parquet(tmp / "epochs.parquet").sort_values("epoch")
+    ray.shutdown()
+    return rows.epoch_seconds.tolist(), wall, float(rows.reported_at.min() - started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="the smallest sizes: checks that the bench runs")
+    ap.add_argument("--rows", type=int, help="train rows (default: 108,000; --smoke: 512)")
+    ap.add_argument("--dev-rows", type=int, help="dev rows (default: 2,000; --smoke: 128)")
+    ap.add_argument("--epochs", type=int, default=1)
+    args = ap.parse_args(argv)
+    size = dict(SIZES["smoke" if args.smoke else "weibo"])
+    size["rows"] = args.rows or size["rows"]
+    size["dev_rows"] = args.dev_rows or size["dev_rows"]
+    params = dict(
+        max_len=size["max_len"], vocab_size=size["vocab"], embedding_dim=size["embedding_dim"],
+        lstm_units=size["lstm_units"], dense_units=size["dense_units"], batch_size=size["batch_size"],
+        epochs=args.epochs, lr=1e-3, seed=0,
+    )  # fmt: skip
+    cpus = os.cpu_count() or 1
+    rows = size["rows"]
+    data = make_data(rows, size["dev_rows"], size["max_len"], size["vocab"])
+    print(
+        f"data: {rows} x {size['max_len']} train, {size['dev_rows']} dev, vocab {size['vocab']:,}, "
+        f"batch {size['batch_size']}; {cpus} CPU cores"
     )
     t0 = time.perf_counter()
-    tuner = tune.Tuner(
-        tune.with_resources(driver, {"memory": 64 * 1024 * 1024}),
-        param_space=params,
-        run_config=tune.RunConfig(name="tune", storage_path=str(tmp), callbacks=[callback], verbose=0),
-    )
-    grid = tuner.fit()
-    service_wall = time.perf_counter() - t0
-    import pandas as pd
-
-    rows = pd.read_parquet(tmp / "epochs.parquet").sort_values("epoch")
-    service_epochs = rows.epoch_seconds.tolist()
-    first_result = rows.reported_at.min() - (time.time() - service_wall)
-    assert not grid.errors, grid.errors
+    bare_epochs = run_bare(params, data, cpus)
+    bare_wall = time.perf_counter() - t0
+    service_epochs, service_wall, first_result = run_service(params, data, cpus, args.epochs)
     for e, (b, s) in enumerate(zip(bare_epochs, service_epochs), 1):
         print(
-            f"epoch {e}: bare {b:.1f} s ({args.rows / b:.0f} samples/s incl. dev)  service {s:.1f} s  "
+            f"epoch {e}: bare {b:.1f} s ({rows / b:.0f} samples/s incl. dev)  service {s:.1f} s  "
             f"ratio service/bare {s / b:.2f}"
         )
     print(
         f"whole run: bare fit {bare_wall:.1f} s, service {service_wall:.1f} s (ratio {service_wall / bare_wall:.2f}); "
         f"service first result {first_result:.1f} s after tuner.fit()"
+    )
+    bare_s, service_s = sum(bare_epochs) / len(bare_epochs), sum(service_epochs) / len(service_epochs)
+    print(
+        f"lstm_epoch: ratio={service_s / bare_s:.2f} bare_epoch_s={bare_s:.2f} service_epoch_s={service_s:.2f} "
+        f"first_result_s={first_result:.1f}"
     )
 
 

@@ -9,6 +9,7 @@ timed from when Tune started it (its slot opened) to when its first epoch's resu
 for both runs by the same results callback.
 
     python bench/overhead.py [--trials 4] [--epochs 3]
+    python bench/overhead.py --smoke     # 2 trials x 2 epochs on 160 rows; its files removed afterwards
 
 Last line: ``overhead: ratio=R first_result_s=S bare_first_result_s=B``.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -37,23 +39,62 @@ def first_results(run_dir: Path) -> tuple[float, float]:
     return float(first.mean()), float(later.mean())
 
 
+def bare_sweep(tmp: Path, fixed: dict, lrs: list[float], concurrency: int) -> tuple[Path, float]:
+    """The same trials in a bare Ray Tune function trainable that calls ``fit`` and ``tune.report``s; returns
+    its record's folder and its sweep's seconds (``Tuner.fit``)."""
+    import ray
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from sentune.data import DataConfig, load_splits
+    from sentune.results import RunRecorder
+    from sentune.trainables import llama_torch as lt
+    from sentune.tuning._callback import RecordCallback
+
+    splits = load_splits(DataConfig(train=tmp / "train.txt", dev=tmp / "dev.txt"))
+    data_ref = ray.put(lt.prepare(lt.LlamaTorchParams(**fixed), splits))
+    refs = [data_ref]
+
+    def bare(config):
+        import torch
+
+        torch.set_num_threads(1)
+        lt.fit(lt.LlamaTorchParams(**config), ray.get(refs[0]), lt.LoopContext(report=lambda m, s: tune.report(m)))
+
+    bare_dir = tmp / "bare"
+    recorder = RunRecorder(
+        bare_dir, job="bare", run_id="r", metric="val_macro_f1", mode="max", max_epochs=fixed["epochs"]
+    )
+    t0 = time.perf_counter()
+    grid = tune.Tuner(
+        tune.with_resources(bare, {"cpu": 1}),
+        param_space={**fixed, "lr": tune.grid_search(lrs)},
+        tune_config=tune.TuneConfig(metric="val_macro_f1", mode="max", max_concurrent_trials=concurrency),
+        # JsonLoggerCallback: the one Tune logger the service keeps (run_sweep turns the automatic ones off)
+        run_config=tune.RunConfig(
+            storage_path=str(bare_dir), callbacks=[RecordCallback(recorder), JsonLoggerCallback()], verbose=0
+        ),
+    ).fit()
+    bare_s = time.perf_counter() - t0
+    assert not grid.errors, grid.errors
+    return bare_dir, bare_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--rows", type=int, default=600)
+    ap.add_argument("--smoke", action="store_true", help="2 trials x 2 epochs on 160 rows, files removed")
     args = ap.parse_args()
+    if args.smoke:
+        args.trials, args.epochs, args.rows = 2, 2, 160
 
     import ray
-    from ray import tune
 
     from conftest import synthetic_rows, write_sst_file
-    from sentune.data import DataConfig, load_splits
-    from sentune.results import RunRecorder
     from sentune.spec import parse_job
-    from sentune.trainables import llama_torch as lt
     from sentune.tuning import init_ray, run_sweep
-    from sentune.tuning._callback import RecordCallback
 
     tmp = Path(tempfile.mkdtemp(prefix="sentune-bench-"))
     write_sst_file(tmp / "train.txt", synthetic_rows(args.rows, 1))
@@ -81,27 +122,7 @@ def main() -> None:
     service_total = time.perf_counter() - t0
     service_s = summary.timings["fit_s"]
 
-    splits = load_splits(DataConfig(train=tmp / "train.txt", dev=tmp / "dev.txt"))
-    data_ref = ray.put(lt.prepare(lt.LlamaTorchParams(**fixed), splits))
-    refs = [data_ref]
-
-    def bare(config):
-        import torch
-
-        torch.set_num_threads(1)
-        lt.fit(lt.LlamaTorchParams(**config), ray.get(refs[0]), lt.LoopContext(report=lambda m, s: tune.report(m)))
-
-    bare_dir = tmp / "bare"
-    recorder = RunRecorder(bare_dir, job="bare", run_id="r", metric="val_macro_f1", mode="max", max_epochs=args.epochs)
-    t0 = time.perf_counter()
-    grid = tune.Tuner(
-        tune.with_resources(bare, {"cpu": 1}),
-        param_space={**fixed, "lr": tune.grid_search(lrs)},
-        tune_config=tune.TuneConfig(metric="val_macro_f1", mode="max", max_concurrent_trials=concurrency),
-        run_config=tune.RunConfig(storage_path=str(bare_dir), callbacks=[RecordCallback(recorder)], verbose=0),
-    ).fit()
-    bare_s = time.perf_counter() - t0
-    assert not grid.errors, grid.errors
+    bare_dir, bare_s = bare_sweep(tmp, fixed, lrs, concurrency)
 
     first_service, per_epoch_service = first_results(summary.run_dir)
     first_bare, per_epoch_bare = first_results(bare_dir)
@@ -124,6 +145,8 @@ def main() -> None:
         f"bare_first_result_s={first_bare:.1f}"
     )
     ray.shutdown()
+    if args.smoke:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

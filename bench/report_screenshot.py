@@ -4,6 +4,7 @@ leaderboard fits the page, moving the mouse onto a learning curve's point shows 
 no request left the machine. Writes a full-page screenshot.
 
     python bench/report_screenshot.py RUN_DIR [--out report.png]
+    python bench/report_screenshot.py --smoke     # a tiny sweep's report (RUN_DIR optional); no chromium: skipped
 
 Needs /usr/bin/chromium (apt-get install chromium). Last line:
 ``report_screenshot: plots=N/M hover_config=yes|no fits=yes|no external_requests=K png=PATH``.
@@ -125,17 +126,58 @@ async def _check(report: Path, port: int, png: Path) -> dict:
             return res
 
 
+def tiny_run(root: Path) -> Path:
+    """A finished run folder of a sweep that takes seconds (2 trials x 2 epochs of a random-init tiny LLaMA on
+    160 synthetic rows), for ``--smoke``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import synthetic_rows, write_sst_file
+    from sentune.spec import parse_job
+    from sentune.tuning import run_sweep
+
+    sizes = (("train", 160, 1), ("dev", 40, 2), ("test", 40, 3))
+    data = {name: str(write_sst_file(root / f"{name}.txt", synthetic_rows(n, seed))) for name, n, seed in sizes}
+    spec = parse_job(
+        {
+            "name": "smoke",
+            "trainable": "llama_torch",
+            "data": data,
+            "search_space": {"lr": {"grid": [3.0e-3, 1.0e-4]}},
+            "params": {"backbone": "random:tiny", "option": "finetune", "epochs": 2, "batch_size": 16, "max_len": 24},
+            "search": {"algorithm": "grid"},
+            "scheduler": {"type": "fifo"},
+            "resources": {"cpus": 1, "workers_per_trial": 1},
+            "storage_path": str(root / "results"),
+        }
+    )
+    return run_sweep(spec, progress="quiet").run_dir
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("run_dir", type=Path, nargs="?")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--smoke", action="store_true", help="RUN_DIR optional (a tiny sweep's); no chromium: skip, exit 0")
     args = ap.parse_args()
+    if args.run_dir is None and not args.smoke:
+        ap.error("RUN_DIR is required (or --smoke)")
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser:
+        if args.smoke:
+            print("report_screenshot: skipped (no chromium; apt-get install chromium)")
+            return 0
         print("report_screenshot: no chromium (apt-get install chromium)")
         return 2
-    report = args.run_dir / "report.html"
-    png = args.out or args.run_dir / "report.png"
+    if args.run_dir is not None:
+        return check(browser, args.run_dir, args.out)
+    with tempfile.TemporaryDirectory(prefix="sentune-report-") as tmp:
+        run_dir = tiny_run(Path(tmp))
+        return check(browser, run_dir, args.out or Path(tmp) / "report.png")
+
+
+def check(browser: str, run_dir: Path, out: Path | None) -> int:
+    """Open ``run_dir``'s report in ``browser``, print what it found; 0 if everything checked out."""
+    report = run_dir / "report.html"
+    png = out or run_dir / "report.png"
     port = _free_port()
     profile = tempfile.mkdtemp(prefix="sentune-chromium-")
     proc = subprocess.Popen([browser, *FLAGS, f"--remote-debugging-port={port}", f"--user-data-dir={profile}",

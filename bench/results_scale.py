@@ -12,7 +12,7 @@ the diagnostics tracker on, as in a sweep: 16 trials at a time, 50 epochs each. 
 * ``old``: the old recorder's flush, which rewrote the whole epochs.parquet (timed once per size): what
   the old recorder paid per result in the forced case, and per flush in the other.
 
-No Ray. Takes a minute or two. Ends with one line:
+No Ray. Takes a minute or two (``--smoke``: 1k rows only, fewer results timed, a few seconds). Ends with one line:
 ``results_scale: us_per_result_1k=.. us_per_result_10k=.. us_per_result_100k=..`` (the ``2s`` figures).
 """
 
@@ -196,7 +196,10 @@ def main() -> None:
     ap.add_argument("--results", type=int, default=600, help="results timed at the 2 s interval, per size")
     ap.add_argument("--forced", type=int, default=150, help="results timed with a flush each, per size")
     ap.add_argument("--no-old", action="store_true", help="skip timing the old whole-file rewrite")
+    ap.add_argument("--smoke", action="store_true", help="1k rows, 60 + 20 results timed")
     args = ap.parse_args()
+    if args.smoke:
+        args.sizes, args.results, args.forced = "1000", 60, 20
     random.seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="sentune-results-scale-"))
     every = max(1, round(2.0 * args.rate))

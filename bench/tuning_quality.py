@@ -8,6 +8,7 @@ Part 2 (``en-movie-2-imbalanced``, 3.4 negatives per positive): a cross-entropy 
 sweep (alpha and gamma searched), the same budget each.
 
     python bench/tuning_quality.py [--storage results/bench] [--part 1|2|both]
+    python bench/tuning_quality.py --smoke   # part 1 small: a random-init backbone, 300 rows, 3 trials a side
 
 For each side it prints the total epochs, the best dev macro-F1, that config's test macro-F1 and accuracy,
 whether the winner collapsed (one predicted class on test, or a lasting collapse during training), and
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
 import time
 
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 
-JOBS = "bench/jobs"
+JOBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobs")
 
 
 def _side(name: str, summary) -> dict:
@@ -52,29 +55,61 @@ def _side(name: str, summary) -> dict:
     }
 
 
-def _run(path: str, storage: str, **changes):
+def smoke_changes(raw: dict) -> dict:
+    """The same job in seconds: features of a random-init tiny LLaMA instead of SmolLM2's, 300 / 100 / 100
+    rows, 3 sampled trials (or the first 3 baselines)."""
+    return {
+        "data": {**raw["data"], "max_rows": {"train": 300, "dev": 100, "test": 100}},
+        "params": {**raw["params"], "backbone": "random:tiny", "max_len": 32},
+        "num_samples": min(3, raw.get("num_samples", 0)),
+        **({"baselines": raw["baselines"][:3]} if raw.get("baselines") else {}),
+    }
+
+
+def _job(path: str, storage: str, *, smoke: bool = False, **changes):
     from sentune._yaml import read_yaml
     from sentune.spec import parse_job
+
+    raw = read_yaml(path, "job file")
+    return parse_job({**raw, **(smoke_changes(raw) if smoke else {}), "storage_path": storage, **changes}, source=path)
+
+
+def _run(path: str, storage: str, *, smoke: bool = False, **changes):
     from sentune.tuning import run_sweep
 
-    raw = {**read_yaml(path, "job file"), "storage_path": storage, **changes}
-    return run_sweep(parse_job(raw, source=path), progress="quiet")
+    return run_sweep(_job(path, storage, smoke=smoke, **changes), progress="quiet")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--storage", default="results/bench")
-    ap.add_argument("--part", choices=["1", "2", "both"], default="both")
+    ap.add_argument("--part", choices=["1", "2", "both"], help="default: both (--smoke: 1)")
+    ap.add_argument(
+        "--smoke", action="store_true", help="jobs made small (see smoke_changes), in a temporary folder; part 1 only"
+    )
     args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="sentune-quality-") if args.smoke else None
+    try:
+        if tmp is not None:  # every job parses, as it is and made small, the part not run too
+            for name in ("imbalanced_ce", "imbalanced_focal", "quality_manual", "quality_sweep"):
+                _job(f"{JOBS}/{name}.yaml", tmp), _job(f"{JOBS}/{name}.yaml", tmp, smoke=True)
+        compare(args.storage if tmp is None else tmp, args.part or ("1" if tmp else "both"), smoke=tmp is not None)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
+
+def compare(storage: str, part: str, *, smoke: bool) -> None:
     import pandas as pd
 
     pd.set_option("display.width", 200)
     t0 = time.perf_counter()
     last = ""
-    if args.part in ("2", "both"):
+    if smoke:
+        print("smoke: the jobs on a random-init tiny backbone, 300/100/100 rows, 3 trials (not the headings' sizes)")
+    if part in ("2", "both"):
         t = time.perf_counter()
-        rows = [_side(kind, _run(f"{JOBS}/imbalanced_{kind}.yaml", args.storage)) for kind in ("ce", "focal")]
+        rows = [_side(kind, _run(f"{JOBS}/imbalanced_{kind}.yaml", storage, smoke=smoke)) for kind in ("ce", "focal")]
         print("\nPart 2: en-movie-2-imbalanced (2,000 train rows), cross-entropy vs focal loss, 60 epochs each")
         print(pd.DataFrame(rows).drop(columns=["run"]).to_string(index=False))
         ce, focal = rows
@@ -84,11 +119,13 @@ def main() -> None:
             f"ce_collapsed={ce['collapsed']} focal_collapsed={focal['collapsed']} "
             f"reference_test={ce['reference_test']}"
         )
-    if args.part in ("1", "both"):
+    if part in ("1", "both"):
         t = time.perf_counter()
-        manual = _side("manual", _run(f"{JOBS}/quality_manual.yaml", args.storage))
+        manual = _side("manual", _run(f"{JOBS}/quality_manual.yaml", storage, smoke=smoke))
         # at most the hand-tuned side's epochs: two trials run at once, so the budget stops one short
-        sweep = _side("sweep", _run(f"{JOBS}/quality_sweep.yaml", args.storage, max_total_epochs=manual["epochs"] - 1))
+        sweep = _side(
+            "sweep", _run(f"{JOBS}/quality_sweep.yaml", storage, smoke=smoke, max_total_epochs=manual["epochs"] - 1)
+        )
         print("\nPart 1: the full en-movie-5, ten hand-picked configs vs ASHA + multivariate TPE, same epochs")
         print(pd.DataFrame([manual, sweep]).drop(columns=["run"]).to_string(index=False))
         print(f"part 1 wall time {time.perf_counter() - t:.0f} s")

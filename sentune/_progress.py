@@ -5,23 +5,44 @@ to come, epochs trained against the budget, the best trial so far with its confi
 estimate of what is left. ``plain``: a line per trial epoch and per trial end (for logs: CI, the Jobs
 API). ``quiet``: nothing until the summary. ``json``: one JSON object per result on standard output, for
 scripts.
+
+Every change of the sweep is also an event (a small JSON object: ``sweep``, ``trial_start``, ``result``,
+``trial_end``); a driver started with ``SENTUNE_EVENTS=log`` (what ``sentune submit`` sets) writes each as one
+line ``[sentune-event] {...}`` to its log, and :class:`EventFollower` rebuilds the live view of a submitted job
+from those lines alone: the human lines are free to change.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
+import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sentune._direction import Direction
 from sentune._log import log_line
 
-__all__ = ["MODES", "LineFollower", "SweepProgress"]
+__all__ = ["EVENT_PREFIX", "MODES", "EventFollower", "SweepProgress", "events_to_log"]
 
 MODES = ("live", "plain", "quiet", "json")
+EVENT_PREFIX = "[sentune-event] "
+EVENTS_ENV = "SENTUNE_EVENTS"  # "log": the driver writes its events to its log (a submitted job)
+
+
+def events_to_log(stream=None) -> Callable[[dict], None] | None:
+    """The event sink a driver uses: event lines on its standard output when ``SENTUNE_EVENTS=log``, else none."""
+    if os.environ.get(EVENTS_ENV) != "log":
+        return None
+
+    def write(event: dict) -> None:
+        out = stream or sys.stdout
+        out.write(EVENT_PREFIX + json.dumps(event, default=str, allow_nan=False) + "\n")
+        out.flush()
+
+    return write
 
 
 def _fmt(value) -> str:
@@ -59,6 +80,7 @@ class SweepProgress:
         tuned: list[str] | None = None,
         stream=None,
         clock=time.monotonic,
+        events: Callable[[dict], None] | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"progress mode {mode!r}; choose from {', '.join(MODES)}")
@@ -75,16 +97,23 @@ class SweepProgress:
         self.configs: dict[str, dict] = {}
         self.best: tuple[str, float, int] | None = None  # trial id, value, epoch
         self._live: Any = None
+        self._events = events  # where every event also goes (a submitted job's log), or None
+
+    def _emit(self, event: dict) -> None:
+        if self._events is not None:
+            self._events({"job": self.job, **event})
 
     @property
     def stream(self):
         return self._stream or sys.stdout
 
     def __getstate__(self):  # Tune pickles its callbacks (tuner.pkl): a stream or a live screen does not travel
-        return {**self.__dict__, "_stream": None, "_live": None}
+        return {**self.__dict__, "_stream": None, "_live": None, "_events": None}
 
     # --- events
     def start(self) -> None:
+        self._emit({"event": "sweep", "trials": self.total, "max_epochs": self.max_epochs, "metric": self.metric,
+                    "mode": self.direction.mode, "tuned": self.tuned})  # fmt: skip
         if self.mode == "live":
             from rich.console import Console
             from rich.live import Live
@@ -109,6 +138,7 @@ class SweepProgress:
         self.state[trial_id] = "running"
         self.configs[trial_id] = config
         self.epochs.setdefault(trial_id, 0)
+        self._emit({"event": "trial_start", "trial_id": trial_id, "config": {k: _plain(v) for k, v in config.items()}})
         self._refresh()
 
     def result(self, trial_id: str, config: dict, row: dict, flags: list[str]) -> None:
@@ -122,6 +152,7 @@ class SweepProgress:
         value = row.get(self.metric)
         self.latest[trial_id] = value
         self._note_best(trial_id, value, epoch)
+        self._emit({"event": "result", "trial_id": trial_id, "epoch": epoch, self.metric: _plain(value)})
         if self.mode == "plain":
             keys = dict.fromkeys([self.metric, "val_loss", "train_loss", "lr"])
             shown = "  ".join(f"{k}={_fmt(row.get(k))}" for k in keys)
@@ -135,6 +166,8 @@ class SweepProgress:
 
     def trial_ended(self, trial_id: str, status: str) -> None:
         self.state[trial_id] = status
+        epochs = self.epochs.get(trial_id, 0)
+        self._emit({"event": "trial_end", "trial_id": trial_id, "status": status, "epochs": epochs})
         if self.mode == "plain":
             log_line(f"{trial_id} {status.replace('_', ' ')} after {self.epochs.get(trial_id, 0)} epochs")
         elif self.mode == "json":
@@ -228,15 +261,9 @@ def _plain(value):
     return value
 
 
-_HEAD = re.compile(r"sweep (?P<job>\S+): (?P<trials>\d+) trials x up to (?P<epochs>\d+) epochs; metric (?P<metric>\S+) "
-                   r"\((?P<mode>max|min)\)(; tuned: (?P<tuned>.*))?$")  # fmt: skip
-_EPOCH = re.compile(r"^(?P<tid>\S+) epoch +(?P<epoch>\d+)  (?P<rest>.*)$")
-_END = re.compile(r"^(?P<tid>\S+) (?P<status>completed|stopped early|errored) after (?P<epochs>\d+) epochs$")
-
-
-class LineFollower:
-    """Rebuilds the live view from a sweep's plain lines (a submitted job's log, ``sentune logs --follow``):
-    feed it the text as it comes; lines that are not progress go to ``echo``."""
+class EventFollower:
+    """Rebuilds the live view from a sweep's event lines (a submitted job's log, ``sentune logs --follow``):
+    feed it the log as it comes; every other line goes to ``echo`` (or above the live screen)."""
 
     def __init__(self, mode: str = "live", *, echo=None, stream=None):
         self.mode, self.stream = mode, stream or sys.stdout
@@ -258,32 +285,45 @@ class LineFollower:
             self.view.close()
 
     def _line(self, line: str) -> None:
-        text = line.removeprefix("[sentune] ")
-        head = _HEAD.search(text)
-        if head and self.view is None:
+        event = _event(line)
+        if event is None:
+            if self.view is not None and self.view._live is not None:
+                self.view._live.console.print(line, markup=False, highlight=False)
+            else:
+                self.echo(line)
+            return
+        self._apply(event)
+
+    def _apply(self, event: dict) -> None:
+        kind, view = event.get("event"), self.view
+        if kind == "sweep" and view is None:
             self.view = SweepProgress(
-                self.mode, job=head["job"], metric=head["metric"], mode_of_metric=head["mode"],
-                trials=int(head["trials"]), max_epochs=int(head["epochs"]),
-                tuned=[t for t in (head["tuned"] or "").split(", ") if t], stream=self.stream,
+                self.mode, job=str(event.get("job", "")), metric=str(event.get("metric", "val_macro_f1")),
+                mode_of_metric="min" if event.get("mode") == "min" else "max", trials=int(event.get("trials") or 0),
+                max_epochs=int(event.get("max_epochs") or 0), tuned=list(event.get("tuned") or []), stream=self.stream,
             )  # fmt: skip
             self.view.start()
-        view = self.view
-        m = _EPOCH.match(text) if view is not None else None
-        if m and view is not None:
-            row: dict = {"epoch": int(m["epoch"])}
-            for part in m["rest"].split("  "):
-                key, _, value = part.partition("=")
-                try:
-                    row[key] = float(value)
-                except ValueError:
-                    pass
-            view.result(m["tid"], {}, row, []) if view.mode != "plain" else None
-            return
-        m = _END.match(text) if view is not None else None
-        if m and view is not None:
-            view.trial_ended(m["tid"], m["status"].replace(" ", "_"))
-            return
-        if view is not None and view._live is not None:
-            view._live.console.print(line, markup=False, highlight=False)
-        else:
-            self.echo(line)
+        elif view is not None and kind == "trial_start":
+            view.trial_started(str(event["trial_id"]), dict(event.get("config") or {}))
+        elif view is not None and kind == "result":
+            view.result(str(event["trial_id"]), {}, event, []) if view.mode != "plain" else None
+        elif view is not None and kind == "trial_end":
+            view.trial_ended(str(event["trial_id"]), str(event["status"]))
+
+
+def _event(line: str) -> dict | None:
+    """The event a log line carries, or None for any other line (an event line that does not parse too)."""
+    at = line.find(EVENT_PREFIX)
+    if at < 0:
+        return None
+    try:
+        event = json.loads(line[at + len(EVENT_PREFIX) :])
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        return None
+    if event["event"] != "sweep" and not isinstance(event.get("trial_id"), str):
+        return None
+    if event["event"] == "result" and not isinstance(event.get("epoch"), int):
+        return None
+    return event

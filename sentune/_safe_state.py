@@ -64,6 +64,10 @@ def _encode(obj: Any, arrays: list[np.ndarray], depth: int = 0) -> Any:
     if isinstance(obj, bytes):
         arrays.append(np.frombuffer(obj, dtype=np.uint8))
         return {"__bytes__": len(arrays) - 1}
+    return _encode_container(obj, arrays, depth)
+
+
+def _encode_container(obj: Any, arrays: list[np.ndarray], depth: int) -> Any:
     if isinstance(obj, tuple):
         return {"__tuple__": [_encode(v, arrays, depth + 1) for v in obj]}
     if isinstance(obj, list):

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from sentune._log import console
+from sentune._uri import redact
 from sentune.errors import ConfigError, SentuneError
 
 __all__ = ["main"]
@@ -69,7 +70,7 @@ def _print_summary(summary, *, as_json: bool = False) -> int:
     if summary.progress:
         print(summary.progress)
     if summary.interrupted:
-        where = summary.remote or summary.run_dir
+        where = redact(summary.remote) if summary.remote else summary.run_dir
         print(f"\nStopped before the sweep ended; its state is saved. Go on with:\n  sentune resume {where}")
         return 130
     print("\nLeaderboard")
@@ -78,28 +79,25 @@ def _print_summary(summary, *, as_json: bool = False) -> int:
     print(format_leaderboard(summary.leaderboard))
     if summary.comparison:
         print(summary.comparison)
-    if summary.test_report is not None:
-        row = summary.test_report.set_index("class")
-        print(
-            f"\nBest trial on the test split: accuracy {row.loc['accuracy', 'precision']:.4f}, "
-            f"macro-F1 {row.loc['macro avg', 'f1-score']:.4f}"
-        )
+    if summary.test_figures:
+        test = summary.test_figures
+        print(f"\nBest trial on the test split: accuracy {test['acc']:.4f}, macro-F1 {test['macro_f1']:.4f}")
     print(f"Best config: {summary.best_config_path}")
     print(f"Report:      {summary.run_dir / 'report.html'}")
     print(f"Run folder:  {summary.run_dir}  ({summary.wall_seconds:.0f} s)")
     if summary.remote:
-        print(f"Uploaded to: {summary.remote}")
+        print(f"Uploaded to: {redact(summary.remote)}")
     return 0
 
 
 def _cmd_results(args) -> int:
-    from sentune.results import budget, comparison_line, format_budget, format_leaderboard, leaderboard, resolve_run_dir
+    from sentune.results import RunView, comparison_line, format_budget, format_leaderboard, resolve_run_dir
 
-    run_dir = resolve_run_dir(args.run_dir)
-    print(f"run {run_dir.name} ({args.run_dir})")
-    print(format_budget(budget(run_dir)))
-    print(format_leaderboard(leaderboard(run_dir, reference=True), limit=args.limit))
-    line = comparison_line(run_dir)
+    view = RunView.load(resolve_run_dir(args.run_dir))  # the run read once for all that is shown
+    print(f"run {view.run_dir.name} ({redact(str(args.run_dir))})")
+    print(format_budget(view.budget))
+    print(format_leaderboard(view.leaderboard_with_reference, limit=args.limit))
+    line = comparison_line(view)
     if line:
         print(line)
     return 0
@@ -172,10 +170,10 @@ def _cmd_logs(args) -> int:
     from sentune.submission import follow_logs, job_logs
 
     if args.follow:
-        if sys.stdout.isatty():  # the driver's plain lines, shown as the live screen
-            from sentune._progress import LineFollower
+        if sys.stdout.isatty():  # the driver's event lines, shown as the live screen
+            from sentune._progress import EventFollower
 
-            follower = LineFollower("live")
+            follower = EventFollower("live")
             try:
                 status = follow_logs(args.job_id, follower.feed, address=args.address)
             finally:
@@ -227,7 +225,7 @@ def _progress_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per result (for scripts)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (the argument table reads best whole)
     parser = argparse.ArgumentParser(
         prog="sentune", description="Hyperparameter tuning for sentiment classifiers on Ray"
     )

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["REFERENCE_ID", "analyzer_for", "fit_reference"]
+from sentune import metrics
+from sentune.results import REFERENCE_ID  # its trial id in the leaderboard
 
-REFERENCE_ID = "reference"  # its trial id in the leaderboard
+__all__ = ["REFERENCE_ID", "analyzer_for", "fit_reference"]
 
 
 def _cjk_share(texts: Sequence[str], limit: int = 2000) -> float:
@@ -34,9 +35,6 @@ def fit_reference(splits, *, seed: int = 0) -> dict:
     """Fit on ``splits.train``; dev (and test, when there is one) macro-F1, accuracy and log loss."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
-
-    from sentune.results import split_figures
 
     t0 = time.perf_counter()
     analyzer, ngrams = analyzer_for(splits.train.texts)
@@ -55,9 +53,6 @@ def fit_reference(splits, *, seed: int = 0) -> dict:
             continue
         probs = np.zeros((len(ds), len(labels)))
         probs[:, model.classes_] = model.predict_proba(vectorizer.transform(ds.texts))
-        out[name] = {
-            **split_figures(ds.labels, probs),
-            "loss": float(log_loss(ds.labels, np.clip(probs, 1e-12, 1.0), labels=labels)),
-        }
+        out[name] = {**metrics.split_figures(ds.labels, probs), "loss": metrics.cross_entropy(ds.labels, probs)}
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out

@@ -88,6 +88,11 @@ def _parse_one(where: str, name: str, spec) -> Domain | Any:
         return Domain(kind, tuple(args))
     if kind not in RANGE_KINDS:
         raise ConfigError(f"{where}: unknown domain {_short(kind)}; use one of {kinds}")
+    return _range(where, kind, args)
+
+
+def _range(where: str, kind: str, args) -> Domain:
+    """A range domain (``loguniform``, ``uniform``, ``quniform``, ``randint``) with its bounds checked."""
     if not isinstance(args, list) or len(args) != RANGE_KINDS[kind]:
         raise ConfigError(f"{where}: {kind} needs [{'low, high, q' if kind == 'quniform' else 'low, high'}]")
     nums = [_as_number(where, a) for a in args]

@@ -21,7 +21,7 @@ from sentune.search import Domain, load_search_space, parse_search_space
 from sentune.trainables import get_trainable
 from sentune.trainables._params import Seed
 
-__all__ = ["ConfirmConfig", "FailureConfig", "JobSpec", "load_job", "parse_job", "PBT_MUTABLE", "REPORTED_METRICS"]
+__all__ = ["ConfirmConfig", "FailureConfig", "JobSpec", "REPORTED_METRICS", "load_job", "parse_job", "pbt_can_perturb"]
 
 _UNSET = object()
 REPORTED_METRICS = ("val_macro_f1", "val_acc", "val_loss", "train_loss", "train_acc")
@@ -42,7 +42,7 @@ class SearchConfig(_Strict):
         return self
 
 
-def PBT_MUTABLE(name: str) -> bool:  # noqa: N802 (a rule, read like a set)
+def pbt_can_perturb(name: str) -> bool:
     """Options PBT may change in the middle of a trial: the learning rate, weight decay and dropouts."""
     return name in ("lr", "weight_decay") or "dropout" in name
 
@@ -241,7 +241,7 @@ class JobSpec(_Strict):
         if self.scheduler.type != "pbt":
             return
         tuned = [k for k, v in parsed.items() if isinstance(v, Domain)]
-        fixed = [k for k in tuned if not PBT_MUTABLE(k)]
+        fixed = [k for k in tuned if not pbt_can_perturb(k)]
         if fixed:
             raise ConfigError(
                 f"scheduler pbt changes options in the middle of a trial; it cannot change {', '.join(fixed)} "

@@ -10,7 +10,7 @@ from sentune._log import log_line
 from sentune._yaml import read_yaml
 from sentune.data import DataConfig, load_splits
 from sentune.errors import ConfigError, format_validation
-from sentune.trainables import FitResult, LoopContext, get_trainable
+from sentune.trainables import FitResult, LoopContext, fit, get_trainable
 
 __all__ = ["load_train_config", "train_alone"]
 
@@ -47,4 +47,4 @@ def train_alone(trainable: str, data: DataConfig, params: dict) -> FitResult:
     impl = entry.load()
     p = entry.params_model(**params)
     prepared = impl.prepare(p, load_splits(data))
-    return impl.fit(p, prepared, LoopContext(report=_log_epoch))
+    return fit(impl, p, prepared, LoopContext(report=_log_epoch))

@@ -281,6 +281,8 @@ def _is_remote_storage(storage: str) -> bool:
 # `sentune stop` (the Jobs API's stop) sends the driver a first Ctrl-C and gives it time to save the sweep's
 # state (Ray's default is SIGTERM and a SIGKILL after 3 s); `sentune resume` then goes on with the run.
 STOP_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "60"}
+# the driver writes its progress events to its log, which `sentune logs --follow` turns into the live view
+EVENT_ENV = {"SENTUNE_EVENTS": "log"}
 
 
 # ---- what is uploaded ---------------------------------------------------------------------------------
@@ -295,18 +297,11 @@ def _human(n: float) -> str:
 
 
 def _gitignore_spec(lines: list[str], source: str | Path):
-    """A gitignore matcher for ``lines``: ``pathspec`` where installed, else the copy Ray ships (the one it
-    applies to .gitignore itself). A pattern neither accepts is one line naming the file and line."""
-    make: Callable[[list[str]], object]
-    try:
-        import pathspec
+    """A gitignore matcher for ``lines`` (``pathspec``'s, git's own rules). A pattern it refuses is one line
+    naming the file and line."""
+    import pathspec
 
-        make = pathspec.GitIgnoreSpec.from_lines
-    except ImportError:  # pathspec comes with mypy, not with sentune's own dependencies
-        from ray._private.thirdparty.pathspec import PathSpec
-
-        def make(ls):
-            return PathSpec.from_lines("gitwildmatch", ls)
+    make: Callable[[list[str]], object] = pathspec.GitIgnoreSpec.from_lines
 
     try:
         return make(lines)
@@ -378,91 +373,110 @@ def plan_upload(working_dir: str | Path, *, skip: Iterable[str] = ()) -> UploadP
     root = Path(working_dir).resolve()
     if not root.is_dir():
         raise ConfigError(f"{root}: not a folder, nothing to upload")
-    skip = {s.strip("/") for s in skip if s.strip("/")}
-    base_rules = [
-        ("", _gitignore_spec(SECRET_EXCLUDES, "SECRET_EXCLUDES"), "sentune's list of secrets and keys"),
-        ("", _gitignore_spec(UPLOAD_EXCLUDES, "UPLOAD_EXCLUDES"), "sentune's list of results, caches and venvs"),
-    ]
-    files: dict[str, Path] = {}
-    sizes: dict[str, int] = {}
-    excluded: dict[str, str] = {}
-    notes: list[str] = []
-    links: list[str] = []
+    walk = _UploadWalk(root, {s.strip("/") for s in skip if s.strip("/")})
+    walk.walk()
+    walk.follow_links()
+    return UploadPlan(root, dict(sorted(walk.files.items())), dict(sorted(walk.sizes.items())), walk.excluded,
+                      tuple(walk.notes))  # fmt: skip
 
-    def left_out_by(rel: str, as_dir: bool, rules) -> str | None:
-        if as_dir and rel in skip:
+
+class _UploadWalk:
+    """The walk behind :func:`plan_upload`: every folder's ignore files apply below it; links are looked at last."""
+
+    def __init__(self, root: Path, skip: set[str]):
+        self.root, self.skip = root, skip
+        self.files: dict[str, Path] = {}
+        self.sizes: dict[str, int] = {}
+        self.excluded: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.links: list[str] = []
+
+    def left_out_by(self, rel: str, as_dir: bool, rules) -> str | None:
+        if as_dir and rel in self.skip:
             return "the run's storage"
         for base, spec, source in rules:
             if spec.match_file(rel[len(base) :] + ("/" if as_dir else "")):
                 return source
         return None
 
-    stack = [(root, "", base_rules)]
-    while stack:
-        folder, rel_dir, rules = stack.pop()
-        for name in _IGNORE_FILES:
-            ignore_file = folder / name
-            if ignore_file.is_file():
-                spec = _gitignore_spec(_read_ignore_file(ignore_file), ignore_file)
-                rules = [*rules, (rel_dir, spec, rel_dir + name)]
+    def walk(self) -> None:
+        base_rules = [
+            ("", _gitignore_spec(SECRET_EXCLUDES, "SECRET_EXCLUDES"), "sentune's list of secrets and keys"),
+            ("", _gitignore_spec(UPLOAD_EXCLUDES, "UPLOAD_EXCLUDES"), "sentune's list of results, caches and venvs"),
+        ]
+        stack = [(self.root, "", base_rules)]
+        while stack:
+            folder, rel_dir, rules = stack.pop()
+            for name in _IGNORE_FILES:
+                ignore_file = folder / name
+                if ignore_file.is_file():
+                    spec = _gitignore_spec(_read_ignore_file(ignore_file), ignore_file)
+                    rules = [*rules, (rel_dir, spec, rel_dir + name)]
+            stack += self._folder(folder, rel_dir, rules)
+
+    def _folder(self, folder: Path, rel_dir: str, rules) -> list:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
             raise ConfigError(_one_line(f"{folder}: cannot list it for the upload ({exc.strerror})")) from None
+        below = []
         for entry in entries:
             rel = rel_dir + entry.name
             is_link = entry.is_symlink()
             as_dir = entry.is_dir(follow_symlinks=is_link)  # a link is matched as what it leads to
-            source = left_out_by(rel, as_dir, rules)
+            source = self.left_out_by(rel, as_dir, rules)
             if source:
-                excluded[rel + ("/" if as_dir else "")] = source
+                self.excluded[rel + ("/" if as_dir else "")] = source
             elif is_link:
-                links.append(rel)
+                self.links.append(rel)
             elif as_dir:
-                stack.append((Path(entry.path), rel + "/", rules))
+                below.append((Path(entry.path), rel + "/", rules))
             elif entry.is_file(follow_symlinks=False):
-                files[rel] = Path(entry.path)
-                sizes[rel] = entry.stat(follow_symlinks=False).st_size
+                self.files[rel] = Path(entry.path)
+                self.sizes[rel] = entry.stat(follow_symlinks=False).st_size
             else:
-                notes.append(f"{_shown(rel)}: not a regular file, left out")
+                self.notes.append(f"{_shown(rel)}: not a regular file, left out")
+        return below
 
-    outside, hidden = [], []
-    for rel in links:
-        target = Path(os.path.realpath(root / rel))
-        try:
-            target_rel = target.relative_to(root).as_posix()
-        except ValueError:
-            outside.append(f"{_shown(rel)} -> {_shown(str(target))}")
-            continue
-        if not target.exists():
-            notes.append(f"{_shown(rel)}: a broken symlink, left out")
-        elif target.is_dir():
-            notes.append(f"{_shown(rel)}: a symlink to the folder {_shown(target_rel)}/, left out (it goes as itself)")
-        elif target_rel in files:
-            files[rel], sizes[rel] = files[target_rel], sizes[target_rel]
-        else:
-            hidden.append(f"{_shown(rel)} -> {_shown(target_rel)}")
-    for found, what in ((outside, "lead outside it"), (hidden, "lead to files that are left out (secrets, ignored)")):
-        if found:
-            more = f" (+{len(found) - 3} more)" if len(found) > 3 else ""
-            raise ConfigError(
-                _one_line(
-                    f"{root}: symlinks in the folder to upload {what}: {', '.join(found[:3])}{more}; "
-                    "remove them or list them in .rayignore"
+    def follow_links(self) -> None:
+        root, outside, hidden = self.root, [], []
+        for rel in self.links:
+            target = Path(os.path.realpath(root / rel))
+            try:
+                target_rel = target.relative_to(root).as_posix()
+            except ValueError:
+                outside.append(f"{_shown(rel)} -> {_shown(str(target))}")
+                continue
+            if not target.exists():
+                self.notes.append(f"{_shown(rel)}: a broken symlink, left out")
+            elif target.is_dir():
+                self.notes.append(
+                    f"{_shown(rel)}: a symlink to the folder {_shown(target_rel)}/, left out (it goes as itself)"
                 )
-            )
-    return UploadPlan(root, dict(sorted(files.items())), dict(sorted(sizes.items())), excluded, tuple(notes))
+            elif target_rel in self.files:
+                self.files[rel], self.sizes[rel] = self.files[target_rel], self.sizes[target_rel]
+            else:
+                hidden.append(f"{_shown(rel)} -> {_shown(target_rel)}")
+        for found, what in (
+            (outside, "lead outside it"),
+            (hidden, "lead to files that are left out (secrets, ignored)"),
+        ):
+            if found:
+                more = f" (+{len(found) - 3} more)" if len(found) > 3 else ""
+                raise ConfigError(
+                    _one_line(
+                        f"{root}: symlinks in the folder to upload {what}: {', '.join(found[:3])}{more}; "
+                        "remove them or list them in .rayignore"
+                    )
+                )
 
 
 def upload_limit() -> int:
     """Ray's limit on a job's packed working_dir (it refuses a package this large): ``GCS_STORAGE_MAX_SIZE``
     in ray/_private/runtime_env/packaging.py, 512 MiB unless ``RAY_max_grpc_message_size`` says otherwise."""
-    try:
-        from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+    from sentune.tuning._ray_compat import ray_working_dir_limit
 
-        return int(GCS_STORAGE_MAX_SIZE)
-    except ImportError:
-        return int(os.environ.get("RAY_max_grpc_message_size", 512 * 1024 * 1024))
+    return ray_working_dir_limit(int(os.environ.get("RAY_max_grpc_message_size", 512 * 1024 * 1024)))
 
 
 def _check_size(plan: UploadPlan, limit: int | None) -> None:
@@ -506,7 +520,7 @@ def stage_upload(plan: UploadPlan, dest: str | Path) -> Path:
 def _runtime_env(staged: Path) -> dict:
     # No "excludes": the staged folder holds the planned files and nothing else (no ignore files either),
     # so Ray packs all of it; its own default excludes (.git, .venv, venv, __pycache__) match nothing there.
-    return {"working_dir": str(staged), "env_vars": dict(STOP_ENV)}
+    return {"working_dir": str(staged), "env_vars": {**STOP_ENV, **EVENT_ENV}}
 
 
 def _inside(path: str, root: Path) -> list[str]:

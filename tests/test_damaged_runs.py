@@ -96,7 +96,7 @@ def test_a_second_driver_is_refused_while_the_first_holds_the_run(tiny_sweep, tm
     info = json.loads((run / "run.json").read_text())
     results.write_run_info(run, {**info, "status": "interrupted"})
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from sentune.tuning._sweep import _lock_run;"
+        [sys.executable, "-c", "import sys, time; from sentune.tuning._run_folder import lock_run as _lock_run;"
          f"_lock_run(__import__('pathlib').Path({str(run)!r})); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -109,6 +109,7 @@ def test_a_second_driver_is_refused_while_the_first_holds_the_run(tiny_sweep, tm
         holder.kill()
         holder.wait()
     (run / "heartbeat").write_text(f"{__import__('time').time():.3f}")  # a live driver elsewhere (another node)
+    (run / ".driver.lock").write_text("4242 another-node")
     results.write_run_info(run, {**info, "status": "running"})
     with pytest.raises(SentuneError) as alive:
         resume_sweep(run)

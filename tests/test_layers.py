@@ -52,3 +52,24 @@ def test_validating_a_submission_loads_no_framework(tmp_path):
         "    print(type(exc).__name__, exc)\n"
     )
     assert not loaded & {"torch", "tensorflow", "keras", "transformers"}
+
+
+# the argument parser's table reads best whole
+_LONG_ALLOWED = {("sentune/cli.py", "build_parser")}
+
+
+def _functions():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    for path in sorted((root / "sentune").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield rel, node.name, node.end_lineno - node.lineno + 1
+
+
+def test_no_function_in_the_package_is_over_60_lines():
+    found = [(rel, name, n) for rel, name, n in _functions() if n > 60 and (rel, name) not in _LONG_ALLOWED]
+    assert not found, found

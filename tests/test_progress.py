@@ -112,16 +112,17 @@ def test_sentune_run_under_a_terminal_updates_one_screen_in_place_and_ends_with_
 def test_without_a_terminal_the_output_is_plain_lines_and_json_is_one_object_per_result(sst_dir, tmp_path):
     job = _job(sst_dir, tmp_path)
     out = subprocess.run([sys.executable, "-m", "sentune.cli", "run", str(job)], capture_output=True, text=True,
-                         env=_env(), cwd=tmp_path, timeout=400)  # fmt: skip
+                         env=_env() | {"SENTUNE_EVENTS": "log"}, cwd=tmp_path, timeout=400)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "\x1b[" not in out.stdout
     epoch_lines = [ln for ln in out.stdout.splitlines() if re.match(r"\[sentune\] \S+ epoch +\d+  val_macro_f1=", ln)]
     assert len(epoch_lines) == 6
     assert "sweep watch: 6/6 epochs, 2 completed" in out.stdout
-    # those lines are what `sentune logs --follow` turns back into the live view of a submitted sweep
-    from sentune._progress import LineFollower
+    # the event lines (SENTUNE_EVENTS=log, as a submitted job runs) are what `sentune logs --follow` turns back
+    # into the live view of a submitted sweep
+    from sentune._progress import EventFollower
 
-    follower = LineFollower("quiet", echo=lambda line: None)
+    follower = EventFollower("quiet", echo=lambda line: None)
     for i in range(0, len(out.stdout), 37):  # as the Jobs API streams it: in arbitrary chunks
         follower.feed(out.stdout[i : i + 37])
     follower.close()
@@ -136,3 +137,38 @@ def test_without_a_terminal_the_output_is_plain_lines_and_json_is_one_object_per
     assert all("val_macro_f1" in e and "config/lr" in e for e in results)
     assert [e["event"] for e in events].count("trial_end") == 2
     assert events[-1]["event"] == "summary" and events[-1]["best"]["rank"] == 1
+
+
+def test_the_live_view_of_a_submitted_job_is_rebuilt_from_its_events_alone(monkeypatch):
+    """The follower reads only event lines: human lines may say anything (even look like old progress lines)."""
+    import io
+
+    from sentune._progress import EventFollower, SweepProgress, events_to_log
+
+    log = io.StringIO()
+    monkeypatch.setenv("SENTUNE_EVENTS", "log")
+    view = SweepProgress("quiet", job="j", trials=3, max_epochs=2, tuned=["lr"], events=events_to_log(log))
+    view.start()
+    log.write("[sentune] t1 epoch   1  val_macro_f1=0.9000  (a human line, free to change)\n")
+    for tid, values in (("t1", [0.5, 0.7]), ("t2", [0.6])):
+        view.trial_started(tid, {"lr": 0.1})
+        for epoch, v in enumerate(values, 1):
+            view.result(tid, {"lr": 0.1}, {"epoch": epoch, "val_macro_f1": v}, [])
+        view.trial_ended(tid, "completed" if tid == "t1" else "stopped_early")
+        log.write("[sentune-event] {not json\n")  # a damaged event line is just a line
+    text = log.getvalue()
+    shown = []
+    follower = EventFollower("quiet", echo=shown.append)
+    for i in range(0, len(text), 13):
+        follower.feed(text[i : i + 13])
+    follower.close()
+    rebuilt = follower.view
+    assert rebuilt is not None and rebuilt.counts() == view.counts() and rebuilt.trained() == 3
+    assert rebuilt.best == ("t1", 0.7, 2) and rebuilt.budget() == 6
+    events = [
+        json.loads(ln.removeprefix("[sentune-event] "))
+        for ln in text.splitlines()
+        if ln.startswith('[sentune-event] {"')
+    ]
+    assert [e["event"] for e in events][:3] == ["sweep", "trial_start", "result"]
+    assert len(shown) == 3 and "a human line" in shown[0]

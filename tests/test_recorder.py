@@ -9,9 +9,11 @@ import pyarrow.dataset as ds
 import pytest
 
 from sentune.diagnostics import DiagnosticsConfig, DiagnosticsTracker
+from sentune.errors import SentuneError
 from sentune.results import RunRecorder, leaderboard, read_epochs, read_trials, write_run_info
 from sentune.results._recorder import MERGE_FANOUT
-from sentune.results._store import keep_mask, list_parts, write_parquet
+from sentune.results._store import list_parts, write_parquet
+from sentune.results._tables import keep_mask
 
 NAMES = ["neg", "pos"]
 CONFIG = {"lr": 0.01, "epochs": 6, "hidden": 32}
@@ -85,11 +87,11 @@ def test_rows_go_to_parts_then_compact_to_one_and_read_back_the_same(tmp_path):
     assert sorted(p.name for p in (tmp_path / "epochs.parquet").iterdir()) == files
 
 
-def test_flush_force_is_the_end_of_run_flush(tmp_path):
+def test_close_writes_what_the_flush_interval_held_back(tmp_path):
     rec = recorder(tmp_path, flush_every_s=3600)  # nothing written mid-run but the first result
     feed(rec, trials=[0], epochs=range(1, 4))
     assert pd.read_parquet(tmp_path / "epochs.parquet").epoch.tolist() == [1]
-    rec.flush(force=True)  # what the Tune callback's on_experiment_end calls
+    rec.close()  # what the Tune callback's on_experiment_end calls
     assert len(list_parts(tmp_path / "epochs.parquet")) == 1
     assert pd.read_parquet(tmp_path / "epochs.parquet").epoch.tolist() == [1, 2, 3]
 
@@ -238,7 +240,7 @@ def test_resume_after_a_compacted_run_and_with_no_record(tmp_path):
 
 
 def old_single_file_run(run_dir):
-    """A run folder as sentune wrote it before the dataset layout: epochs.parquet one file."""
+    """A run folder whose epochs.parquet is one Parquet file (not a folder of parts)."""
     rows = [
         {
             "job": "j",
@@ -254,7 +256,7 @@ def old_single_file_run(run_dir):
     ]
     for r in rows:
         del r["training_iteration"]
-    rows[1]["val_loss"] = math.nan  # stored as null by the old writer
+    rows[1]["val_loss"] = math.nan  # pandas stores it as null
     write_parquet(run_dir / "epochs.parquet", rows)
     write_parquet(
         run_dir / "trials.parquet",
@@ -276,36 +278,36 @@ def old_single_file_run(run_dir):
     return run_dir
 
 
-def test_an_old_single_file_record_reads_and_resumes(tmp_path):
+def test_a_single_file_record_reads_but_is_not_resumed(tmp_path):
     run = old_single_file_run(tmp_path)
     assert (run / "epochs.parquet").is_file()
     old = read_epochs(run)
     assert len(old) == 4 and list(old.columns) == list(pd.read_parquet(run / "epochs.parquet").columns)
     write_run_info(run, {"metric": "val_macro_f1", "mode": "max", "tuned_params": ["lr"]})
     assert len(leaderboard(run)) == 2
-    rec = RunRecorder.resume(
-        run, job="j", run_id="r", metric="val_macro_f1", mode="max", max_epochs=6, tracker=tracker(), flush_every_s=0.0
+    with pytest.raises(SentuneError, match="single-file epoch record") as refused:
+        RunRecorder.resume(run, job="j", run_id="r", metric="val_macro_f1", mode="max", max_epochs=6)
+    assert "\n" not in str(refused.value)
+    assert (run / "epochs.parquet").is_file() and len(read_epochs(run)) == 4  # left as it was
+
+
+def test_a_nan_loss_is_a_nan_loss_again_after_a_resume(tmp_path):
+    first = recorder(tmp_path, tracker=tracker())
+    first.result("t0", CONFIG, metrics(0, 1))
+    first.result("t0", CONFIG, metrics(0, 2, val_loss=math.nan))
+    resumed = RunRecorder.resume(
+        tmp_path, job="j", run_id="r", metric="val_macro_f1", mode="max", max_epochs=6, tracker=tracker()
     )
-    assert (run / "epochs.parquet").is_dir() and not (run / ".epochs.parquet.old").exists()
-    assert rec._seq == 4 and rec.trials["t0"]["peak_epoch"] == 1 and rec.trials["t0"]["epochs_run"] == 2
-    assert math.isnan(rec.tracker._trials["t0"].history[1]["val_loss"])  # type: ignore[union-attr]
-    rec.result("t0", CONFIG, metrics(0, 3))
-    assert key_rows(read_epochs(run))[:3] == [
-        ("t0", 1, old.val_macro_f1[0]),
-        ("t0", 2, old.val_macro_f1[1]),
-        ("t0", 3, metrics(0, 3)["val_macro_f1"]),
-    ]
-    rec.close()
-    assert len(pd.read_parquet(run / "epochs.parquet")) == 5
+    assert math.isnan(resumed.tracker._trials["t0"].history[1]["val_loss"])  # type: ignore[union-attr]
+    assert math.isnan(resumed.rows_of("t0")[1]["val_loss"])
 
 
-def test_a_crash_while_the_old_file_became_a_folder(tmp_path):
+def test_a_single_file_record_set_aside_reads_but_is_not_resumed(tmp_path):
     run = old_single_file_run(tmp_path)
     (run / "epochs.parquet").rename(run / ".epochs.parquet.old")
     assert len(read_epochs(run)) == 4
-    rec = RunRecorder.resume(run, job="j", run_id="r", metric="val_macro_f1", mode="max", max_epochs=6)
-    assert (run / "epochs.parquet").is_dir() and not (run / ".epochs.parquet.old").exists()
-    assert sum(len(r) for r in rec.rows.values()) == 4
+    with pytest.raises(SentuneError, match="single-file epoch record"):
+        RunRecorder.resume(run, job="j", run_id="r", metric="val_macro_f1", mode="max", max_epochs=6)
 
 
 def test_a_fresh_recorder_replaces_a_record_left_in_its_folder(tmp_path):
@@ -341,3 +343,42 @@ def test_a_parts_folder_goes_up_and_comes_back_through_a_uri(tmp_path, monkeypat
         ("t1", 2),
         ("t1", 3),
     ]
+
+
+def test_the_questions_a_resume_asks_the_record(tmp_path):
+    rec = recorder(tmp_path)
+    base = {**CONFIG, "seed": 7}
+    rec.trial("b", base, role="baseline", baseline=2)
+    rec.result("s", CONFIG, metrics(0, 1))
+    rec.result("b", base, metrics(1, 1))
+    rec.result("s", CONFIG, metrics(0, 2, val_macro_f1=None))  # no metric: not replayed
+    rec.checkpoint("s", "/ckpt/s/2")
+    rec.trial("c1", {**base, "seed": 8}, role="confirm", confirm_of="b")
+    rec.result("c1", {**base, "seed": 8}, metrics(2, 1))
+    rec.trial("c2", {**base, "seed": 9}, role="confirm", confirm_of="b")
+    rec.completed("c1", {**base, "seed": 8})
+    rec.errored("b", base, "boom")
+    assert "s" in rec and "x" not in rec
+    assert rec.trial_ids() == ["b", "s", "c1", "c2"]
+    assert rec.trial_ids(role="confirm", ended=False) == ["c2"]
+    assert rec.ended_trials() == ["b", "c1"] and rec.unended_trials() == ["s", "c2"]
+    assert rec.status_of("c1") == "stopped_early" and rec.status_of("b") == "errored" and rec.status_of("x") is None
+    assert rec.config_of("b") == base and rec.role_of("s") == "sampled" and rec.role_of("c1") == "confirm"
+    assert rec.role_of("x") is None
+    assert rec.baseline_numbers() == [2] and rec.confirmed_seeds() == {("b", 8)}
+    assert rec.epochs_of("s") == {1, 2} and rec.epochs_of("x") == set()
+    assert rec.recorded_epochs() == [("s", 1), ("s", 2), ("b", 1), ("c1", 1)]
+    assert [r["epoch"] for r in rec.rows_of("s")] == [1, 2]
+    replay = rec.replay_rows()
+    assert replay[0] == ("s", 1, metrics(0, 1)["val_macro_f1"])  # the first to arrive
+    assert sorted(replay) == sorted([("s", 1, 0.55), ("b", 1, 0.53), ("c1", 1, 0.51)])
+    last = rec.last_result("s")
+    assert last is not None and last["epoch"] == 2 and last["val_macro_f1"] is None and "checkpoint_path" not in last
+    assert not {"job", "run", "trial_id", "_seq", "reported_at", "time_total_s"} & set(last)
+    assert not any(k.startswith(("config/", "diag_")) for k in last) and rec.last_result("c2") is None
+    # the answers survive a resume
+    rec.close()
+    again = RunRecorder.resume(tmp_path, job="j", run_id="r", metric="val_macro_f1", mode="max", max_epochs=6)
+    assert again.trial_ids() == rec.trial_ids() and again.confirmed_seeds() == {("b", 8)}
+    assert again.config_of("c2") == {**base, "seed": 9} and again.baseline_numbers() == [2]
+    assert sorted(again.replay_rows()) == sorted(replay)

@@ -109,7 +109,7 @@ def test_seed_report_has_the_seed_columns_and_the_best_epochs_figures(tmp_path):
 
     import numpy as np
 
-    from sentune.results import write_seed_report
+    from sentune.results import write_training_report
 
     run = make_run(tmp_path, [("t0", 0.1, [0.5, 0.9, 0.7]), ("t1", 0.2, [0.6, 0.6, 0.6])])
     epochs = pd.read_parquet(run / "epochs.parquet")
@@ -118,7 +118,7 @@ def test_seed_report_has_the_seed_columns_and_the_best_epochs_figures(tmp_path):
     write_parquet(run / "epochs.parquet", epochs.to_dict("records"))
     y = np.array([0, 0, 1, 1])
     probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
-    path = write_seed_report(run, ["neg", "pos"], y, probs, now=dt.datetime(2026, 11, 22, 9, 8, 7))
+    path = write_training_report(run, ["neg", "pos"], y, probs, now=dt.datetime(2026, 11, 22, 9, 8, 7))
     assert path.name == "training_report_20261122_090807.csv"
     row = pd.read_csv(path).iloc[0]
     assert list(row.index[:10]) == [

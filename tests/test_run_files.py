@@ -61,7 +61,8 @@ def _job(tmp_path, **changes):
 
 
 def test_the_job_a_run_keeps_is_resolved_when_it_starts(tmp_path, monkeypatch):
-    from sentune.tuning._sweep import _check_same_data, data_digests, stored_spec
+    from sentune.tuning._run_folder import check_same_data as _check_same_data
+    from sentune.tuning._run_folder import data_digests, stored_spec
 
     monkeypatch.chdir(tmp_path)
     spec = parse_job(_job(tmp_path))
@@ -82,7 +83,7 @@ def test_the_job_a_run_keeps_is_resolved_when_it_starts(tmp_path, monkeypatch):
 
 
 def test_credentials_in_a_storage_uri_never_reach_run_json(tmp_path, monkeypatch):
-    from sentune.tuning._sweep import stored_spec
+    from sentune.tuning._run_folder import stored_spec
 
     monkeypatch.chdir(tmp_path)
     spec = parse_job(_job(tmp_path, storage_path="s3://AKIAKEY:s3cr3t@bucket/sentune?secret_key=zzz&region=eu"))

@@ -10,8 +10,7 @@ import pytest
 
 from sentune._safe_state import StateFormatError, dumps, loads
 from sentune.errors import SentuneError
-from sentune.trainables._driver import STATE_FILE, read_state, write_state
-from sentune.trainables._resume import ResumeStore
+from sentune.trainables._resume import TRAIN_STATE_FILE, ResumeState, ResumeStore, read_train_state, write_train_state
 
 
 class _Plant:
@@ -62,14 +61,16 @@ def test_a_crafted_state_file_is_refused_without_running_it(tmp_path):
 
 def test_a_pbt_checkpoint_state_is_parsed_not_unpickled(tmp_path):
     sentinel = tmp_path / "code-ran"
-    (tmp_path / STATE_FILE).write_bytes(_crafted(sentinel))
+    (tmp_path / TRAIN_STATE_FILE).write_bytes(_crafted(sentinel))
     (tmp_path / "train-state.pkl").write_bytes(_crafted(sentinel))  # the old name is not read at all
     with pytest.raises(SentuneError, match="not a readable sentune train state"):
-        read_state(tmp_path)
+        read_train_state(tmp_path)
     assert not sentinel.exists()
-    write_state(tmp_path, {"epoch": 2, "train": {"model": [np.arange(3.0)]}})
-    back = read_state(tmp_path)
-    assert back["epoch"] == 2 and np.array_equal(back["train"]["model"][0], np.arange(3.0))
+    state = ResumeState(epoch=2, pos=0, step=8, partial=None, history=[{"epoch": 1}], best_value=0.5, best_epoch=1,
+                        best_state=None, train={"model": [np.arange(3.0)]})  # fmt: skip
+    write_train_state(tmp_path, state)
+    back = read_train_state(tmp_path)
+    assert back is not None and back.epoch == 2 and np.array_equal(back.train["model"][0], np.arange(3.0))
 
 
 def test_states_round_trip_torch_numpy_and_rng_states_exactly():

@@ -36,7 +36,7 @@ FIVE_NAMES = ["very_negative", "negative", "neutral", "positive", "very_positive
 TWO_NAMES = ["negative", "positive"]
 LAST_POSITIVE_ID = 5331
 NEG_PER_POS = 3.4
-# Bump when the preparation changes, so a cache made by an older sentune is made again.
+# Bump when the preparation changes: a cache prepared another way is then made again.
 PREP_VERSION = 3
 
 BUILTIN_DATASETS = {

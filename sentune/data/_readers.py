@@ -120,6 +120,23 @@ def read_label_names(path: str | Path) -> list[str]:
     ``{"0": "neg", "1": "pos"}`` whose keys are the ids 0..n-1 written plainly (not ``" 0"``, ``"00"``,
     ``"-1"``), each once. The names follow :func:`check_label_names`."""
     path = Path(path)
+    raw = _label_names_json(path)
+    if isinstance(raw, list) and raw:
+        return check_label_names(raw, path)
+    if isinstance(raw, dict) and raw:
+        for key in raw:
+            if not _NAME_ID.fullmatch(key):
+                raise DataError(path, f"label-names key {_clip(key)} is not a class id (0, 1, 2, ...)")
+        ids = sorted(int(k) for k in raw)
+        if ids != list(range(len(ids))):
+            missing = sorted(set(range(len(ids))) - set(ids))[:5]
+            raise DataError(path, f"label ids must be 0..{len(ids) - 1}; missing {missing}")
+        return check_label_names([raw[str(i)] for i in ids], path)
+    raise DataError(path, "label names must be a JSON list of names or an {id: name} object")
+
+
+def _label_names_json(path: Path):
+    """The label-names file's JSON (duplicate keys refused), or a one-line DataError naming it."""
     if not path.is_file():
         raise DataError(path, "label-names file not found")
     try:
@@ -139,18 +156,7 @@ def read_label_names(path: str | Path) -> list[str]:
         raise DataError(path, "not valid JSON (nested too deeply)") from None
     except ValueError as exc:  # json.JSONDecodeError, or an integer of over 4300 digits
         raise DataError(path, f"not valid JSON ({str(exc).splitlines()[0][:100]})") from None
-    if isinstance(raw, list) and raw:
-        return check_label_names(raw, path)
-    if isinstance(raw, dict) and raw:
-        for key in raw:
-            if not _NAME_ID.fullmatch(key):
-                raise DataError(path, f"label-names key {_clip(key)} is not a class id (0, 1, 2, ...)")
-        ids = sorted(int(k) for k in raw)
-        if ids != list(range(len(ids))):
-            missing = sorted(set(range(len(ids))) - set(ids))[:5]
-            raise DataError(path, f"label ids must be 0..{len(ids) - 1}; missing {missing}")
-        return check_label_names([raw[str(i)] for i in ids], path)
-    raise DataError(path, "label names must be a JSON list of names or an {id: name} object")
+    return raw
 
 
 class _LabelMap:

@@ -10,11 +10,10 @@ import numpy as np
 import pandas as pd
 
 from sentune.errors import ConfigError
-from sentune.results._store import atomic_write_bytes, damaged, read_json_file, write_parquet
+from sentune.results._layout import LR_RANGE, LR_RANGE_PLOT, LR_SUGGESTION
+from sentune.results._store import atomic_write_bytes, damaged, read_json_file, write_parquet, write_text
 
 __all__ = ["suggest_lr", "write_range_test", "lr_search_range"]
-
-SUGGESTION_FILE = "lr_suggestion.json"
 
 
 def suggest_lr(rows: list[dict]) -> dict:
@@ -38,9 +37,15 @@ def suggest_lr(rows: list[dict]) -> dict:
     steep_lr, min_lr = float(df.lr[i_steep]), float(df.lr[i_min])
     lr = math.sqrt(steep_lr * min_lr)
     half_decade = math.sqrt(10)
-    return {"suggested_lr": lr, "steep_lr": steep_lr, "min_loss_lr": min_lr,
-            "search_low": min(steep_lr, lr / half_decade), "search_high": max(min_lr, lr * half_decade),
-            "steps_run": int(len(rows)), "diverged": bool(len(rows) and not math.isfinite(rows[-1]["smoothed_loss"]))}
+    return {
+        "suggested_lr": lr,
+        "steep_lr": steep_lr,
+        "min_loss_lr": min_lr,
+        "search_low": min(steep_lr, lr / half_decade),
+        "search_high": max(min_lr, lr * half_decade),
+        "steps_run": int(len(rows)),
+        "diverged": bool(len(rows) and not math.isfinite(rows[-1]["smoothed_loss"])),
+    }
 
 
 def write_range_test(run_dir: str | Path, rows: list[dict], *, lr_max: float) -> dict:
@@ -53,7 +58,7 @@ def write_range_test(run_dir: str | Path, rows: list[dict], *, lr_max: float) ->
     run_dir = Path(run_dir)
     suggestion = suggest_lr(rows)
     suggestion["stopped_before_lr_max"] = bool(rows[-1]["lr"] < lr_max * 0.999)
-    write_parquet(run_dir / "lr_range.parquet", rows)
+    write_parquet(run_dir / LR_RANGE, rows)
     df = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.plot(df.lr, df.loss, alpha=0.35, label="loss")
@@ -66,16 +71,15 @@ def write_range_test(run_dir: str | Path, rows: list[dict], *, lr_max: float) ->
     finite = df.smoothed_loss[np.isfinite(df.smoothed_loss)]
     ax.set_ylim(top=float(min(finite.max(), finite.min() * 4 + 1e-9)) if len(finite) else None)
     ax.legend(fontsize=8)
-    atomic_write_bytes(run_dir / "lr_range.png", lambda tmp: fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight"))
+    atomic_write_bytes(run_dir / LR_RANGE_PLOT, lambda tmp: fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight"))
     plt.close(fig)
-    text = json.dumps(suggestion, indent=1)
-    atomic_write_bytes(run_dir / SUGGESTION_FILE, lambda tmp: Path(tmp).write_text(text))
+    write_text(run_dir / LR_SUGGESTION, json.dumps(suggestion, indent=1))
     return suggestion
 
 
 def lr_search_range(run_dir) -> tuple[float, float]:
     """``lr: {from_range_test: RUN_DIR}``: the search range that run suggested."""
-    path = Path(str(run_dir)) / SUGGESTION_FILE
+    path = Path(str(run_dir)) / LR_SUGGESTION
     try:
         found = path.is_file()
     except OSError as exc:  # a name too long for the file system, say

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sentune.results._aggregate import _cell as _fmt
-from sentune.results._aggregate import leaderboard
-from sentune.results._compare import budget, format_budget, read_evaluations, read_reference
-from sentune.results._store import atomic_write_bytes, read_epochs, read_run_info, read_trials
+from sentune import metrics
+from sentune.results._format import format_budget
+from sentune.results._layout import REPORT, STATUS_ERRORED, STATUS_STOPPED, predictions_file
+from sentune.results._store import write_text
+from sentune.results._tables import cell_text as _fmt
+from sentune.results._view import RunLike, RunView
 
 __all__ = ["write_report"]
 
@@ -29,7 +31,8 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;color:#222;max-width:1180px;
      padding:0 16px}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
-.meta{color:#555;font-size:13px} .answer{background:#f3f8f3;border:1px solid #cfe3cf;border-radius:6px;padding:12px 16px}
+.meta{color:#555;font-size:13px} \
+.answer{background:#f3f8f3;border:1px solid #cfe3cf;border-radius:6px;padding:12px 16px}
 .answer p{margin:6px 0} .look{background:#fff7ec;border:1px solid #f0d9b5;border-radius:6px;padding:8px 16px}
 .ok{color:#2a6b2a} .warn{color:#a40} .plot{margin:6px 0}
 .tablewrap{overflow-x:auto;max-width:100%} table.leaderboard{border-collapse:collapse;font-size:11px;width:100%}
@@ -74,7 +77,7 @@ def _log_axis(values: pd.Series, name: str) -> bool:
 def _curves(epochs: pd.DataFrame, trials: pd.DataFrame, configs: dict, tuned: list[str]) -> list[str]:
     import plotly.graph_objects as go
 
-    stopped = set(trials.loc[trials.status == "stopped_early", "trial_id"])
+    stopped = set(trials.loc[trials.status == STATUS_STOPPED, "trial_id"])
     out = []
     for col, label in _CURVES:
         if col not in epochs:
@@ -154,9 +157,8 @@ def _pred_distribution(epochs: pd.DataFrame, trial_id: str, names: list[str], wh
 
 def _confusion(pred: pd.DataFrame, names: list[str]) -> str:
     import plotly.graph_objects as go
-    from sklearn.metrics import confusion_matrix
 
-    cm = confusion_matrix(pred["label"], pred["predicted"], labels=names)
+    cm = metrics.confusion(pred["label"], pred["predicted"], names)
     fig = go.Figure(go.Heatmap(z=cm, x=names, y=names, colorscale="Blues", text=cm, texttemplate="%{text}",
                                hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))  # fmt: skip
     fig.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis=dict(autorange="reversed"))
@@ -171,14 +173,6 @@ def _table(board: pd.DataFrame) -> str:
             f"<tbody>{rows}</tbody></table></div>")  # fmt: skip
 
 
-def _test_figures(run_dir: Path) -> dict | None:
-    path = run_dir / "classification_report.csv"
-    if not path.is_file():
-        return None
-    rep = pd.read_csv(path).set_index("class")
-    return {"accuracy": float(rep.loc["accuracy", "precision"]), "macro_f1": float(rep.loc["macro avg", "f1-score"])}
-
-
 def _look_at(trials: pd.DataFrame) -> list[str]:
     """Trials a user should look at: a NaN loss, a collapse or stagnation that lasted, severe over-fit."""
     out = []
@@ -186,43 +180,54 @@ def _look_at(trials: pd.DataFrame) -> list[str]:
         why = [d for d in str(getattr(t, "diagnostics", "ok") or "ok").split(",") if d and d != "ok"]
         if getattr(t, "overfit", None) == "severe":
             why.append("severe over-fit")
-        if t.status == "errored":
+        if t.status == STATUS_ERRORED:
             why.append("errored")
         if why:
             out.append(f"<li><b>{html.escape(t.trial_id)}</b>: {html.escape(', '.join(why))}</li>")
     return out
 
 
-def _headline(info, trials, board, metric_col, tuned, configs, test) -> str:
-    metric = info["metric"]
-    budget = int(trials.epochs_max.fillna(0).sum()) if "epochs_max" in trials else 0
-    trained = int(trials.epochs_run.sum())
-    stopped = int((trials.status == "stopped_early").sum())
-    parts = ['<section class="answer" id="headline"><h2 style="margin-top:0;border:0">What the sweep found</h2>']
+def _winner(view: RunView, board: pd.DataFrame, metric_col: str, tuned: list[str]) -> list[str]:
+    """The best trial: its config, its dev figure and its test figures; its confirmation when it has one."""
+    metric, test = view.metric, view.test_figures
     scored = board[board[metric_col].notna()]
-    if len(scored):
-        best = scored.iloc[0]
-        parts.append(
-            f'<p id="winner"><b>Best: {html.escape(best.trial_id)}</b> with '
-            f"{html.escape(_config_text(configs.get(best.trial_id, {}), tuned))}</p>"
-            f"<p>dev {metric} <b>{_fmt(best[metric_col])}</b> at epoch {_fmt(best.peak_epoch)}"
-            + (f"; test accuracy <b>{test['accuracy']:.4f}</b>, test macro-F1 <b>{test['macro_f1']:.4f}</b>"
-               if test else "; no test split")  # fmt: skip
-            + "</p>"
-        )
-        if "confirm_n" in best and pd.notna(best.get("confirm_n")):
-            std = "" if pd.isna(best.get("confirm_std")) else f" &plusmn; {best.confirm_std:.4f}"
-            parts.append(f'<p id="confirmed">Confirmed: dev {metric} <b>{best.confirm_mean:.4f}</b>{std} (mean '
-                         f"&plusmn; std over {int(best.confirm_n)} fresh seeds); its test figures are those of the "
-                         "best of those runs.</p>")  # fmt: skip
-    else:
-        parts.append("<p>No trial reported a metric.</p>")
-    parts.append(_comparison(info, board, test))
-    if budget:
-        saved = 1 - trained / budget
-        parts.append(f'<p id="budget">Trained {trained} of the {budget} epochs a full run of every trial would take '
-                     f"({saved:.0%} saved by early stopping: {stopped} of {len(trials)} trials stopped early).</p>")  # fmt: skip
-    parts.append("</section>")
+    if not len(scored):
+        return ["<p>No trial reported a metric.</p>"]
+    best = scored.iloc[0]
+    parts = [
+        f'<p id="winner"><b>Best: {html.escape(best.trial_id)}</b> with '
+        f"{html.escape(_config_text(view.configs.get(best.trial_id, {}), tuned))}</p>"
+        f"<p>dev {metric} <b>{_fmt(best[metric_col])}</b> at epoch {_fmt(best.peak_epoch)}"
+        + (
+            f"; test accuracy <b>{test['acc']:.4f}</b>, test macro-F1 <b>{test['macro_f1']:.4f}</b>"
+            if test
+            else "; no test split"
+        )  # fmt: skip
+        + "</p>"
+    ]
+    if "confirm_n" in best and pd.notna(best.get("confirm_n")):
+        std = "" if pd.isna(best.get("confirm_std")) else f" &plusmn; {best.confirm_std:.4f}"
+        parts.append(f'<p id="confirmed">Confirmed: dev {metric} <b>{best.confirm_mean:.4f}</b>{std} (mean '
+                     f"&plusmn; std over {int(best.confirm_n)} fresh seeds); its test figures are those of the "
+                     "best of those runs.</p>")  # fmt: skip
+    return parts
+
+
+def _saved(trials: pd.DataFrame) -> list[str]:
+    """How many epochs were trained against the full budget (every trial to its full epochs)."""
+    budget = int(trials.epochs_max.fillna(0).sum()) if "epochs_max" in trials else 0
+    if not budget:
+        return []
+    trained = int(trials.epochs_run.sum())
+    stopped = int((trials.status == STATUS_STOPPED).sum())
+    saved = 1 - trained / budget
+    return [f'<p id="budget">Trained {trained} of the {budget} epochs a full run of every trial would take '
+            f"({saved:.0%} saved by early stopping: {stopped} of {len(trials)} trials stopped early).</p>"]  # fmt: skip
+
+
+def _headline(view: RunView, trials: pd.DataFrame, board: pd.DataFrame, metric_col: str, tuned: list[str]) -> str:
+    parts = ['<section class="answer" id="headline"><h2 style="margin-top:0;border:0">What the sweep found</h2>',
+             *_winner(view, board, metric_col, tuned), _comparison(view), *_saved(trials), "</section>"]  # fmt: skip
     look = _look_at(trials)
     parts.append('<section class="look" id="look-at"><p><b>Trials to look at</b></p>'
                  + (f"<ul>{''.join(look)}</ul>" if look else '<p class="ok">none: no NaN loss, no lasting collapse, '
@@ -230,14 +235,12 @@ def _headline(info, trials, board, metric_col, tuned, configs, test) -> str:
     return "".join(parts)
 
 
-def _comparison(info, board, test) -> str:
+def _comparison(view: RunView) -> str:
     """The best against the best baseline and the reference model (TF-IDF + logistic regression)."""
-    run_dir = info["_run_dir"]
-    evals, ref = read_evaluations(run_dir), read_reference(run_dir)
+    base, ref, test = view.evaluations.get("best_baseline"), view.reference, view.test_figures
     items = []
-    base = evals.get("best_baseline")
     if base and base.get("test"):
-        items.append(f'<li id="vs-baseline">best baseline <b>{html.escape(base["row"])}</b>: dev {info["metric"]} '
+        items.append(f'<li id="vs-baseline">best baseline <b>{html.escape(base["row"])}</b>: dev {view.metric} '
                      f"{base['dev']['score']:.4f}, test macro-F1 {base['test']['macro_f1']:.4f}</li>")  # fmt: skip
     if ref and ref.get("test"):
         verdict = ""
@@ -251,12 +254,13 @@ def _comparison(info, board, test) -> str:
     elif ref:
         items.append(f'<li id="vs-reference">reference model ({html.escape(ref["model"])}): dev macro-F1 '
                      f"{ref['dev']['macro_f1']:.4f}</li>")  # fmt: skip
-    items.append(f'<li id="spent">{html.escape(format_budget(budget(run_dir)))}</li>')
+    items.append(f'<li id="spent">{html.escape(format_budget(view.budget))}</li>')
     return f'<ul id="compare">{"".join(items)}</ul>'
 
 
 def _persistent_diagnostics(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """Each trial's diagnostics by whether they persisted (also for runs recorded before that rule)."""
+    """Each trial's diagnostics and over-fit verdict summarized again from its epochs' flags (what
+    persisted, by :func:`sentune.diagnostics.summarize`), whatever trials.parquet says."""
     if not any(c.startswith("diag_") for c in epochs.columns):
         return trials
     from sentune.diagnostics import summarize
@@ -264,40 +268,28 @@ def _persistent_diagnostics(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.Da
     rows = {tid: summarize(g.sort_values("epoch").to_dict("records")) for tid, g in epochs.groupby("trial_id")}
     trials = trials.copy()
     for key in ("diagnostics", "overfit"):
-        trials[key] = [rows.get(t, {}).get(key, v) for t, v in zip(trials.trial_id, trials.get(key, [None] * len(trials)))]
+        trials[key] = [
+            rows.get(t, {}).get(key, v) for t, v in zip(trials.trial_id, trials.get(key, [None] * len(trials)))
+        ]
     return trials
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``report.html`` for a run folder and return its path."""
-    import plotly.offline
-
-    run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    metric, names = info["metric"], info["label_names"]
-    info["_run_dir"] = run_dir
-    epochs, trials, board = read_epochs(run_dir), read_trials(run_dir), leaderboard(run_dir)
-    shown = leaderboard(run_dir, reference=True)
-    trials = _persistent_diagnostics(epochs, trials)
-    for key in ("diagnostics", "overfit"):  # the table says the same as the headline
+def _boards(view: RunView, trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The leaderboard (for the headline and the charts) and the one shown (with the reference row), their
+    diagnostics as the headline says them."""
+    board, shown = view.leaderboard.copy(), view.leaderboard_with_reference.copy()
+    for key in ("diagnostics", "overfit"):
         if key in board and key in trials:
             board[key] = board.trial_id.map(trials.set_index("trial_id")[key])
             shown[key] = shown.trial_id.map(trials.set_index("trial_id")[key])
-    metric_col = f"peak_{metric}"
-    tuned = [p for p in info.get("tuned_params", []) if p in board.columns]
-    configs = {t.trial_id: json.loads(t.config_json) for t in trials.itertuples()} if "config_json" in trials else {}
+    return board, shown
+
+
+def _charts(view: RunView, trials: pd.DataFrame, board: pd.DataFrame, metric_col: str, tuned: list[str]) -> list[str]:
+    """Metric against the hyperparameters, the prediction distributions, the test confusion matrix."""
+    epochs, names, configs = view.epochs, view.info["label_names"], view.configs
     scored = board[board[metric_col].notna()]
-    parts = [
-        f"<h1>sentune run {html.escape(info['job'])} / {html.escape(info['run_id'])}</h1>",
-        f'<p class="meta">trainable {html.escape(info["trainable"])}; metric {metric} ({info["mode"]}); '
-        f"{len(trials)} trials; classes: {html.escape(', '.join(names))}</p>",
-        _headline(info, trials, board, metric_col, tuned, configs, _test_figures(run_dir)),
-        '<h2 id="leaderboard">Leaderboard</h2>',
-        _table(shown),
-        '<h2 id="learning-curves">Learning curves</h2><div class="grid">',
-        *_curves(epochs, trials, configs, tuned),
-        "</div>",
-    ]
+    parts = []
     if tuned and len(scored):
         parts += ['<h2 id="hyperparameters">Metric vs hyperparameters</h2><div class="grid">',
                   *_metric_vs(scored, tuned, metric_col, configs, tuned), "</div>"]  # fmt: skip
@@ -309,16 +301,41 @@ def write_report(run_dir: str | Path) -> Path:
         for tid in trials.loc[trials.diagnostics.fillna("").str.contains("collapse"), "trial_id"]:
             parts.append(_pred_distribution(epochs, tid, names, "lasting collapse"))
     parts.append("</div>")
-    pred_path = run_dir / "predictions_test.csv"
+    pred_path = view.run_dir / predictions_file("test")
     if pred_path.is_file():
         parts.append('<h2 id="confusion">Test confusion matrix</h2>')
         parts.append(_confusion(pd.read_csv(pred_path, keep_default_na=False), names))
+    return parts
+
+
+def write_report(run: RunLike) -> Path:
+    """Write ``report.html`` for a run folder (or a view of one) and return its path."""
+    import plotly.offline
+
+    view = RunView.of(run)
+    info = view.info
+    trials = _persistent_diagnostics(view.epochs, view.trials)
+    board, shown = _boards(view, trials)
+    metric_col = f"peak_{view.metric}"
+    tuned = [p for p in info.get("tuned_params", []) if p in board.columns]
+    parts = [
+        f"<h1>sentune run {html.escape(info['job'])} / {html.escape(info['run_id'])}</h1>",
+        f'<p class="meta">trainable {html.escape(info["trainable"])}; metric {view.metric} ({view.mode}); '
+        f"{len(trials)} trials; classes: {html.escape(', '.join(info['label_names']))}</p>",
+        _headline(view, trials, board, metric_col, tuned),
+        '<h2 id="leaderboard">Leaderboard</h2>',
+        _table(shown),
+        '<h2 id="learning-curves">Learning curves</h2><div class="grid">',
+        *_curves(view.epochs, trials, view.configs, tuned),
+        "</div>",
+        *_charts(view, trials, board, metric_col, tuned),
+    ]
     meta = html.escape(json.dumps({"job": info["job"], "run": info["run_id"]}))
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>sentune {html.escape(info['job'])}</title>"
         f"<style>{_CSS}</style><script>{plotly.offline.get_plotlyjs()}</script><script>{_SORT_JS}</script></head>"
         f"<body>{''.join(parts)}<script type='application/json' id='run-info'>{meta}</script></body></html>"
     )
-    out = run_dir / "report.html"
-    atomic_write_bytes(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    out = view.run_dir / REPORT
+    write_text(out, page)
     return out

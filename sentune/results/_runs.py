@@ -12,12 +12,10 @@ import pandas as pd
 
 from sentune._direction import Direction
 from sentune.errors import SentuneError
+from sentune.results._layout import HEARTBEAT, HEARTBEAT_EVERY_S, RUN_INFO, TRIALS
 from sentune.results._store import damaged
 
 __all__ = ["HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status"]
-
-HEARTBEAT = "heartbeat"  # a running sweep's driver writes the time here every HEARTBEAT_EVERY_S
-HEARTBEAT_EVERY_S = 15.0
 
 
 def run_status(info: dict, heartbeat: float | None, *, now: float | None = None) -> str:
@@ -28,7 +26,7 @@ def run_status(info: dict, heartbeat: float | None, *, now: float | None = None)
         now = time.time() if now is None else now
         alive = heartbeat is not None and now - heartbeat < 4 * HEARTBEAT_EVERY_S
         return "running" if alive else "interrupted"
-    return status or "finished"  # runs written before run.json had a status ended before it was read
+    return status or "finished"  # nothing in run.json says it runs: taken as finished
 
 
 class _Folder:
@@ -61,29 +59,29 @@ class _Folder:
             return f.readall()
 
     def trials(self, run: str) -> pd.DataFrame | None:
-        data = self.read(f"{run}/trials.parquet")
+        data = self.read(f"{run}/{TRIALS}")
         if data is None:
             return None
         try:
             frame = pd.read_parquet(io.BytesIO(data))
         except (OSError, ValueError, TypeError, IndexError) as exc:
-            raise damaged(f"{run}/trials.parquet", exc) from None
+            raise damaged(f"{run}/{TRIALS}", exc) from None
         if "peak_metric" in frame and not pd.api.types.is_numeric_dtype(frame["peak_metric"]):
-            raise damaged(f"{run}/trials.parquet", "peak_metric is not a number")
+            raise damaged(f"{run}/{TRIALS}", "peak_metric is not a number")
         return frame
 
     def info(self, run: str) -> dict:
-        data = self.read(f"{run}/run.json") or b"{}"
+        data = self.read(f"{run}/{RUN_INFO}") or b"{}"
         try:
             info = json.loads(data.decode("utf-8"))
         except (ValueError, RecursionError) as exc:
-            raise damaged(f"{run}/run.json", exc) from None
+            raise damaged(f"{run}/{RUN_INFO}", exc) from None
         if not isinstance(info, dict):
-            raise damaged(f"{run}/run.json", "not a JSON object")
+            raise damaged(f"{run}/{RUN_INFO}", "not a JSON object")
         return info
 
     def heartbeat(self, run: str) -> float | None:
-        """The driver's last beat; an unreadable heartbeat (half-written by an older sentune) counts as none."""
+        """The driver's last beat; an unreadable heartbeat (half-written, not a number) counts as none."""
         data = self.read(f"{run}/{HEARTBEAT}")
         try:
             beat = float(data.decode("ascii")) if data else None
@@ -98,10 +96,10 @@ def list_runs(storage: str | Path) -> pd.DataFrame:
     folder = _Folder(storage)
     candidates = []
     for path in [folder.root, *folder.dirs(folder.root)]:
-        if folder.read(f"{path}/run.json") is not None:
+        if folder.read(f"{path}/{RUN_INFO}") is not None:
             candidates.append(path)
         else:
-            candidates += [r for r in folder.dirs(path) if folder.read(f"{r}/run.json") is not None]
+            candidates += [r for r in folder.dirs(path) if folder.read(f"{r}/{RUN_INFO}") is not None]
     rows = []
     for run in candidates:
         try:

@@ -16,15 +16,12 @@ import uuid
 from pathlib import Path
 
 from sentune._atomic import TMP_SUFFIX, atomic_write_bytes
-
 from sentune._paths import cache_dir
 from sentune.errors import ConfigError
-from sentune.results._store import _OLD_SUFFIX, EPOCHS, remove_path
+from sentune.results._layout import EPOCHS, EPOCHS_SET_ASIDE, RAY_FOLDERS, RUN_INFO, TRIALS
+from sentune.results._store import remove_path
 
 __all__ = ["is_uri", "join_uri", "staging_dir", "upload_run", "fetch_run", "resolve_run_dir"]
-
-_SKIP_DIRS = ("tune", "train", "resume")  # Ray's own state, checkpoints, resume states: large, and not needed to read results
-_OLD_EPOCHS = f".{EPOCHS}{_OLD_SUFFIX}"  # a single-file record being turned into a folder (see _recorder)
 
 
 def is_uri(path: str | Path) -> bool:
@@ -50,9 +47,9 @@ def staging_dir(job: str, run_id: str) -> Path:
 
 def _skipped(rel_parts: tuple[str, ...] | list[str]) -> bool:
     """Ray's state and checkpoints, and half-written files (``.name.XXXX.tmp``, a folder being swapped in)."""
-    if rel_parts[0] in _SKIP_DIRS:
+    if rel_parts[0] in RAY_FOLDERS:  # large, and not needed to read results
         return True
-    return any(p.startswith(".") and p != _OLD_EPOCHS for p in rel_parts)
+    return any(p.startswith(".") and p != EPOCHS_SET_ASIDE for p in rel_parts)
 
 
 def _copy_whole(src: str, src_fs, dest: str, dest_fs) -> None:
@@ -81,7 +78,7 @@ def upload_run(local: Path, uri: str) -> None:
     local = Path(local)
     remote_epochs = f"{root}/{EPOCHS}"
     kind = fs.get_file_info(remote_epochs).type
-    if (local / EPOCHS).is_dir() and kind == pafs.FileType.File:  # an older single-file record there
+    if (local / EPOCHS).is_dir() and kind == pafs.FileType.File:  # a single-file record there
         fs.delete_file(remote_epochs)
     elif (local / EPOCHS).is_file() and kind == pafs.FileType.Directory:
         fs.delete_dir(remote_epochs)
@@ -114,18 +111,18 @@ def fetch_run(uri: str) -> Path:
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise ConfigError(f"{uri}: no such run folder")
-    if fs.get_file_info(f"{root}/trials.parquet").type == pafs.FileType.NotFound:
+    if fs.get_file_info(f"{root}/{TRIALS}").type == pafs.FileType.NotFound:
         runs = sorted(
             i.path
             for i in fs.get_file_info(pafs.FileSelector(root))
-            if i.type == pafs.FileType.Directory and fs.get_file_info(f"{i.path}/run.json").type == pafs.FileType.File
+            if i.type == pafs.FileType.Directory and fs.get_file_info(f"{i.path}/{RUN_INFO}").type == pafs.FileType.File
         )
         if not runs:
-            raise ConfigError(f"{uri}: neither a run folder (trials.parquet) nor a job folder with runs")
+            raise ConfigError(f"{uri}: neither a run folder ({TRIALS}) nor a job folder with runs")
         root = runs[-1]
     local = cache_dir("fetched") / hashlib.sha256(f"{uri}|{root}".encode()).hexdigest()[:16] / root.rsplit("/", 1)[-1]
     local.mkdir(parents=True, exist_ok=True)
-    for stale in (EPOCHS, _OLD_EPOCHS):  # parts from an earlier fetch may have been merged away since
+    for stale in (EPOCHS, EPOCHS_SET_ASIDE):  # parts from an earlier fetch may have been merged away since
         remove_path(local / stale)
     for item in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
         rel = item.path[len(root) :].lstrip("/")
@@ -144,8 +141,8 @@ def resolve_run_dir(path: str | Path) -> Path:
     if is_uri(path):
         return fetch_run(str(path))
     path = Path(path)
-    if not (path / "trials.parquet").is_file() and path.is_dir():
-        runs = sorted(p for p in path.iterdir() if (p / "run.json").is_file())
+    if not (path / TRIALS).is_file() and path.is_dir():
+        runs = sorted(p for p in path.iterdir() if (p / RUN_INFO).is_file())
         if runs:
             return runs[-1]
     return path

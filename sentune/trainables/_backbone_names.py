@@ -68,25 +68,35 @@ def parse_backbone(text: str) -> BackboneSpec:
     if not sep or kind not in ("random", "hf", "gguf", "llama2c"):
         raise ConfigError(f"backbone {text!r}: expected smollm2, random:PRESET, hf:DIR, gguf:FILE or llama2c:FILE.pt")
     if kind == "random":
-        if value in RANDOM_PRESETS:
-            shape = RANDOM_PRESETS[value]
-        else:
-            try:
-                shape = {k.strip(): int(v) for k, v in (kv.split("=") for kv in value.split(","))}
-            except ValueError:
-                raise ConfigError(
-                    f"backbone {text!r}: random shape must be a preset {sorted(RANDOM_PRESETS)} "
-                    "or dim=..,layers=..,heads=..,vocab=.."
-                ) from None
-            unknown = set(shape) - {"dim", "layers", "heads", "vocab", "hidden"}
-            missing = {"dim", "layers", "heads", "vocab"} - set(shape)
-            if unknown or missing:
-                raise ConfigError(f"backbone {text!r}: unknown keys {sorted(unknown)} / missing keys {sorted(missing)}")
-            if min(shape.values()) < 1:
-                raise ConfigError(f"backbone {text[:80]!r}: every size of a random shape is at least 1")
-            if shape["dim"] % shape["heads"]:
-                raise ConfigError(f"backbone {text!r}: dim must be a multiple of heads")
+        shape = _random_shape(text, value)
         return BackboneSpec("random", ",".join(f"{k}={v}" for k, v in shape.items()))
+    return BackboneSpec(kind, _local_source(text, kind, value))
+
+
+def _random_shape(text: str, value: str) -> dict[str, int]:
+    """The sizes of a ``random:`` backbone: a preset's, or ``dim=..,layers=..,heads=..,vocab=..[,hidden=..]``."""
+    if value in RANDOM_PRESETS:
+        return RANDOM_PRESETS[value]
+    try:
+        shape = {k.strip(): int(v) for k, v in (kv.split("=") for kv in value.split(","))}
+    except ValueError:
+        raise ConfigError(
+            f"backbone {text!r}: random shape must be a preset {sorted(RANDOM_PRESETS)} "
+            "or dim=..,layers=..,heads=..,vocab=.."
+        ) from None
+    unknown = set(shape) - {"dim", "layers", "heads", "vocab", "hidden"}
+    missing = {"dim", "layers", "heads", "vocab"} - set(shape)
+    if unknown or missing:
+        raise ConfigError(f"backbone {text!r}: unknown keys {sorted(unknown)} / missing keys {sorted(missing)}")
+    if min(shape.values()) < 1:
+        raise ConfigError(f"backbone {text[:80]!r}: every size of a random shape is at least 1")
+    if shape["dim"] % shape["heads"]:
+        raise ConfigError(f"backbone {text!r}: dim must be a multiple of heads")
+    return shape
+
+
+def _local_source(text: str, kind: str, value: str) -> str:
+    """The resolved path of an ``hf:``, ``gguf:`` or ``llama2c:`` backbone, checked to exist."""
     try:  # an unknown ~user, a name too long for the file system: one line, like a missing file
         path = Path(value).expanduser()
         if kind == "hf" and not (path / "config.json").is_file():
@@ -95,7 +105,7 @@ def parse_backbone(text: str) -> BackboneSpec:
             raise ConfigError(f"backbone {text[:120]!r}: file {str(path)[:120]} not found")
         if kind == "llama2c" and not (path.parent / "tokenizer.model").is_file():
             raise ConfigError(f"backbone {text[:120]!r}: no tokenizer.model beside {str(path)[:120]}")
-        return BackboneSpec(kind, str(path.resolve()))
+        return str(path.resolve())
     except (OSError, RuntimeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ConfigError(f"backbone {text[:80]!r}: cannot be read ({reason})") from None

@@ -12,7 +12,6 @@ from sentune._direction import Direction
 
 __all__ = [
     "BestEpoch",
-    "classification_metrics",
     "focal_class_weights",
     "cycling_batches",
     "epoch_metrics",
@@ -88,25 +87,6 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str], prefix: str) -> dict:
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the prediction distribution."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
-    labels = list(range(len(label_names)))
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    out = {
-        f"{prefix}_acc": float(accuracy_score(y_true, y_pred)),
-        f"{prefix}_macro_f1": float(np.mean(f1)),
-    }
-    counts = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=len(labels))
-    for i, name in enumerate(label_names):
-        out[f"{prefix}_precision/{name}"] = float(precision[i])
-        out[f"{prefix}_recall/{name}"] = float(recall[i])
-        out[f"{prefix}_f1/{name}"] = float(f1[i])
-        out[f"{prefix}_pred_count/{name}"] = int(counts[i])
-    return out
-
-
 def epoch_shard(seed: int, n: int, per_rank: int, world: int, rank: int, epoch: int) -> np.ndarray:
     """A worker's rows for an epoch: the same seeded permutation on every worker, split by rank, each
     worker the same count (collectives need equal step counts)."""
@@ -139,14 +119,17 @@ def epoch_metrics(
     batch_size: int,
     lr_scale: float,
 ) -> dict:
-    """The metrics every trainable reports each epoch (DESIGN.md). ``sums`` = (loss x rows, correct, rows)
+    """The metrics every trainable reports each epoch (the same names for both; ARCHITECTURE.md).
+    ``sums`` = (loss x rows, correct, rows)
     over the epoch's training batches, summed over the workers."""
+    from sentune.metrics import classification_figures
+
     return {
         "epoch": epoch,
         "train_loss": float(sums[0] / sums[2]),
         "train_acc": float(sums[1] / sums[2]),
         "val_loss": val_loss,
-        **classification_metrics(y_dev, val_pred, label_names, "val"),
+        **classification_figures(y_dev, val_pred, label_names, "val"),
         "lr": lr,
         "grad_norm": float(np.mean(norms)) if len(norms) else 0.0,
         "grad_norm_max": float(np.max(norms)) if len(norms) else 0.0,

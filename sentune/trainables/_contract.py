@@ -1,11 +1,13 @@
 """The trainable contract: what a model sentune tunes must provide, and the data it shares.
 
-A trainable is a :class:`Trainable` subclass. Its framework part is small: it prepares the data once
-per job, builds a :class:`LoopHooks` (model, optimizer, one optimizer step, evaluation, the state to
-save) for a run, and loads a saved checkpoint. Everything around that is written once for all of them:
-the epoch driver (:mod:`sentune.trainables._driver`: schedule, shards, metrics, best epoch, reports,
-checkpoints, the LR range test) and the Ray layer (:mod:`sentune.tuning`), which asks the trainable
-for its Ray Train trainer and worker context instead of branching on framework names.
+A trainable is a :class:`ModelTrainable` subclass (a model's framework part; unrelated to Ray's
+``tune.Trainable``). Its part is small: it prepares the data once per job, builds a :class:`LoopHooks`
+(model, optimizer, one optimizer step, evaluation, the state to save) for a run, and loads a saved
+checkpoint. Everything around that is written once for all of them and depends on this module, never
+the other way round: the epoch driver (:mod:`sentune.trainables._driver`: ``fit`` and ``lr_range_test``
+of any trainable; schedule, shards, metrics, best epoch, reports, checkpoints) and the Ray layer
+(:mod:`sentune.tuning`), which asks the trainable for its Ray Train trainer and worker context instead
+of branching on framework names.
 
 Nothing here imports torch, TensorFlow or Ray.
 """
@@ -21,8 +23,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sentune.trainables._params import CoreParams
+from sentune.trainables._resume import ResumeStore
 
-__all__ = ["FitResult", "LoopContext", "LoopHooks", "PreparedData", "Report", "SplitArrays", "Trainable"]
+__all__ = ["FitResult", "LoopContext", "LoopHooks", "ModelTrainable", "PreparedData", "Report", "SplitArrays"]
 
 # report(metrics, save): called once per epoch on every worker; ``save(dir)`` writes the best-model
 # checkpoint and is given only when the monitored metric improved.
@@ -74,8 +77,8 @@ class LoopContext:
     all_reduce_sum: Callable[[np.ndarray], np.ndarray] | None = None
     wrap_model: Callable[[Any], Any] = _identity
     strategy: Any = None
-    # where the run keeps (and first looks for) its resume checkpoint: a ResumeStore; None: none kept
-    resume: Any = None
+    # where the run keeps (and first looks for) its resume checkpoint; None: none kept
+    resume: ResumeStore | None = None
     # every report carries a checkpoint with the best weights so far and the full train state (PBT: another
     # trial may go on from it); otherwise only an epoch that improved on the best carries one
     state_in_checkpoint: bool = False
@@ -83,6 +86,8 @@ class LoopContext:
 
 @dataclass
 class FitResult:
+    """What a fit returns: every epoch's metrics, the best epoch, and the model with its weights."""
+
     history: list[dict]
     best_epoch: int
     best_metric: float | None  # None only before the first epoch
@@ -90,8 +95,9 @@ class FitResult:
 
 
 class LoopHooks(ABC):
-    """The framework part of one run (a fit or an LR range test), built by :meth:`Trainable.hooks`
-    with the model and optimizer at the scaled lr; the driver calls these and nothing else."""
+    """The framework part of one run (a fit or an LR range test), built by :meth:`ModelTrainable.hooks`
+    with the model and optimizer at the scaled lr; the driver calls these and nothing else
+    (:class:`~sentune.trainables._hooks_base.SharedHooks` holds what every framework's hooks compute alike)."""
 
     model: Any
     lr_scale: float  # the lr multiplier of the LR scaling rule for this many workers
@@ -130,8 +136,9 @@ class LoopHooks(ABC):
 
     @abstractmethod
     def train_state(self) -> Any:
-        """Everything a resumed run needs to go on exactly (picklable, on the CPU): weights, optimizer
-        state, the framework's RNG states on this worker."""
+        """Everything a resumed run needs to go on exactly (on the CPU, in what :mod:`sentune._safe_state`
+        stores: dicts, lists, numbers, numpy arrays, torch tensors): weights, optimizer state, the
+        framework's RNG states on this worker."""
 
     @abstractmethod
     def load_train_state(self, state: Any) -> None:
@@ -139,12 +146,12 @@ class LoopHooks(ABC):
 
     @abstractmethod
     def write_checkpoint(self, folder: Path, state: Any) -> None:
-        """Write weights from :meth:`snapshot` (and what :meth:`Trainable.load_checkpoint` needs) to ``folder``."""
+        """Write weights from :meth:`snapshot` (and what :meth:`ModelTrainable.load_checkpoint` needs) to ``folder``."""
 
 
-class Trainable(ABC):
+class ModelTrainable(ABC):
     """A model sentune can tune. Subclasses set the class attributes and implement the abstract methods;
-    ``fit`` and ``lr_range_test`` come from the epoch driver and are the same for all."""
+    training one is the epoch driver's (:func:`sentune.trainables._driver.fit`), the same for all."""
 
     name: ClassVar[str]
     params_model: ClassVar[type[CoreParams]]  # its options (import-light: validation needs no framework)
@@ -162,23 +169,6 @@ class Trainable(ABC):
         """Seed, build the model (wrapped for data parallelism by ``ctx``) and its optimizer at
         ``lr x lr_scale_factor(params.lr_scaling, ctx.world_size)``."""
 
-    def fit(self, params: CoreParams, data: PreparedData, ctx: LoopContext | None = None) -> FitResult:
-        """Train for ``params.epochs``, report each epoch through ``ctx.report``, return with the best
-        epoch's weights restored."""
-        from sentune.trainables._driver import run_epochs
-
-        ctx = ctx or LoopContext()
-        return run_epochs(params, data, self.hooks(params, data, ctx), ctx)
-
-    def lr_range_test(
-        self, params: CoreParams, data: PreparedData, *, ctx: LoopContext | None = None, **options
-    ) -> list[dict]:
-        """Raise the lr exponentially step by step and record the loss (see ``_driver.range_test``)."""
-        from sentune.trainables._driver import range_test
-
-        ctx = ctx or LoopContext()
-        return range_test(params, data, self.hooks(params, data, ctx), ctx, **options)
-
     # --- checkpoints and scoring
     @abstractmethod
     def load_checkpoint(self, folder: str | Path, data: PreparedData) -> tuple[CoreParams, Any]:
@@ -193,7 +183,7 @@ class Trainable(ABC):
     # --- what the Ray layer needs
     @abstractmethod
     def ray_trainer(self) -> type:
-        """The Ray Train trainer class whose workers run :meth:`fit` (TorchTrainer, TensorflowTrainer)."""
+        """The Ray Train trainer class whose workers run the epoch driver (TorchTrainer, TensorflowTrainer)."""
 
     @abstractmethod
     def worker_context(self, *, world_size: int, rank: int, cpus: int, use_gpu: bool, report: Report) -> LoopContext:

@@ -1,17 +1,26 @@
-"""The epoch driver, written once for every trainable: the warm-up + cosine schedule, each worker's shard,
-the epoch metrics, the best epoch, reports and checkpoints; and the LR range test. The framework part
-comes in as :class:`~sentune.trainables._contract.LoopHooks`. Neither torch, TensorFlow nor Ray."""
+"""The epoch driver, written once for every trainable: :func:`fit` and :func:`lr_range_test` of any
+:class:`~sentune.trainables._contract.ModelTrainable`. It owns the warm-up + cosine schedule, each
+worker's shard, the epoch metrics, the best epoch, reports, checkpoints and the resume states; the
+framework part comes in as the trainable's :class:`~sentune.trainables._contract.LoopHooks`.
+Neither torch, TensorFlow nor Ray.
+
+A fit is a loop over epochs around one :class:`_RunState` (the step, the best epoch, the history and
+where a resumed run goes on from): :func:`_train_epoch` runs an epoch's optimizer steps (writing a
+resume state every ``every_steps`` steps), :func:`_epoch_metrics` evaluates and measures it, and
+:func:`_report_epoch` updates the best epoch, reports, and writes the epoch's resume state.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from sentune import _safe_state
-from sentune._atomic import atomic_write_text
 from sentune.trainables._common import (
     BestEpoch,
     cycling_batches,
@@ -20,130 +29,206 @@ from sentune.trainables._common import (
     lr_range_rows,
     warmup_cosine,
 )
-from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, PreparedData
+from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, ModelTrainable, PreparedData
 from sentune.trainables._params import CoreParams
+from sentune.trainables._resume import ResumeState, write_train_state
 
-__all__ = ["STATE_FILE", "range_test", "read_state", "run_epochs", "write_state"]
-
-# in a checkpoint that carries the train state (LoopContext.state_in_checkpoint); sentune._safe_state's format
-STATE_FILE = "train-state.state"
+__all__ = ["fit", "lr_range_test", "range_test", "run_epochs"]
 
 
-def write_state(folder: Path, state: dict) -> None:
-    atomic_write_text(folder / STATE_FILE, _safe_state.dumps(state))
+def fit(trainable: ModelTrainable, params: CoreParams, data: PreparedData, ctx: LoopContext | None = None) -> FitResult:
+    """Train ``trainable`` for ``params.epochs``, report each epoch through ``ctx.report``, return with the
+    best epoch's weights restored (see :func:`run_epochs`)."""
+    ctx = ctx or LoopContext()
+    return run_epochs(params, data, trainable.hooks(params, data, ctx), ctx)
 
 
-def read_state(folder: Path) -> dict | None:
-    """The train state a checkpoint folder carries, or None; a file sentune did not write is a
-    :class:`~sentune._safe_state.StateFormatError` (it is parsed, never unpickled)."""
-    path = folder / STATE_FILE
-    if not path.is_file():
-        return None
-    state = _safe_state.loads(path.read_bytes(), str(path))
-    if not isinstance(state, dict):
-        raise _safe_state.StateFormatError(f"{path}: a train state is a mapping")
-    return state
+def lr_range_test(
+    trainable: ModelTrainable, params: CoreParams, data: PreparedData, *, ctx: LoopContext | None = None, **options
+) -> list[dict]:
+    """Raise the lr exponentially step by step and record the loss (see :func:`range_test`)."""
+    ctx = ctx or LoopContext()
+    return range_test(params, data, trainable.hooks(params, data, ctx), ctx, **options)
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """What stays fixed during one fit: its options, data, hooks, context and lr schedule."""
+
+    params: CoreParams
+    data: PreparedData
+    hooks: LoopHooks
+    ctx: LoopContext
+    base_lr: float
+    warmup_steps: int
+    total_steps: int
+
+    @classmethod
+    def of(cls, params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: LoopContext) -> _Loop:
+        steps_per_epoch = math.ceil(hooks.per_rank / params.batch_size)
+        return cls(
+            params, data, hooks, ctx,
+            base_lr=params.lr * hooks.lr_scale,
+            warmup_steps=round(params.warmup_epochs * steps_per_epoch),
+            total_steps=steps_per_epoch * params.epochs,
+        )  # fmt: skip
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * warmup_cosine(step, self.warmup_steps, self.total_steps)
+
+    def save(self, state: ResumeState) -> None:
+        """Write ``state`` as this worker's resume state (every worker has written once the sum returns)."""
+        assert self.ctx.resume is not None
+        barrier = lambda: self.hooks.all_reduce_sum(np.zeros(1))  # noqa: E731
+        self.ctx.resume.save_state(state, rank=self.ctx.rank, barrier=barrier)
+
+
+@dataclass
+class _RunState:
+    """Where a fit stands: the optimizer steps taken, the best epoch and its weights, the history, and
+    where the next epoch starts (inside it, with its sums so far, when resumed from a step's state)."""
+
+    best: BestEpoch
+    best_state: Any = None
+    history: list[dict] = field(default_factory=list)
+    step: int = 0
+    next_epoch: int = 1
+    pos: int = 0
+    partial: dict | None = None
+    resumed_at: int = 0  # the epoch a resumed run went on from (reported; 0: a fresh run)
+
+    @classmethod
+    def start(cls, monitor: str, saved: ResumeState | None) -> _RunState:
+        run = cls(BestEpoch(monitor))
+        if saved is not None:
+            run.best.value, run.best.epoch, run.best_state = saved.best_value, saved.best_epoch, saved.best_state
+            run.history, run.step = list(saved.history), saved.step
+            run.next_epoch, run.pos, run.partial = saved.epoch, saved.pos, saved.partial
+            run.resumed_at = saved.epoch
+        return run
+
+    def resume_state(self, hooks: LoopHooks, epoch: int, pos: int, partial: dict | None) -> ResumeState:
+        """The state to go on from at row ``pos`` of epoch ``epoch`` (0: at its start)."""
+        return ResumeState(
+            epoch=epoch, pos=pos, step=self.step, partial=partial, history=list(self.history),
+            best_value=self.best.value, best_epoch=self.best.epoch, best_state=self.best_state,
+            train=hooks.train_state(),
+        )  # fmt: skip
+
+
+@dataclass
+class _TrainedEpoch:
+    """An epoch's optimizer steps, done: its sums over the workers (loss x rows, correct, rows), this
+    worker's gradient norms, the last lr used and when it started."""
+
+    epoch: int
+    sums: np.ndarray
+    norms: list[float]
+    lr: float
+    started: float
 
 
 def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: LoopContext) -> FitResult:
     """Train for ``params.epochs``; report each epoch; restore the best epoch's weights at the end.
 
-    With ``ctx.resume`` (a :class:`~sentune.trainables._resume.ResumeStore`) the run first takes up the
-    latest resume checkpoint there (weights, optimizer, RNG states, schedule position, the best epoch and
-    its weights, the history), goes on from the next epoch or step with the same results it would have
-    had without the interruption (same seed: the same data order), and writes a new checkpoint at the
-    end of every ``every_epochs``-th epoch (and every ``every_steps`` steps, if set) after reporting."""
-    train, dev = data.splits["train"], data.splits["dev"]
-    base_lr = params.lr * hooks.lr_scale
-    steps_per_epoch = math.ceil(hooks.per_rank / params.batch_size)
-    total_steps = steps_per_epoch * params.epochs
-    warmup_steps = round(params.warmup_epochs * steps_per_epoch)
-    best: BestEpoch = BestEpoch(params.monitor)
-    best_state = None
-    history: list[dict] = []
-    step, first_epoch, first_pos, partial = 0, 1, 0, None
-    store = ctx.resume
-    saved = store.load(ctx.rank) if store is not None else None
+    With ``ctx.resume`` the run first takes up the latest resume state there (weights, optimizer, RNG
+    states, schedule position, the best epoch and its weights, the history), goes on from the next epoch
+    or step with the same results it would have had without the interruption (same seed: the same data
+    order), and writes a new state at the end of every ``every_epochs``-th epoch (and every
+    ``every_steps`` steps, if set) after reporting."""
+    loop = _Loop.of(params, data, hooks, ctx)
+    saved = ctx.resume.load_state(ctx.rank) if ctx.resume is not None else None
     if saved is not None:
-        hooks.load_train_state(saved["train"])
-        best.value, best.epoch, best_state = saved["best_value"], saved["best_epoch"], saved["best_state"]
-        history, step = list(saved["history"]), saved["step"]
-        first_epoch, first_pos, partial = saved["epoch"], saved["pos"], saved["partial"]
-    resumed_at = first_epoch if saved is not None else 0  # reported: 0 for a fresh run
+        hooks.load_train_state(saved.train)
+    run = _RunState.start(params.monitor, saved)
+    for epoch in range(run.next_epoch, params.epochs + 1):
+        trained = _train_epoch(loop, run, epoch)
+        _report_epoch(loop, run, _epoch_metrics(loop, run, trained))
+    if run.best_state is not None:
+        hooks.restore(run.best_state)
+    return FitResult(run.history, run.best.epoch, run.best.value, hooks.model)
 
-    def state(next_epoch: int, pos: int, part: dict | None) -> dict:
-        return {
-            "epoch": next_epoch, "pos": pos, "step": step, "partial": part, "history": history,
-            "best_value": best.value, "best_epoch": best.epoch, "best_state": best_state,
-            "train": hooks.train_state(),
-        }  # fmt: skip
 
-    def save(next_epoch: int, pos: int, part: dict | None, built: dict | None = None) -> None:
-        """``built``: this very state, already built (for the epoch's checkpoint)."""
-        assert store is not None
-        barrier = lambda: hooks.all_reduce_sum(np.zeros(1))  # noqa: E731 (every worker has written)
-        now = built if built is not None else state(next_epoch, pos, part)
-        store.save(now, epoch=next_epoch, step=step, rank=ctx.rank, barrier=barrier)
+def _train_epoch(loop: _Loop, run: _RunState, epoch: int) -> _TrainedEpoch:
+    """One epoch's optimizer steps on this worker's shard (from ``run.pos`` when resumed inside it),
+    writing a resume state every ``every_steps`` steps; then the sums over the workers and the hooks'
+    end of the epoch."""
+    hooks, ctx, batch_size = loop.hooks, loop.ctx, loop.params.batch_size
+    started = time.perf_counter()
+    hooks.start_epoch()
+    shard = epoch_shard(loop.params.seed, len(loop.data.splits["train"].y), hooks.per_rank, ctx.world_size,
+                        ctx.rank, epoch)  # fmt: skip
+    sums, norms = np.zeros(3), []  # loss x rows, correct, rows
+    if run.partial is not None:  # resumed inside this epoch
+        sums, norms = np.array(run.partial["sums"]), list(run.partial["norms"])
+        started -= run.partial["seconds"]
+    start, run.pos, run.partial = run.pos, 0, None
+    every_steps = ctx.resume.every_steps if ctx.resume is not None else None
+    lr = loop.lr_at(run.step)
+    for i in range(start, len(shard), batch_size):
+        idx = shard[i : i + batch_size]
+        lr = loop.lr_at(run.step)
+        hooks.set_lr(lr)
+        loss_sum, correct, norm = hooks.step(idx)
+        norms.append(norm)
+        run.step += 1
+        sums += (loss_sum, correct, len(idx))
+        if every_steps and run.step % every_steps == 0 and i + len(idx) < len(shard):
+            part = {"sums": sums.tolist(), "norms": norms, "seconds": time.perf_counter() - started}
+            loop.save(run.resume_state(hooks, epoch, i + len(idx), part))
+    sums = hooks.all_reduce_sum(sums)
+    hooks.end_epoch()
+    return _TrainedEpoch(epoch, sums, norms, lr, started)
 
-    for epoch in range(first_epoch, params.epochs + 1):
-        t0 = time.perf_counter()
-        hooks.start_epoch()
-        shard = epoch_shard(params.seed, len(train.y), hooks.per_rank, ctx.world_size, ctx.rank, epoch)
-        sums = np.zeros(3)  # loss x rows, correct, rows
-        norms: list[float] = []
-        if partial is not None:  # resumed inside this epoch
-            sums, norms, t0 = np.array(partial["sums"]), list(partial["norms"]), t0 - partial["seconds"]
-        start, first_pos, partial = first_pos, 0, None
-        lr_used = base_lr * warmup_cosine(step, warmup_steps, total_steps)
-        for i in range(start, len(shard), params.batch_size):
-            idx = shard[i : i + params.batch_size]
-            lr_used = base_lr * warmup_cosine(step, warmup_steps, total_steps)
-            hooks.set_lr(lr_used)
-            loss_sum, correct, norm = hooks.step(idx)
-            norms.append(norm)
-            step += 1
-            sums += (loss_sum, correct, len(idx))
-            if store is not None and store.every_steps and step % store.every_steps == 0 and i + len(idx) < len(shard):
-                part = {"sums": sums.tolist(), "norms": norms, "seconds": time.perf_counter() - t0}
-                save(epoch, i + len(idx), part)
-        sums = hooks.all_reduce_sum(sums)
-        hooks.end_epoch()
-        val_loss, val_pred = hooks.evaluate("dev")
-        seconds = time.perf_counter() - t0
-        metrics = epoch_metrics(
-            epoch=epoch,
-            sums=sums,
-            val_loss=val_loss,
-            y_dev=dev.y,
-            val_pred=val_pred,
-            label_names=data.label_names,
-            lr=lr_used,
-            norms=norms,
-            seconds=seconds,
-            workers=ctx.world_size,
-            batch_size=params.batch_size,
-            lr_scale=hooks.lr_scale,
-        )
-        metrics["resumed_at_epoch"] = resumed_at
-        improved = best.update(metrics)
-        if improved:
-            best_state = hooks.snapshot()
-        history.append(metrics)
-        now = state(epoch + 1, 0, None) if ctx.state_in_checkpoint else None  # nothing trains until saved
-        if ctx.report is not None:
 
-            def save_best(folder, weights=best_state, now=now) -> None:
-                hooks.write_checkpoint(Path(folder), weights)
-                if now is not None:  # where this run stands, for another trial to go on from (PBT)
-                    write_state(Path(folder), now)
+def _epoch_metrics(loop: _Loop, run: _RunState, trained: _TrainedEpoch) -> dict:
+    """The epoch's report: its training sums, the dev split's evaluation, its time and the lr."""
+    val_loss, val_pred = loop.hooks.evaluate("dev")
+    metrics = epoch_metrics(
+        epoch=trained.epoch,
+        sums=trained.sums,
+        val_loss=val_loss,
+        y_dev=loop.data.splits["dev"].y,
+        val_pred=val_pred,
+        label_names=loop.data.label_names,
+        lr=trained.lr,
+        norms=trained.norms,
+        seconds=time.perf_counter() - trained.started,
+        workers=loop.ctx.world_size,
+        batch_size=loop.params.batch_size,
+        lr_scale=loop.hooks.lr_scale,
+    )
+    metrics["resumed_at_epoch"] = run.resumed_at
+    return metrics
 
-            ctx.report(metrics, save_best if improved or now is not None else None)
-        # after the report: a failure in between repeats this epoch (its row is replaced), loses nothing
-        if store is not None and (epoch % store.every_epochs == 0 or epoch == params.epochs):
-            save(epoch + 1, 0, None, now)
-    if best_state is not None:
-        hooks.restore(best_state)
-    return FitResult(history, best.epoch, best.value, hooks.model)
+
+def _report_epoch(loop: _Loop, run: _RunState, metrics: dict) -> None:
+    """Keep the best epoch and the history, report the epoch (with a checkpoint when it improved, or every
+    epoch with the train state for PBT), then write the epoch's resume state when one is due."""
+    hooks, ctx, epoch = loop.hooks, loop.ctx, metrics["epoch"]
+    improved = run.best.update(metrics)
+    if improved:
+        run.best_state = hooks.snapshot()
+    run.history.append(metrics)
+    now = run.resume_state(hooks, epoch + 1, 0, None) if ctx.state_in_checkpoint else None  # nothing trains until saved
+    if ctx.report is not None:
+        ctx.report(metrics, _checkpoint_writer(hooks, run.best_state, now) if improved or now is not None else None)
+    # after the report: a failure in between repeats this epoch (its row is replaced), loses nothing
+    store = ctx.resume
+    if store is not None and (epoch % store.every_epochs == 0 or epoch == loop.params.epochs):
+        loop.save(now if now is not None else run.resume_state(hooks, epoch + 1, 0, None))
+
+
+def _checkpoint_writer(hooks: LoopHooks, weights: Any, now: ResumeState | None) -> Callable[[Path], None]:
+    """``save(folder)`` for a report: the best weights so far and, for PBT, where this run stands (another
+    trial may go on from it)."""
+
+    def save(folder: Path) -> None:
+        hooks.write_checkpoint(Path(folder), weights)
+        if now is not None:
+            write_train_state(Path(folder), now)
+
+    return save
 
 
 def range_test(

@@ -27,8 +27,8 @@ Seed = Annotated[int, BeforeValidator(_whole_number), Field(ge=0, lt=SEED_LIMIT)
 
 
 class CoreParams(BaseModel):
-    """The options every trainable takes (DESIGN.md); each trainable adds its model's own and may change
-    a default. Unknown options are refused."""
+    """The options every trainable takes: optimizer, schedule, loss, seed and the monitored metric; each
+    trainable adds its model's own and may change a default. Unknown options are refused."""
 
     model_config = ConfigDict(extra="forbid")
     # options that shape the data every trial shares: constants of a job, never searched

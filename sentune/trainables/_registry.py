@@ -10,7 +10,7 @@ from sentune.errors import ConfigError
 from sentune.trainables._params import CoreParams, LlamaTorchParams, LstmTfParams
 
 if TYPE_CHECKING:
-    from sentune.trainables._contract import Trainable
+    from sentune.trainables._contract import ModelTrainable
 
 __all__ = ["TRAINABLE_NAMES", "TrainableEntry", "get_trainable"]
 
@@ -21,9 +21,9 @@ class TrainableEntry:
 
     name: str
     params_model: type[CoreParams]
-    implementation: str  # "module:Class", a Trainable subclass
+    implementation: str  # "module:Class", a ModelTrainable subclass
 
-    def load(self) -> Trainable:
+    def load(self) -> ModelTrainable:
         """The trainable itself (imports its framework)."""
         module, cls = self.implementation.split(":")
         return getattr(importlib.import_module(module), cls)()

@@ -10,7 +10,9 @@ Layout under ``root`` (a local folder or any pyarrow URI: the job's storage, whi
     config.json                         the trial's config, written when it first starts
 
 A state folder is complete once ``LATEST`` names it (written last, after every worker has written its
-file); older folders are then removed, so only the latest is kept. Neither Ray, torch nor TensorFlow.
+file); older folders are then removed, so only the latest is kept. A state is a :class:`ResumeState`;
+the same state also travels in a PBT checkpoint folder as ``train-state.state`` (:func:`write_train_state`),
+for another trial to go on from. Neither Ray, torch nor TensorFlow.
 
 A run folder may come from elsewhere, so nothing here trusts what it reads: ``LATEST`` must be a state
 name of the exact form ``state-NNNNNN-NNNNNNNNN`` (anything else counts as no state, so no path is built
@@ -24,12 +26,18 @@ import json
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from sentune import _safe_state
+from sentune._atomic import atomic_write_text
 from sentune._log import warn
 
-__all__ = ["ResumeStore", "trial_ids"]
+__all__ = ["TRAIN_STATE_FILE", "ResumeState", "ResumeStore", "read_train_state", "trial_ids", "write_train_state"]
+
+# in a checkpoint folder that carries the train state (LoopContext.state_in_checkpoint), sentune._safe_state's format
+TRAIN_STATE_FILE = "train-state.state"
 
 _LATEST, _FINISHED, _CONFIG = "LATEST", "FINISHED", "config.json"
 _STATE_NAME = re.compile(r"^state-(\d{6})-(\d{9})$")
@@ -45,6 +53,60 @@ def _json_object(data: bytes | None) -> dict | None:
     except (ValueError, RecursionError):
         return None
     return out if isinstance(out, dict) else None
+
+
+@dataclass
+class ResumeState:
+    """Where one worker's run stands: everything it needs to go on with the results it would have had
+    without the interruption. Written as a plain mapping of these fields (:meth:`to_dict`)."""
+
+    epoch: int  # the epoch to train next
+    pos: int  # where in that epoch's shard to start (0: at its start)
+    step: int  # optimizer steps taken so far: the lr schedule's position
+    partial: dict | None  # resumed inside an epoch: its loss/correct/rows sums, grad norms and seconds so far
+    history: list[dict]  # the metrics of every finished epoch
+    best_value: float | None  # the monitored metric's best so far (None before the first epoch)
+    best_epoch: int  # 0 before the first epoch
+    best_state: Any  # the best epoch's weights (LoopHooks.snapshot), or None
+    train: Any  # LoopHooks.train_state(): weights, optimizer, the framework's RNG states
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict: it would copy the weights
+
+    @classmethod
+    def from_dict(cls, state: Any, where: str) -> ResumeState:
+        """The state a file held; anything else is a :class:`~sentune._safe_state.StateFormatError` naming ``where``."""
+        if not isinstance(state, dict):
+            raise _safe_state.StateFormatError(f"{where}: a resume state is a mapping")
+        missing = [f.name for f in fields(cls) if f.name not in state]
+        if missing:
+            raise _safe_state.StateFormatError(f"{where}: a resume state needs {missing[0]!r}")
+        out = cls(**{f.name: state[f.name] for f in fields(cls)})
+        counts = (out.epoch, out.pos, out.step, out.best_epoch)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+            raise _safe_state.StateFormatError(f"{where}: a resume state's epoch, pos, step and best epoch are counts")
+        if not isinstance(out.history, list) or not (out.partial is None or isinstance(out.partial, dict)):
+            raise _safe_state.StateFormatError(f"{where}: a resume state's history is a list, its partial a mapping")
+        return out
+
+    def without_best(self) -> ResumeState:
+        """This state with no best epoch yet (a PBT trial that takes over another's state: the weights and
+        the peak it reports are then those of the epochs it trains itself)."""
+        return replace(self, best_value=None, best_epoch=0, best_state=None)
+
+
+def write_train_state(folder: Path, state: ResumeState) -> None:
+    """Put ``state`` into a checkpoint folder (PBT: another trial may go on from it)."""
+    atomic_write_text(folder / TRAIN_STATE_FILE, _safe_state.dumps(state.to_dict()))
+
+
+def read_train_state(folder: Path) -> ResumeState | None:
+    """The train state a checkpoint folder carries, or None; a file sentune did not write is a
+    :class:`~sentune._safe_state.StateFormatError` (it is parsed, never unpickled)."""
+    path = folder / TRAIN_STATE_FILE
+    if not path.is_file():
+        return None
+    return ResumeState.from_dict(_safe_state.loads(path.read_bytes(), str(path)), str(path))
 
 
 def trial_ids(root: str) -> list[str]:
@@ -127,19 +189,35 @@ class ResumeStore:
         return int(match.group(1)) if match else 1
 
     def load(self, rank: int = 0) -> dict | None:
-        """The newest complete state for worker ``rank`` (rank 0's when the worker count changed), or None.
+        """The newest complete state for worker ``rank`` (rank 0's when the worker count changed) as the
+        mapping it was written as, or None (:meth:`load_state` reads it as a :class:`ResumeState`).
 
         A state file that is not one sentune wrote is a :class:`~sentune._safe_state.StateFormatError`."""
+        found = self._load(rank)
+        return None if found is None else found[1]
+
+    def load_state(self, rank: int = 0) -> ResumeState | None:
+        """The newest complete state for worker ``rank`` (see :meth:`load`), or None."""
+        found = self._load(rank)
+        return None if found is None else ResumeState.from_dict(found[1], found[0])
+
+    def _load(self, rank: int) -> tuple[str, dict] | None:
+        """(where, the state's mapping) of the newest complete state for worker ``rank``, or None."""
         name = self.latest()
         if name is None:
             return None
         data = self._read(name, _STATE_FILE.format(rank=rank)) or self._read(name, _STATE_FILE.format(rank=0))
         if data is None:
             return None
-        state = _safe_state.loads(data, self._p(name, _STATE_FILE.format(rank=rank)))
+        where = self._p(name, _STATE_FILE.format(rank=rank))
+        state = _safe_state.loads(data, where)
         if not isinstance(state, dict):
             raise _safe_state.StateFormatError(f"{self._p(name)}: a resume state is a mapping")
-        return state
+        return where, state
+
+    def save_state(self, state: ResumeState, *, rank: int, barrier: Callable[[], Any]) -> None:
+        """Write ``state`` as this worker's part of the state named by its epoch and step (see :meth:`save`)."""
+        self.save(state.to_dict(), epoch=state.epoch, step=state.step, rank=rank, barrier=barrier)
 
     def save(self, state: dict, *, epoch: int, step: int, rank: int, barrier: Callable[[], Any]) -> None:
         """Every worker writes its state; after ``barrier`` (all have written) rank 0 names it LATEST and

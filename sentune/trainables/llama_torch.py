@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,18 @@ from torch import nn
 
 from sentune._log import log_line
 from sentune._paths import cache_dir
+from sentune.trainables import _driver
 from sentune.trainables._backbones import Tokenized, build_tokenizer, load_decoder, parse_backbone
-from sentune.trainables._common import focal_class_weights, lr_scale_factor
-from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, PreparedData, Report, SplitArrays, Trainable
+from sentune.trainables._contract import (
+    FitResult,
+    LoopContext,
+    LoopHooks,
+    ModelTrainable,
+    PreparedData,
+    Report,
+    SplitArrays,
+)
+from sentune.trainables._hooks_base import SharedHooks
 from sentune.trainables._params import LlamaTorchParams
 
 __all__ = [
@@ -219,28 +229,25 @@ def _all_reduce_sum(values: np.ndarray) -> np.ndarray:
     return t.numpy()
 
 
-class _TorchHooks(LoopHooks):
+class _TorchHooks(SharedHooks):
     """Model (wrapped for DDP), AdamW at the scaled lr, the loss options and one optimizer step."""
 
     def __init__(self, params: LlamaTorchParams, data: LlamaData, ctx: LoopContext):
+        super().__init__(params, data, ctx, framework_sum=_all_reduce_sum if ctx.world_size > 1 else None)
         self.params, self.data, self.device = params, data, ctx.device
         torch.manual_seed(params.seed + 7919 * ctx.rank)
         self.model = build_model(params, data).to(ctx.device)
         self.train_model = ctx.wrap_model(self.model)
-        train_y = data.splits["train"].y
-        alpha = focal_class_weights(params, train_y, data.num_classes)
+        alpha = self.focal_alpha
         self.loss_kw: dict[str, Any] = dict(
             kind=params.loss,
             gamma=params.focal_gamma,
             alpha=None if alpha is None else torch.tensor(alpha, dtype=torch.float32, device=ctx.device),
         )
-        self.lr_scale = lr_scale_factor(params.lr_scaling, ctx.world_size)
-        self.trainable = [p for p in self.train_model.parameters() if p.requires_grad]
+        self.trained_params = [p for p in self.train_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=params.lr * self.lr_scale, weight_decay=params.weight_decay
+            self.trained_params, lr=params.lr * self.lr_scale, weight_decay=params.weight_decay
         )
-        self.per_rank = len(train_y) // ctx.world_size
-        self._reduce = ctx.all_reduce_sum or (_all_reduce_sum if ctx.world_size > 1 else None)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -255,13 +262,10 @@ class _TorchHooks(LoopHooks):
         loss = loss_fn(logits, y, **self.loss_kw)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.params.grad_clip or float("inf")))
+        norm = float(torch.nn.utils.clip_grad_norm_(self.trained_params, self.params.grad_clip or float("inf")))
         self.optimizer.step()
         correct = float((logits.detach().argmax(-1) == y).sum())
         return float(loss.detach()) * len(idx), correct, norm
-
-    def all_reduce_sum(self, values):
-        return values if self._reduce is None else self._reduce(values)
 
     def evaluate(self, split: str):
         logits = _logits(self.model, self.data.splits[split], self.data, self.device, self.params.batch_size)
@@ -312,7 +316,7 @@ def _cpu_fallback(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "cuda" and not torch.cuda.is_available() else device
 
 
-class LlamaTorch(Trainable):
+class LlamaTorch(ModelTrainable):
     """``llama_torch``: LLaMA decoder + classification head; Ray Train's TorchTrainer (DDP) runs it."""
 
     name = "llama_torch"
@@ -361,5 +365,5 @@ class LlamaTorch(Trainable):
 
 TRAINABLE = LlamaTorch()
 # the loop as plain functions: ``fit(params, prepare(params, splits))`` trains without Ray
-prepare, fit, lr_range_test = TRAINABLE.prepare, TRAINABLE.fit, TRAINABLE.lr_range_test
-load_checkpoint, predict = TRAINABLE.load_checkpoint, TRAINABLE.predict
+fit, lr_range_test = partial(_driver.fit, TRAINABLE), partial(_driver.lr_range_test, TRAINABLE)
+prepare, load_checkpoint, predict = TRAINABLE.prepare, TRAINABLE.load_checkpoint, TRAINABLE.predict

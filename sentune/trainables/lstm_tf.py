@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,16 @@ import tensorflow as tf  # noqa: E402
 
 from sentune._log import log_line  # noqa: E402
 from sentune.errors import ConfigError  # noqa: E402
-from sentune.trainables._common import focal_class_weights, lr_scale_factor  # noqa: E402
-from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, Report, SplitArrays, Trainable  # noqa: E402
+from sentune.trainables import _driver  # noqa: E402
+from sentune.trainables._contract import (  # noqa: E402
+    FitResult,
+    LoopContext,
+    LoopHooks,
+    ModelTrainable,
+    Report,
+    SplitArrays,
+)
+from sentune.trainables._hooks_base import SharedHooks  # noqa: E402
 from sentune.trainables._lstm_data import (  # noqa: E402
     OOV_ID,
     PAD_ID,
@@ -242,28 +251,23 @@ def _probs(probs_fn, split: SplitArrays, batch_size: int = 512) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-class _TfHooks(LoopHooks):
+class _TfHooks(SharedHooks):
     """Model and optimizer (under the strategy's scope), the compiled step and the loss options."""
 
     def __init__(self, params: LstmTfParams, data: LstmData, ctx: LoopContext):
         _set_threads(ctx.cpus)
-        self.params, self.data = params, data
-        self.strategy = strategy = ctx.strategy or tf.distribute.get_strategy()
+        strategy = ctx.strategy or tf.distribute.get_strategy()
+        several = strategy.num_replicas_in_sync > 1
+        super().__init__(params, data, ctx, framework_sum=strategy_all_reduce_sum(strategy) if several else None)
+        self.params, self.data, self.strategy = params, data, strategy
         keras.utils.set_random_seed(params.seed)  # the same initial weights and dropout stream on every worker
-        train_y = data.splits["train"].y
-        alpha = focal_class_weights(params, train_y, data.num_classes)
-        self.loss_kw: dict[str, Any] = {"kind": params.loss, "alpha": alpha, "gamma": params.focal_gamma}
-        self.lr_scale = lr_scale_factor(params.lr_scaling, ctx.world_size)
+        self.loss_kw: dict[str, Any] = {"kind": params.loss, "alpha": self.focal_alpha, "gamma": params.focal_gamma}
         with strategy.scope():
             self.model = build_model(params, len(data.vocab), data.num_classes, data.max_len)
             self.optimizer = keras.optimizers.Adam(
                 learning_rate=params.lr * self.lr_scale, weight_decay=params.weight_decay or None
             )
             self.optimizer.build(self.model.trainable_variables)
-        self._reduce = ctx.all_reduce_sum
-        if self._reduce is None and strategy.num_replicas_in_sync > 1:
-            self._reduce = strategy_all_reduce_sum(strategy)
-        self.per_rank = len(train_y) // ctx.world_size
         self.train_step = _make_train_step(
             self.model, self.optimizer, strategy, self.loss_kw, params.grad_clip, data.max_len
         )
@@ -276,9 +280,6 @@ class _TfHooks(LoopHooks):
         train = self.data.splits["train"]
         loss_sum, correct, norm = self.train_step(tf.constant(train.x[idx]), tf.constant(train.y[idx].astype(np.int32)))
         return float(loss_sum), float(correct), float(norm)
-
-    def all_reduce_sum(self, values):
-        return values if self._reduce is None else self._reduce(values)
 
     def end_epoch(self) -> None:
         """Average BatchNormalization's moving statistics over the workers (each updated them with its own
@@ -348,7 +349,7 @@ class _TfHooks(LoopHooks):
 # --------------------------------------------------------------------------- the trainable
 
 
-class LstmTf(Trainable):
+class LstmTf(ModelTrainable):
     """``lstm_tf``: the seed's stacked LSTM; Ray Train's TensorflowTrainer runs it (MultiWorkerMirroredStrategy)."""
 
     name = "lstm_tf"
@@ -397,5 +398,5 @@ class LstmTf(Trainable):
 
 TRAINABLE = LstmTf()
 # the loop as plain functions: ``fit(params, prepare(params, splits))`` trains without Ray
-prepare, fit, lr_range_test = TRAINABLE.prepare, TRAINABLE.fit, TRAINABLE.lr_range_test
-load_checkpoint, predict = TRAINABLE.load_checkpoint, TRAINABLE.predict
+fit, lr_range_test = partial(_driver.fit, TRAINABLE), partial(_driver.lr_range_test, TRAINABLE)
+prepare, load_checkpoint, predict = TRAINABLE.prepare, TRAINABLE.load_checkpoint, TRAINABLE.predict

@@ -94,7 +94,11 @@ def make_scheduler(
     seed: int = 0,
 ):
     """A Tune trial scheduler by name; ``time_attr`` is what its rungs count (epochs). ``pbt`` takes
-    ``mutations`` (option -> Tune domain it resamples from) and ``perturbation_interval``."""
+    ``mutations`` (option -> Tune domain it resamples from) and ``perturbation_interval``. The schedulers
+    use Ray's internals: the installed Ray is checked first (once per process, see ``_ray_compat``)."""
+    from sentune.tuning._ray_compat import check_ray
+
+    check_ray()
     return _pick(SCHEDULERS, kind, "scheduler")(
         time_attr=time_attr, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor,
         mutations=mutations or {}, perturbation_interval=perturbation_interval, seed=seed,

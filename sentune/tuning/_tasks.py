@@ -6,9 +6,16 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from sentune.trainables import LoopContext, TrainableEntry
+from sentune.trainables import LoopContext, TrainableEntry, lr_range_test
 
-__all__ = ["predict_on_cluster", "prepare_on_cluster", "range_test_on_cluster", "task_resources"]
+__all__ = [
+    "predict_on_cluster",
+    "prepare_on_cluster",
+    "range_test_on_cluster",
+    "start_evaluator",
+    "stop_evaluator",
+    "task_resources",
+]
 
 
 def task_resources(cpus: float, gpus: float) -> dict:
@@ -45,9 +52,7 @@ def prepare_on_cluster(entry: TrainableEntry, params: dict, splits, *, cpus: flo
     return _submit(_prepare_task, f"sentune-prepare-{entry.name}", cpus, gpus, entry, params, splits)
 
 
-def _predict_task(entry: TrainableEntry, checkpoint_dir: str, data, splits: list[str], storage: str | None):
-    trainable = entry.load()
-    device = trainable.use_cpus(_task_cpus())
+def _predict(trainable, device: str, checkpoint_dir: str, data, splits: list[str], storage: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if storage and not Path(checkpoint_dir).is_dir():  # a checkpoint behind a URI: fetch it first
             import pyarrow.fs as pafs
@@ -59,6 +64,41 @@ def _predict_task(entry: TrainableEntry, checkpoint_dir: str, data, splits: list
         return {s: trainable.predict(model, data, s, device=device) for s in splits}
 
 
+def _predict_task(entry: TrainableEntry, checkpoint_dir: str, data, splits: list[str], storage: str | None):
+    trainable = entry.load()
+    return _predict(trainable, trainable.use_cpus(_task_cpus()), checkpoint_dir, data, splits, storage)
+
+
+class _Evaluator:
+    """A process that imports the trainable's framework while the sweep runs (no CPU reserved: it only
+    imports), so that the best checkpoint's evaluation after the sweep starts at once."""
+
+    def __init__(self, entry: TrainableEntry):
+        self.trainable = entry.load()
+
+    def ready(self) -> bool:
+        return True
+
+    def predict(self, checkpoint_dir: str, data, splits: list[str], storage: str | None, cpus: int) -> dict:
+        return _predict(self.trainable, self.trainable.use_cpus(cpus), checkpoint_dir, data, splits, storage)
+
+
+def start_evaluator(entry: TrainableEntry, *, gpus: float):
+    """The warm evaluator for a CPU job (None on GPUs: the evaluation then takes a GPU as a task)."""
+    if gpus > 0:
+        return None
+    import ray
+
+    return ray.remote(num_cpus=0)(_Evaluator).options(name=None).remote(entry)
+
+
+def stop_evaluator(evaluator) -> None:
+    if evaluator is not None:
+        import ray
+
+        ray.kill(evaluator)
+
+
 def predict_on_cluster(
     entry: TrainableEntry,
     checkpoint_dir: str,
@@ -68,9 +108,15 @@ def predict_on_cluster(
     cpus: float,
     gpus: float,
     storage: str | None = None,
+    evaluator=None,
 ):
+    """The predictions of a checkpoint on ``splits``: in the warm ``evaluator`` when there is one (every CPU
+    of the largest node), else in a task sized by :func:`task_resources`."""
     import ray
 
+    if evaluator is not None:
+        threads = int(task_resources(cpus, 0)["num_cpus"])
+        return ray.get(evaluator.predict.remote(checkpoint_dir, data_ref, splits, storage, max(1, threads)))
     return ray.get(
         _submit(_predict_task, "sentune-evaluate", cpus, gpus, entry, checkpoint_dir, data_ref, splits, storage)
     )
@@ -79,7 +125,7 @@ def predict_on_cluster(
 def _range_task(entry: TrainableEntry, params: dict, data, options: dict) -> list[dict]:
     trainable = entry.load()
     device = trainable.use_cpus(_task_cpus())
-    return trainable.lr_range_test(entry.params_model(**params), data, ctx=LoopContext(device=device), **options)
+    return lr_range_test(trainable, entry.params_model(**params), data, ctx=LoopContext(device=device), **options)
 
 
 def range_test_on_cluster(

@@ -5,21 +5,24 @@ Tune trial's own process, which holds the worker's CPUs and GPU fraction itself,
 no worker actors, and reports straight to Tune (``ray.tune.report``). With Tune's ``reuse_actors`` a new
 trial starts in a process that has torch / TensorFlow imported already. A trial with several workers
 builds the trainable's Ray Train trainer (``TorchTrainer`` with DDP, ``TensorflowTrainer`` with
-MultiWorkerMirroredStrategy: :meth:`Trainable.ray_trainer`) whose workers run the same epoch driver;
+MultiWorkerMirroredStrategy: :meth:`ModelTrainable.ray_trainer`) whose workers run the same epoch driver;
 ``TuneReportCallback`` forwards every epoch's metrics (and the checkpoint path) to Tune, and the trial
-itself only waits (no CPU). Either way the loop and the metrics are the same.
+itself only waits (no CPU). Either way the loop and the metrics are the same, and every worker gets the
+trial's :class:`WorkerPlan`.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from sentune.trainables import TrainableEntry
-from sentune.trainables._resume import ResumeStore
+from sentune.trainables import TrainableEntry, fit
+from sentune.trainables._resume import ResumeStore, read_train_state
 
-__all__ = ["make_trial_driver", "resume_store", "scaling_kwargs", "trial_resources"]
+__all__ = ["WorkerPlan", "make_trial_driver", "resume_store", "scaling_kwargs", "trial_resources"]
 
 _DRIVER_MEMORY = 64 * 1024 * 1024  # what a multi-worker trial's own process reserves: it only waits
 
@@ -52,33 +55,53 @@ def _reporter(rank: int, *, local: bool, tags: dict | None = None) -> Callable:
     return report
 
 
-def _worker_loop(cfg: dict):
-    """Runs on every worker of the trial's Ray Train trainer (in local mode: in the trial itself)."""
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What every worker of one trial runs: the trainable, the trial's options, the shared data, its
+    resources, where its resume states go, and how it reports."""
+
+    entry: TrainableEntry
+    params: dict  # the trial's config: the trainable's options
+    data_ref: list  # [ObjectRef of the PreparedData]: in a list, pickling keeps the reference, not the data
+    cpus_per_worker: float
+    use_gpu: bool
+    local: bool  # one worker, in the Tune trial's own process (Ray Train's local mode)
+    resume: ResumeStore
+    pbt: bool = False  # every report carries the train state (another trial may go on from it)
+    tags: dict[str, str] = field(default_factory=dict)  # added to every report and checkpoint (PBT lineage)
+
+
+def _worker_loop(config: dict) -> None:
+    """Runs on every worker of the trial's Ray Train trainer (in local mode: in the trial itself);
+    ``config`` is Ray Train's ``train_loop_config``, which holds the trial's plan."""
+    run_plan(config["plan"])
+
+
+def run_plan(plan: WorkerPlan) -> None:
+    """Train the plan's trainable on this worker through the epoch driver."""
     import ray
 
-    entry: TrainableEntry = cfg["entry"]
-    local = cfg["local"]
-    if local:  # ray.train.get_context() raises inside a Tune trial
+    if plan.local:  # ray.train.get_context() raises inside a Tune trial
         world, rank = 1, 0
     else:
         import ray.train
 
         ctx = ray.train.get_context()
         world, rank = ctx.get_world_size(), ctx.get_world_rank()
-    trainable = entry.load()
+    trainable = plan.entry.load()
     # first: TensorFlow's strategy must exist before any other TensorFlow op
     loop_ctx = trainable.worker_context(
         world_size=world,
         rank=rank,
-        cpus=max(1, int(cfg["cpus_per_worker"])),
-        use_gpu=cfg["use_gpu"],
-        report=_reporter(rank, local=local, tags=cfg.get("tags")),
+        cpus=max(1, int(plan.cpus_per_worker)),
+        use_gpu=plan.use_gpu,
+        report=_reporter(rank, local=plan.local, tags=plan.tags),
     )
-    loop_ctx.resume = cfg["resume"]
-    loop_ctx.state_in_checkpoint = bool(cfg.get("pbt"))
-    params = entry.params_model(**cfg["params"])
-    data = ray.get(cfg["data_ref"][0])
-    trainable.fit(params, data, loop_ctx)
+    loop_ctx.resume = plan.resume
+    loop_ctx.state_in_checkpoint = plan.pbt
+    params = plan.entry.params_model(**plan.params)
+    data = ray.get(plan.data_ref[0])
+    fit(trainable, params, data, loop_ctx)
 
 
 def scaling_kwargs(workers: int, cpus: float, gpus: float) -> dict:
@@ -120,8 +143,6 @@ def _adopt(store: ResumeStore, trial: str) -> str:
     trial's train state as its resume checkpoint. Returns the trial this one last went on from ("" if none)."""
     import ray.tune
 
-    from sentune.trainables._driver import read_state
-
     checkpoint = ray.tune.get_checkpoint()
     if checkpoint is None:
         return ""
@@ -131,12 +152,11 @@ def _adopt(store: ResumeStore, trial: str) -> str:
         came = (path / "pbt_from").read_text() if (path / "pbt_from").is_file() else ""
         if writer is None or writer == trial:
             return came  # its own checkpoint (a restart): the resume store is as new or newer
-        state = read_state(path)
+        state = read_train_state(path)
     if state is None:
         return came
     # its own best from here on: the weights and peak it reports are then those of the epochs it trains
-    state = {**state, "best_value": None, "best_epoch": 0, "best_state": None}
-    store.save(state, epoch=state["epoch"], step=state["step"], rank=0, barrier=lambda: None)
+    store.save_state(state.without_best(), rank=0, barrier=lambda: None)
     return writer
 
 
@@ -158,14 +178,13 @@ def make_trial_driver(
     its resume checkpoint under ``resume_root/<trial id>`` and, restarted, goes on from there; a trial
     the sweep's driver has marked finished (a resumed sweep) returns at once. ``pbt``: every epoch's report
     carries the train state, and a trial restarted from another trial's checkpoint goes on from it
-    (reporting ``pbt_from``: that trial's id)."""
+    (reporting ``pbt_from``: that trial's id). ``failure``: the job's ``failure:`` block."""
     from ray import tune
 
     refs = [data_ref]  # a list, so Tune's pickling keeps the ObjectRef instead of the data
     local = workers == 1
 
     def trial_driver(config: dict):
-        import ray.train
         import ray.tune
 
         trial = ray.tune.get_context().get_trial_id()
@@ -177,36 +196,37 @@ def make_trial_driver(
                 ray.tune.report(last)  # its last result again: Tune wants the metric, the record keeps one row
             return
         store.save_config(config)
-        callbacks: list = []  # in local mode Tune gets the reports itself
-        if local:
-            scaling = ray.train.ScalingConfig(num_workers=0)
-        else:
-            from ray.tune.integration.ray_train import TuneReportCallback
-
-            scaling, callbacks = ray.train.ScalingConfig(**scaling_kwargs(workers, cpus, gpus)), [TuneReportCallback()]
-        trainer = entry.load().ray_trainer()(
-            _worker_loop,
-            train_loop_config={
-                "entry": entry,
-                "params": config,
-                "data_ref": refs,
-                "cpus_per_worker": cpus,
-                "use_gpu": gpus > 0,
-                "local": local,
-                "resume": store,
-                "pbt": pbt,
-                "tags": tags,
-            },
-            scaling_config=scaling,
-            run_config=ray.train.RunConfig(
-                name=f"{job}-{trial}",
-                storage_path=storage_path,
-                callbacks=callbacks,
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-                # a dead worker or node: the worker group starts again and goes on from the resume checkpoint
-                failure_config=ray.train.FailureConfig(max_failures=failure.max_failures),
-            ),
-        )
-        trainer.fit()
+        plan = WorkerPlan(entry=entry, params=config, data_ref=refs, cpus_per_worker=cpus, use_gpu=gpus > 0,
+                          local=local, resume=store, pbt=pbt, tags=tags)  # fmt: skip
+        _trainer(plan, workers=workers, gpus=gpus, name=f"{job}-{trial}", storage_path=storage_path,
+                 failure=failure).fit()  # fmt: skip
 
     return tune.with_resources(trial_driver, trial_resources(workers, cpus, gpus))
+
+
+def _trainer(plan: WorkerPlan, *, workers: int, gpus: float, name: str, storage_path: str, failure) -> Any:
+    """The trial's Ray Train trainer: local mode for one worker (Tune gets the reports itself), else a
+    worker group whose reports ``TuneReportCallback`` forwards to Tune."""
+    import ray.train
+
+    callbacks: list = []
+    if plan.local:
+        scaling = ray.train.ScalingConfig(num_workers=0)
+    else:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        scaling = ray.train.ScalingConfig(**scaling_kwargs(workers, plan.cpus_per_worker, gpus))
+        callbacks = [TuneReportCallback()]
+    return plan.entry.load().ray_trainer()(
+        _worker_loop,
+        train_loop_config={"plan": plan},
+        scaling_config=scaling,
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            callbacks=callbacks,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            # a dead worker or node: the worker group starts again and goes on from the resume checkpoint
+            failure_config=ray.train.FailureConfig(max_failures=failure.max_failures),
+        ),
+    )

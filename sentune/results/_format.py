@@ -1,0 +1,117 @@
+"""A run as text for a terminal or a log: tables that fit the width (the leaderboard, the runs), the
+budget line and the line that compares the best found with the best baseline and the reference model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pandas as pd
+
+from sentune.results._layout import ROLE_BASELINE
+from sentune.results._tables import cell_text
+from sentune.results._view import RunLike, RunView
+
+__all__ = ["format_table", "format_leaderboard", "format_budget", "comparison_line"]
+
+
+def _fit_columns(columns: list, sizes: dict, width: int) -> tuple[list, list]:
+    """The columns that fit in ``width`` (at least two), from the left, and the ones left out; with a
+    column left out, more go until the lines fit with the note that names them."""
+    kept: list = []
+    used = 0
+    for c in columns:
+        need = sizes[c] + (2 if kept else 0)
+        if used + need > width and len(kept) >= 2:
+            continue
+        kept.append(c)
+        used += need
+    left_out = [c for c in columns if c not in kept]
+    if left_out:
+        while len(kept) > 2 and used > width:
+            left_out.insert(0, kept.pop())
+            used = sum(sizes[c] for c in kept) + 2 * (len(kept) - 1)
+    return kept, left_out
+
+
+def format_table(board: pd.DataFrame, *, limit: int | None = 20, width: int | None = None) -> str:
+    """A table (the leaderboard, the runs) as text: ``-`` for a missing value, at most ``width`` characters
+    a line (default: the terminal's); columns that do not fit are left out from the right and named."""
+    shown = board.head(limit) if limit else board
+    if shown.empty:
+        return "(no trials)"
+    if width is None:  # a terminal's width (or COLUMNS); written to a file or a pipe (logs), every column
+        sized = sys.stdout.isatty() or "COLUMNS" in os.environ
+        width = shutil.get_terminal_size((120, 24)).columns if sized else 10**6
+    cells = {c: [str(c)] + [cell_text(v) for v in shown[c]] for c in shown.columns}
+    sizes = {c: max(len(x) for x in col) for c, col in cells.items()}
+    kept, left_out = _fit_columns(list(shown.columns), sizes, width)
+    numeric = {c: pd.api.types.is_numeric_dtype(shown[c]) for c in kept}
+    lines = []
+    for i in range(len(shown) + 1):
+        parts = [cells[c][i].rjust(sizes[c]) if numeric[c] else cells[c][i].ljust(sizes[c]) for c in kept]
+        lines.append("  ".join(parts).rstrip())
+    if left_out:
+        note = f"(not shown: {', '.join(map(str, left_out))})"
+        lines.append(note if len(note) <= width else note[: width - 4] + "...)")
+    return "\n".join(lines)
+
+
+def format_leaderboard(board: pd.DataFrame, *, limit: int | None = 20, width: int | None = None) -> str:
+    """The leaderboard as text (see :func:`format_table`); every column is in ``leaderboard.csv``. On a
+    narrow terminal the tuned parameters go before the stop reason, diagnostics and final figures."""
+    first = ["rank", "trial_id", "status", "role", "epochs_run"] + [c for c in board.columns if c.startswith("peak_")]
+    first += ["confirm_mean", "confirm_std", "confirm_n", "test_macro_f1"]
+    late = {"stop_reason", "diagnostics", "overfit", "final_train_acc", "final_val_acc", "final_val_loss",
+            "train_val_gap", "trial_seconds", "baseline", "test_acc", "pbt_history"}  # fmt: skip
+    middle = [c for c in board.columns if c not in first and c not in late]
+    order = [c for c in first if c in board] + middle + [c for c in board.columns if c in late]
+    return format_table(board[order], limit=limit, width=width)
+
+
+def format_budget(b: dict) -> str:
+    """``budget: 14 trials, 52 epochs, 310 trial-s (GPU-s 78) | baseline 2 trials / 16 epochs | ...``."""
+    gpu = f" (GPU-s {b['gpu_seconds']:.0f})" if b.get("gpu_seconds") else ""
+    head = f"budget: {b['trials']} trials, {b['epochs']} epochs, {b['trial_seconds']:.0f} trial-s{gpu}"
+    parts = [f"{role} {v['trials']} trials / {v['epochs']} epochs / {v['trial_seconds']:.0f} s"
+             for role, v in b["by_role"].items()]  # fmt: skip
+    return head + (" | " + " | ".join(parts) if len(parts) > 1 else "")
+
+
+def _fig(split: dict | None, key: str) -> str:
+    return "-" if not split or split.get(key) is None or np.isnan(split[key]) else f"{split[key]:.4f}"
+
+
+def _best_found(view: RunView, best: dict) -> str:
+    trials, roles = view.trials, view.roles
+    epochs = trials["epochs_run"].fillna(0).astype(int)
+    role = trials.set_index("trial_id")["role"].get(best["row"]) if "role" in trials else None
+    what = ""
+    if role == ROLE_BASELINE:
+        what = f"baseline {int(trials.set_index('trial_id').loc[best['row'], 'baseline'])} "
+    side = int(epochs[roles != ROLE_BASELINE].sum())
+    outside = " outside the baselines" if (roles == ROLE_BASELINE).any() else ""
+    return (f"best found {what}{best['row']}: dev {view.metric} {_fig(best.get('dev'), 'score')}, "
+            f"test macro-F1 {_fig(best.get('test'), 'macro_f1')} ({side} epochs{outside})")  # fmt: skip
+
+
+def comparison_line(run: RunLike) -> str:
+    """One line: the best found against the best baseline on dev and test (and the epochs each side
+    trained), and the reference model's figures. Empty when the run has nothing to compare."""
+    view = RunView.of(run)
+    evals, ref = view.evaluations, view.reference
+    parts = []
+    best = evals.get("best")
+    if best:
+        parts.append(_best_found(view, best))
+    base = evals.get("best_baseline")
+    if base:
+        n = int(view.trials["epochs_run"].fillna(0).astype(int)[view.roles == ROLE_BASELINE].sum())
+        parts.append(f"best baseline {base['row']}: dev {view.metric} {_fig(base.get('dev'), 'score')}, "
+                     f"test macro-F1 {_fig(base.get('test'), 'macro_f1')} ({n} epochs)")  # fmt: skip
+    if ref:
+        parts.append(f"reference {ref['model']}: dev macro-F1 {_fig(ref.get('dev'), 'macro_f1')}, "
+                     f"test macro-F1 {_fig(ref.get('test'), 'macro_f1')}")  # fmt: skip
+    return " | ".join(parts)

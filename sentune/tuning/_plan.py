@@ -1,0 +1,121 @@
+"""The sweep plan: a job read once into what every step of its run needs (the spec, the trainable, the
+checked data and its prepared copy on Ray, the run folder), and the summary a run ends with."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from sentune._log import log_line
+from sentune.data import DataSplits, load_splits
+from sentune.errors import ConfigError, SentuneError
+from sentune.search import Domain
+from sentune.spec import JobSpec
+from sentune.trainables import TrainableEntry, get_trainable
+from sentune.tuning._ray_compat import check_ray, warm_driver
+from sentune.tuning._run_folder import RunFolder, unlock_run
+from sentune.tuning._session import init_ray
+from sentune.tuning._tasks import prepare_on_cluster
+
+__all__ = ["RunSummary", "SweepPlan", "check_data", "make_plan"]
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    leaderboard: pd.DataFrame
+    best_config_path: Path | None
+    test_report: pd.DataFrame | None
+    wall_seconds: float
+    remote: str | None = None  # where the run folder was uploaded, for a URI storage_path
+    # seconds spent preparing the data, in Tuner.fit (the sweep itself), and evaluating/exporting after it
+    timings: dict[str, float] = field(default_factory=dict)
+    # stopped (Ctrl-C, SIGTERM, `sentune stop`) before every trial ended: `sentune resume` goes on with it
+    interrupted: bool = False
+    progress: str = ""  # the sweep in one line: epochs against the budget, trials, the best
+    budget: str = ""  # epochs and trial-seconds spent (results.format_budget)
+    comparison: str = ""  # the best found against the best baseline and the reference model
+    test_figures: dict | None = None  # the best trial's test accuracy and macro-F1 (evaluation.json)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Everything a run of a job needs, fixed once it starts. ``restore``: the run goes on with a sweep that
+    stopped (``sentune resume``); ``earlier_seconds``: what its earlier sessions took."""
+
+    spec: JobSpec
+    entry: TrainableEntry
+    splits: DataSplits
+    folder: RunFolder
+    data_ref: object
+    prepare_seconds: float = 0.0
+    restore: bool = False
+    earlier_seconds: float = 0.0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.run_dir
+
+
+def check_data(spec: JobSpec) -> tuple[TrainableEntry, DataSplits]:
+    """Read and check the job's data against its trainable's options, before Ray starts."""
+    entry = get_trainable(spec.trainable)
+    splits = load_splits(spec.data)
+    values = {k: list(v.extremes()) if isinstance(v, Domain) else [v] for k, v in spec.space.items()}
+    try:
+        entry.params_model.check_data(values, splits.train.class_counts())
+    except ConfigError as exc:
+        raise ConfigError(f"job {spec.name}: {exc}") from None
+    return entry, splits
+
+
+def make_plan(
+    spec: JobSpec,
+    folder: RunFolder,
+    *,
+    address: str | None,
+    verbose: bool,
+    restore: bool = False,
+    earlier_seconds: float = 0.0,
+) -> SweepPlan:
+    """Check the data (before Ray starts), open the run folder (a new run writes its run.json), start Ray and
+    prepare the data once there (a backbone that fails to load fails the job here, once, not every trial)."""
+    entry, splits = check_data(spec)
+    folder.open()
+    try:
+        return _prepare(spec, entry, splits, folder, address=address, verbose=verbose, restore=restore,
+                        earlier_seconds=earlier_seconds)  # fmt: skip
+    except BaseException:
+        unlock_run(folder.run_dir)  # nothing ran: the next driver may take the run
+        raise
+
+
+def _prepare(spec, entry, splits, folder, *, address, verbose, restore, earlier_seconds) -> SweepPlan:
+    if restore:
+        folder.set_status("running")
+    else:
+        folder.write_info(spec, splits)
+    log_line(
+        f"job {spec.name}: {spec.trainable} on {len(splits.train)}/{len(splits.dev)}/"
+        f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
+        f"results -> {folder.shown()}"
+    )
+    check_ray()  # an unsupported Ray fails here, in one line, not deep inside a sweep
+    init_ray(address, verbose=verbose)
+    import ray
+
+    t0 = time.perf_counter()
+    data_ref = prepare_on_cluster(entry, spec.constants, splits, cpus=spec.resources.cpus, gpus=spec.resources.gpus)
+    warm_driver()
+    try:
+        ray.get(data_ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.as_instanceof_cause()
+        last = str(cause).strip().splitlines()[-1]
+        raise SentuneError(f"preparing the data failed: {type(cause).__name__}: {last}") from None
+    prepare_s = time.perf_counter() - t0
+    log_line(f"data prepared once in {prepare_s:.1f} s (shared through the object store)")
+    return SweepPlan(spec, entry, splits, folder, data_ref, prepare_s, restore, earlier_seconds)
