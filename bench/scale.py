@@ -224,7 +224,7 @@ def bare_sweep(n: int, epochs: int, concurrency: int, data_ref, storage: Path) -
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
-    from sentune.trainables import get_trainable
+    from sentune.trainables import fit, get_trainable
 
     entry = get_trainable("llama_torch")
     refs = [data_ref]  # a list, so Tune's pickling keeps the ObjectRef instead of the data
@@ -243,7 +243,7 @@ def bare_sweep(n: int, epochs: int, concurrency: int, data_ref, storage: Path) -
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
         ctx = trainable.worker_context(world_size=1, rank=0, cpus=1, use_gpu=False, report=report)
-        trainable.fit(entry.params_model(**config), ray.get(refs[0]), ctx)
+        fit(trainable, entry.params_model(**config), ray.get(refs[0]), ctx)
 
     class Count(tune.Callback):
         results = 0
