@@ -10,6 +10,7 @@ config. The leaderboard is a table that fits the page and sorts by any column.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -59,13 +60,27 @@ def _config_text(config: dict, tuned: list[str]) -> str:
     return ", ".join(f"{k}={_fmt(config.get(k))}" for k in tuned) or "(no tuned parameters)"
 
 
-def _plot(fig, plot_id: str, caption: str, *, top: int = 36) -> str:
+@functools.cache
+def _white_template() -> dict:
     import plotly.io as pio
 
-    fig.update_layout(margin=dict(l=50, r=20, t=top, b=40), height=340 + top - 36, template="plotly_white",
-                      title=dict(text=caption, font=dict(size=13)))  # fmt: skip
+    return pio.templates["plotly_white"].to_plotly_json()
+
+
+def _plot(fig, plot_id: str, caption: str, *, top: int = 36) -> str:
+    """A figure as a div: a plotly Figure, or a figure as a plain dict (many traces: built without plotly's
+    per-property validation, which costs seconds at hundreds of trials)."""
+    import plotly.io as pio
+
+    frame = dict(margin=dict(l=50, r=20, t=top, b=40), height=340 + top - 36,
+                 title=dict(text=caption, font=dict(size=13)))  # fmt: skip
+    if isinstance(fig, dict):
+        fig["layout"] = {**fig.get("layout", {}), **frame, "template": _white_template()}
+    else:
+        fig.update_layout(**frame, template="plotly_white")
     config = {"displaylogo": False, "displayModeBar": False}
-    div = pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=plot_id, config=config)
+    div = pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=plot_id, config=config,
+                      validate=not isinstance(fig, dict))  # fmt: skip
     return f'<div class="plot" data-plot="{html.escape(plot_id)}">{div}</div>'
 
 
@@ -74,26 +89,31 @@ def _log_axis(values: pd.Series, name: str) -> bool:
     return bool(v.notna().all() and (v > 0).all() and (name == "lr" or v.max() / max(v.min(), 1e-300) > 50))
 
 
-def _curves(epochs: pd.DataFrame, trials: pd.DataFrame, configs: dict, tuned: list[str]) -> list[str]:
-    import plotly.graph_objects as go
+def _number(v) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) else v
 
+
+def _curves(epochs: pd.DataFrame, trials: pd.DataFrame, configs: dict, tuned: list[str]) -> list[str]:
     stopped = set(trials.loc[trials.status == STATUS_STOPPED, "trial_id"])
     out = []
+    by_trial = list(epochs.sort_values("epoch").groupby("trial_id"))
     for col, label in _CURVES:
         if col not in epochs:
             continue
-        fig = go.Figure()
-        for tid, g in epochs.sort_values("epoch").groupby("trial_id"):
+        data: list[dict] = []
+        for tid, g in by_trial:
             text = f"{tid}<br>{_config_text(configs.get(tid, {}), tuned)}"
-            fig.add_trace(go.Scatter(
-                x=g.epoch, y=g[col], mode="lines+markers", name=tid, text=[text] * len(g), marker=dict(size=5),
-                hovertemplate="%{text}<br>epoch %{x}: " + label + " %{y:.4g}<extra></extra>",
+            x, y = [int(e) for e in g.epoch], [_number(v) for v in g[col]]
+            data.append(dict(
+                type="scatter", x=x, y=y, mode="lines+markers", name=str(tid), text=[text] * len(g),
+                marker=dict(size=5), hovertemplate="%{text}<br>epoch %{x}: " + label + " %{y:.4g}<extra></extra>",
             ))  # fmt: skip
             if tid in stopped:
-                fig.add_trace(go.Scatter(x=[g.epoch.iloc[-1]], y=[g[col].iloc[-1]], mode="markers", showlegend=False,
-                                         marker=dict(symbol="x", size=10, color="#444"), hoverinfo="skip"))  # fmt: skip
-        fig.update_layout(showlegend=False, xaxis_title="epoch", yaxis_title=label)  # hover names the trial
-        out.append(_plot(fig, f"curves-{col}", f"{label} per epoch (x: stopped early)"))
+                data.append(dict(type="scatter", x=[x[-1]], y=[y[-1]], mode="markers", showlegend=False,
+                                 marker=dict(symbol="x", size=10, color="#444"), hoverinfo="skip"))  # fmt: skip
+        layout = dict(showlegend=False, xaxis=dict(title=dict(text="epoch")), yaxis=dict(title=dict(text=label)))
+        out.append(_plot({"data": data, "layout": layout}, f"curves-{col}", f"{label} per epoch (x: stopped early)"))
     return out
 
 

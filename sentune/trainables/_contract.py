@@ -190,6 +190,11 @@ class ModelTrainable(ABC):
         """The loop context on one Ray Train worker, or in the Tune trial itself for one worker (device:
         the GPU Ray assigned when ``use_gpu``, else the CPU; process group or strategy; threads)."""
 
+    def warm_up(self) -> None:
+        """Import what loading a checkpoint needs beyond the trainable's module (a process that evaluates
+        later calls it ahead of time). Nothing by default."""
+        return None
+
     @abstractmethod
     def use_cpus(self, cpus: int) -> str:
         """Set the framework's thread count for a one-off task (features, evaluation) and return the

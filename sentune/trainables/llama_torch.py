@@ -358,6 +358,10 @@ class LlamaTorch(ModelTrainable):
             world_size=world_size, rank=rank, device=str(device), cpus=cpus, report=report, wrap_model=wrap
         )
 
+    def warm_up(self) -> None:
+        import transformers  # noqa: F401 (the decoder a checkpoint is built on comes from it)
+        from transformers import LlamaConfig, LlamaModel  # noqa: F401
+
     def use_cpus(self, cpus: int) -> str:
         torch.set_num_threads(max(1, cpus))
         return "cuda" if torch.cuda.is_available() else "cpu"

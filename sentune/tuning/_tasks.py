@@ -75,6 +75,7 @@ class _Evaluator:
 
     def __init__(self, entry: TrainableEntry):
         self.trainable = entry.load()
+        self.trainable.warm_up()
 
     def ready(self) -> bool:
         return True
