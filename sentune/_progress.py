@@ -101,7 +101,7 @@ class SweepProgress:
 
     def _emit(self, event: dict) -> None:
         if self._events is not None:
-            self._events({"job": self.job, **event})
+            self._events(_plain({"job": self.job, **event}))
 
     @property
     def stream(self):
@@ -256,8 +256,13 @@ class SweepProgress:
 
 
 def _plain(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
+    """A value as JSON takes it: non-finite numbers become null, inside lists and mappings too."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     return value
 
 
@@ -292,7 +297,10 @@ class EventFollower:
             else:
                 self.echo(line)
             return
-        self._apply(event)
+        try:
+            self._apply(event)
+        except (ValueError, TypeError, KeyError, AttributeError):  # an event line of the wrong shape: just a line
+            self.echo(line)
 
     def _apply(self, event: dict) -> None:
         kind, view = event.get("event"), self.view

@@ -20,10 +20,13 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
 
 
 class SentuneError(Exception):
-    """Base class of every error sentune raises on purpose; its message is always :func:`one_line`."""
+    """Base class of every error sentune raises on purpose; its message is always :func:`one_line`, with any
+    credentials in a URI it quotes masked."""
 
     def __init__(self, message: object = "", *args: object):
-        super().__init__(one_line(str(message)), *args)
+        from sentune._uri import redact_text
+
+        super().__init__(one_line(redact_text(str(message))), *args)
 
 
 class ConfigError(SentuneError):

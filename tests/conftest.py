@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# the metrics every trainable reports each epoch (DESIGN.md), besides the per-class ones
+# the metrics every trainable reports each epoch (ARCHITECTURE.md), besides the per-class ones
 DESIGN_METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "grad_norm",
                   "epoch_seconds", "samples_per_second"]  # fmt: skip
 POS = ["good", "great", "excellent", "wonderful", "superb", "lovely", "brilliant", "delightful"]

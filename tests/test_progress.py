@@ -172,3 +172,19 @@ def test_the_live_view_of_a_submitted_job_is_rebuilt_from_its_events_alone(monke
     ]
     assert [e["event"] for e in events][:3] == ["sweep", "trial_start", "result"]
     assert len(shown) == 3 and "a human line" in shown[0]
+
+
+def test_events_carry_no_nan_or_infinity_anywhere(monkeypatch):
+    """A diverged loss or a NaN inside a config must not stop a submitted sweep's driver (events are strict JSON)."""
+    import io
+
+    from sentune._progress import SweepProgress, events_to_log
+
+    log = io.StringIO()
+    monkeypatch.setenv("SENTUNE_EVENTS", "log")
+    view = SweepProgress("quiet", job="j", trials=1, max_epochs=1, events=events_to_log(log))
+    view.start()
+    view.trial_started("t1", {"focal_alpha": [float("nan"), 1.0]})
+    view.result("t1", {}, {"epoch": 1, "val_macro_f1": float("inf"), "train_loss": float("nan")}, [])
+    lines = [json.loads(ln.removeprefix("[sentune-event] ")) for ln in log.getvalue().splitlines()]
+    assert lines[1]["config"]["focal_alpha"] == [None, 1.0] and lines[2]["val_macro_f1"] is None

@@ -103,3 +103,49 @@ def test_export_onto_a_folder_writes_best_config_inside_it(tmp_path):
     assert yaml.safe_load((out / "best_config.yaml").read_text())["params"]["lr"] == 0.2
     with pytest.raises(SentuneError, match="cannot write the best config"):
         export_run(run, tmp_path / "run" / "trials.parquet" / "x.yaml")
+
+
+def test_resume_resolves_range_test_and_local_backbone_paths_and_masks_every_uri(tmp_path, monkeypatch):
+    from sentune.tuning._run_folder import stored_spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "rt" / "r1").mkdir(parents=True)
+    (tmp_path / "results" / "rt" / "r1" / "lr_suggestion.json").write_text(
+        json.dumps({"search_low": 1e-4, "search_high": 1e-2, "suggested_lr": 1e-3})
+    )
+    (tmp_path / "bb").mkdir()
+    (tmp_path / "bb" / "m.pt").write_bytes(b"")
+    (tmp_path / "bb" / "tokenizer.model").write_bytes(b"")
+    raw = _job(tmp_path, search_space={"lr": {"from_range_test": "results/rt/r1"}},
+               params={"backbone": "llama2c:bb/m.pt", "epochs": 1},
+               tracking={"mlflow": {"tracking_uri": "http://user:pw@mlflow:5000"}})  # fmt: skip
+    stored = stored_spec(parse_job(raw))
+    assert stored["search_space"]["lr"] == {"from_range_test": str(tmp_path / "results" / "rt" / "r1")}
+    assert stored["params"]["backbone"] == f"llama2c:{tmp_path / 'bb' / 'm.pt'}"
+    assert "pw" not in json.dumps(stored) and "mlflow:5000" in json.dumps(stored)
+    monkeypatch.chdir(tmp_path / "bb")  # resumed from another folder: the same files
+    again = parse_job(json.loads(json.dumps(stored)), source="run.json")
+    assert again.params["backbone"] == f"llama2c:{tmp_path / 'bb' / 'm.pt'}"
+
+
+def test_every_sentune_error_masks_the_credentials_it_quotes():
+    from sentune.errors import ConfigError
+
+    msg = str(ConfigError("s3://AKIA:SECRET@bucket/x?secret_key=zzz: no such run folder"))
+    assert "SECRET" not in msg and "zzz" not in msg and "AKIA" not in msg and "bucket/x" in msg
+
+
+def test_a_trial_table_without_the_columns_the_readers_need_is_one_line(tmp_path):
+    import pandas as pd
+    from test_results import make_run
+
+    from sentune.results import leaderboard
+
+    run = make_run(tmp_path / "run", [("t0", 0.1, [0.5, 0.7])])
+    pd.read_parquet(run / "trials.parquet").drop(columns=["peak_epoch"]).to_parquet(run / "trials.parquet")
+    with pytest.raises(SentuneError, match=r"trials.parquet: damaged .*no peak_epoch column"):
+        leaderboard(run)
+    frame = pd.read_parquet(tmp_path / "run" / "trials.parquet").assign(peak_epoch=1, config_json="{not json")
+    frame.to_parquet(run / "trials.parquet")
+    with pytest.raises(SentuneError, match="config_json that is not a JSON object"):
+        leaderboard(run)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from sentune._direction import Direction
-from sentune.errors import SentuneError
+from sentune.errors import ConfigError, SentuneError
 from sentune.results._layout import REFERENCE_ID, ROLE_BASELINE, ROLE_CONFIRM, ROLE_REFERENCE, ROLE_SAMPLED
 from sentune.results._tables import cell_text
 
@@ -186,7 +186,7 @@ def best_baseline_of(trials: pd.DataFrame, mode: Literal["max", "min"]) -> pd.Se
 def best_config_of(info: dict, best: pd.Series, board: pd.DataFrame) -> dict:
     """A config that re-runs the trainable alone: ``trainable``, ``data``, ``params``, and where it came from."""
     source = {
-        "job": info["job"], "run": info["run_id"], "trial_id": str(best.name),
+        "job": info.get("job"), "run": info.get("run_id"), "trial_id": str(best.name),
         "metric": info["metric"], "mode": info["mode"],
         "peak": float(best["peak_metric"]), "peak_epoch": int(best["peak_epoch"]),
     }  # fmt: skip
@@ -195,7 +195,9 @@ def best_config_of(info: dict, best: pd.Series, board: pd.DataFrame) -> dict:
         std = row["confirm_std"]
         source["confirmed"] = {"trial_id": str(best["confirm_of"]), "mean": float(row["confirm_mean"]),
                                "std": None if pd.isna(std) else float(std), "runs": int(row["confirm_n"])}  # fmt: skip
-    return {"trainable": info["trainable"], "data": info["data"], "params": json.loads(best["config_json"]),
+    if not isinstance(info.get("trainable"), str):
+        raise ConfigError("run.json names no trainable: there is no config to export")
+    return {"trainable": info["trainable"], "data": info.get("data") or {}, "params": json.loads(best["config_json"]),
             "source": source}  # fmt: skip
 
 
@@ -203,7 +205,10 @@ def budget_of(info: dict, trials: pd.DataFrame) -> dict:
     """Epochs trained and trial-seconds (GPU-seconds on GPUs: trial-seconds x the GPUs a trial holds), in
     total and per role (sampled, baseline, confirm)."""
     res = (info.get("spec") or {}).get("resources") or {}
-    gpus = float(res.get("gpus") or 0) * int(res.get("workers_per_trial") or 1)
+    try:
+        gpus = float(res.get("gpus") or 0) * int(res.get("workers_per_trial") or 1)
+    except (AttributeError, TypeError, ValueError):  # a run.json edited by hand: no GPU-seconds
+        gpus = 0.0
     secs = trials["trial_seconds"].fillna(0.0) if "trial_seconds" in trials else pd.Series(0.0, index=trials.index)
     epochs = trials["epochs_run"].fillna(0).astype(int)
     role = roles(trials)

@@ -307,7 +307,7 @@ def _boards(view: RunView, trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataF
 
 def _charts(view: RunView, trials: pd.DataFrame, board: pd.DataFrame, metric_col: str, tuned: list[str]) -> list[str]:
     """Metric against the hyperparameters, the prediction distributions, the test confusion matrix."""
-    epochs, names, configs = view.epochs, view.info["label_names"], view.configs
+    epochs, names, configs = view.epochs, view.info.get("label_names") or [], view.configs
     scored = board[board[metric_col].notna()]
     parts = []
     if tuned and len(scored):
@@ -339,9 +339,9 @@ def write_report(run: RunLike) -> Path:
     metric_col = f"peak_{view.metric}"
     tuned = [p for p in info.get("tuned_params", []) if p in board.columns]
     parts = [
-        f"<h1>sentune run {html.escape(info['job'])} / {html.escape(info['run_id'])}</h1>",
-        f'<p class="meta">trainable {html.escape(info["trainable"])}; metric {view.metric} ({view.mode}); '
-        f"{len(trials)} trials; classes: {html.escape(', '.join(info['label_names']))}</p>",
+        f"<h1>sentune run {html.escape(str(info.get('job')))} / {html.escape(str(info.get('run_id')))}</h1>",
+        f'<p class="meta">trainable {html.escape(str(info.get("trainable")))}; metric {view.metric} ({view.mode}); '
+        f"{len(trials)} trials; classes: {html.escape(', '.join(map(str, info.get('label_names') or [])))}</p>",
         _headline(view, trials, board, metric_col, tuned),
         '<h2 id="leaderboard">Leaderboard</h2>',
         _table(shown),
@@ -350,9 +350,9 @@ def write_report(run: RunLike) -> Path:
         "</div>",
         *_charts(view, trials, board, metric_col, tuned),
     ]
-    meta = html.escape(json.dumps({"job": info["job"], "run": info["run_id"]}))
+    meta = html.escape(json.dumps({"job": info.get("job"), "run": info.get("run_id")}))
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>sentune {html.escape(info['job'])}</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>sentune {html.escape(str(info.get('job')))}</title>"
         f"<style>{_CSS}</style><script>{plotly.offline.get_plotlyjs()}</script><script>{_SORT_JS}</script></head>"
         f"<body>{''.join(parts)}<script type='application/json' id='run-info'>{meta}</script></body></html>"
     )

@@ -289,15 +289,32 @@ def _checked_epochs(table, path: Path):
 
 
 # the columns every reader of trials.parquet relies on
-_TRIAL_COLUMNS = ("trial_id", "status")
+_TRIAL_COLUMNS = ("trial_id", "status", "epochs_run", "peak_metric", "peak_epoch")
+_TRIAL_NUMBERS = ("epochs_run", "peak_metric", "peak_epoch", "trial_seconds")
 
 
 def read_trials(run_dir: str | Path) -> pd.DataFrame:
+    """trials.parquet, with the columns every reader relies on checked (a config that is not JSON too)."""
     path = Path(run_dir) / TRIALS
     frame = read_parquet_file(path).to_pandas()
     missing = [c for c in _TRIAL_COLUMNS if c not in frame.columns]
     if missing:
         raise damaged(path, f"no {missing[0]} column")
+    for col in _TRIAL_NUMBERS:  # numbers, or missing (a trial that has not reported yet)
+        if col in frame and not pd.api.types.is_numeric_dtype(frame[col]):
+            values = frame[col].dropna()
+            if len(values) and (
+                values.map(type).isin([bool, str, bytes]).any() or pd.to_numeric(values, errors="coerce").isna().any()
+            ):
+                raise damaged(path, f"{col} is not a number")
+    if "config_json" in frame:
+        for text in frame["config_json"]:
+            try:
+                ok = isinstance(json.loads(text), dict)
+            except (TypeError, ValueError, RecursionError):
+                ok = False
+            if not ok:
+                raise damaged(path, "a config_json that is not a JSON object")
     return frame
 
 

@@ -283,7 +283,7 @@ class _TorchHooks(SharedHooks):
         cuda = self.device.startswith("cuda") and torch.cuda.is_available()
         return {
             "model": self.snapshot(),
-            "optimizer": self.optimizer.state_dict(),  # pickled at once by the resume store
+            "optimizer": self.optimizer.state_dict(),  # written at once by the resume store (npz + JSON)
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
         }

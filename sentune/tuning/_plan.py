@@ -83,6 +83,7 @@ def make_plan(
 ) -> SweepPlan:
     """Check the data (before Ray starts), open the run folder (a new run writes its run.json), start Ray and
     prepare the data once there (a backbone that fails to load fails the job here, once, not every trial)."""
+    check_ray()  # an unsupported Ray fails here, in one line, before the run folder exists
     entry, splits = check_data(spec)
     folder.open()
     try:
@@ -103,7 +104,6 @@ def _prepare(spec, entry, splits, folder, *, address, verbose, restore, earlier_
         f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
         f"results -> {folder.shown()}"
     )
-    check_ray()  # an unsupported Ray fails here, in one line, not deep inside a sweep
     init_ray(address, verbose=verbose)
     import ray
 

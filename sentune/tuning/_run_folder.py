@@ -19,6 +19,7 @@ from sentune._atomic import atomic_write_text
 from sentune._uri import redact
 from sentune.data import DataSplits
 from sentune.errors import ConfigError
+from sentune.results._store import damaged
 from sentune.search import load_search_space
 from sentune.spec import JobSpec, parse_job
 
@@ -43,7 +44,36 @@ def stored_spec(spec: JobSpec) -> dict:
     if not results.is_uri(spec.storage_path):
         out["storage_path"] = str(Path(spec.storage_path).resolve())
     out["storage_path"] = redact(out["storage_path"])
+    out["search_space"] = _resolved_values(out["search_space"])
+    out["params"] = _resolved_values(out.get("params") or {})
+    mlflow = (out.get("tracking") or {}).get("mlflow")
+    if isinstance(mlflow, dict) and isinstance(mlflow.get("tracking_uri"), str):
+        mlflow["tracking_uri"] = redact(mlflow["tracking_uri"])
     return out
+
+
+_LOCAL_BACKBONES = ("hf:", "gguf:", "llama2c:")
+
+
+def _resolved(value):
+    """A relative path in an option made absolute: ``lr: {from_range_test: DIR}``, a local backbone."""
+    if isinstance(value, dict) and isinstance(value.get("from_range_test"), str):
+        where = value["from_range_test"]
+        return {**value, "from_range_test": where if results.is_uri(where) else str(Path(where).expanduser().resolve())}
+    if isinstance(value, str) and value.startswith(_LOCAL_BACKBONES):
+        kind, _, path = value.partition(":")
+        return f"{kind}:{Path(path).expanduser().resolve()}"
+    if (
+        isinstance(value, dict)
+        and set(value) <= {"choice", "grid"}
+        and isinstance(next(iter(value.values()), None), list)
+    ):
+        return {k: [_resolved(v) for v in vs] for k, vs in value.items()}
+    return value
+
+
+def _resolved_values(options: dict) -> dict:
+    return {k: _resolved(v) for k, v in options.items()} if isinstance(options, dict) else options
 
 
 def data_digests(spec: JobSpec) -> dict[str, str]:
@@ -198,9 +228,8 @@ class RunFolder:
     def _check_writable(self) -> None:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+            atomic_write_text(self.run_dir / ".write-test", "")  # never through a planted link
+            (self.run_dir / ".write-test").unlink()
             if self.remote:
                 import pyarrow.fs as pafs
 
@@ -269,6 +298,8 @@ def reopen(run: str | Path) -> tuple[RunFolder, JobSpec, float]:
 
     if not tune.Tuner.can_restore(tune_dir):
         raise ConfigError(f"{run}: Ray Tune's state is missing ({tune_dir}); start the job again")
+    if not isinstance(info.get("spec"), dict):
+        raise damaged(Path(run_dir) / "run.json", "no job (spec)")
     spec = parse_job(info["spec"], source=f"{run}/run.json")
     check_same_data(spec, info, run)
     return RunFolder(run_dir, run_dir.name, remote), spec, float(info.get("wall_seconds") or 0.0)

@@ -215,8 +215,10 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
             "fit_started_at": fit_at,  # wall clock, to line up with the record's started_at / reported_at
         }
     finally:
-        stop_evaluator(sweep.evaluator if sweep is not None else None)
-        plan.folder.close()
+        try:
+            stop_evaluator(sweep.evaluator if sweep is not None else None)
+        finally:
+            plan.folder.close()  # the upload and the lock, whatever happened to the evaluator
     summary.wall_seconds = time.perf_counter() - t_start
     return summary
 

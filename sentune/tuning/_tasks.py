@@ -74,6 +74,9 @@ class _Evaluator:
     imports), so that the best checkpoint's evaluation after the sweep starts at once."""
 
     def __init__(self, entry: TrainableEntry):
+        import os
+
+        os.nice(19)  # its imports take only what the trials leave idle; by the time it predicts, they are done
         self.trainable = entry.load()
         self.trainable.warm_up()
 
