@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from sentune._log import log_line, logger
 from sentune._uri import has_credentials, redact, redact_text
 from sentune.errors import ClusterError, ConfigError, DataError
+from sentune.errors import one_line as _one_line
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -118,12 +119,6 @@ _TIMEOUT_S = 10
 # Control characters (C0, DEL, C1's NEL) and Unicode line/paragraph separators: refused in anything that goes
 # into the command the cluster runs, so that a path can never be more than one line of it.
 _CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
-_MAX_MESSAGE = 300
-
-
-def _one_line(message: str) -> str:
-    message = " ".join(message.split())
-    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
 
 
 def _shown(text: str) -> str:
