@@ -107,7 +107,7 @@ def _cmd_runs(args) -> int:
     from sentune.results import format_table, list_runs
 
     runs = list_runs(args.storage)
-    print(format_table(runs, limit=args.limit) if len(runs) else f"no runs under {args.storage}")
+    print(format_table(runs, limit=args.limit) if len(runs) else f"no runs under {redact(str(args.storage))}")
     return 0
 
 

@@ -149,3 +149,11 @@ def test_a_trial_table_without_the_columns_the_readers_need_is_one_line(tmp_path
     frame.to_parquet(run / "trials.parquet")
     with pytest.raises(SentuneError, match="config_json that is not a JSON object"):
         leaderboard(run)
+
+
+def test_runs_under_a_uri_pyarrow_cannot_open_is_one_line_without_its_secret():
+    from sentune.results import list_runs
+
+    with pytest.raises(SentuneError) as info:
+        list_runs("foo://AKIA:SECRET@bucket/x")
+    assert "SECRET" not in str(info.value) and "not a storage URI pyarrow can open" in str(info.value)

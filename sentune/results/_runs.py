@@ -13,7 +13,7 @@ import pandas as pd
 from sentune._direction import Direction
 from sentune.errors import SentuneError
 from sentune.results._layout import HEARTBEAT, HEARTBEAT_EVERY_S, RUN_INFO, TRIALS
-from sentune.results._store import damaged
+from sentune.results._store import damaged, filesystem, parse_heartbeat
 
 __all__ = ["HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status"]
 
@@ -37,7 +37,7 @@ class _Folder:
 
         root = str(root)
         if "://" in root:
-            self.fs, self.root = pafs.FileSystem.from_uri(root)
+            self.fs, self.root = filesystem(root)
         else:
             self.fs, self.root = pafs.LocalFileSystem(), str(Path(root).resolve())
         self.root = self.root.rstrip("/")
@@ -82,12 +82,7 @@ class _Folder:
 
     def heartbeat(self, run: str) -> float | None:
         """The driver's last beat; an unreadable heartbeat (half-written, not a number) counts as none."""
-        data = self.read(f"{run}/{HEARTBEAT}")
-        try:
-            beat = float(data.decode("ascii")) if data else None
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return beat if beat is not None and math.isfinite(beat) else None
+        return parse_heartbeat(self.read(f"{run}/{HEARTBEAT}"))
 
 
 def list_runs(storage: str | Path) -> pd.DataFrame:

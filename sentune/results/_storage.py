@@ -19,7 +19,7 @@ from sentune._atomic import TMP_SUFFIX, atomic_write_bytes
 from sentune._paths import cache_dir
 from sentune.errors import ConfigError
 from sentune.results._layout import EPOCHS, EPOCHS_SET_ASIDE, RAY_FOLDERS, RUN_INFO, TRIALS
-from sentune.results._store import remove_path
+from sentune.results._store import filesystem, remove_path
 
 __all__ = ["is_uri", "join_uri", "staging_dir", "upload_run", "fetch_run", "resolve_run_dir"]
 
@@ -30,15 +30,6 @@ def is_uri(path: str | Path) -> bool:
 
 def join_uri(base: str, *parts: str) -> str:
     return "/".join([str(base).rstrip("/"), *[p.strip("/") for p in parts]])
-
-
-def _filesystem(uri: str):
-    import pyarrow.fs as pafs
-
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise ConfigError(f"{uri}: not a storage URI pyarrow can open ({str(exc).splitlines()[0]})") from None
 
 
 def staging_dir(job: str, run_id: str) -> Path:
@@ -72,7 +63,7 @@ def upload_run(local: Path, uri: str) -> None:
     compacted) are removed there, so the copy holds what the local folder holds."""
     import pyarrow.fs as pafs
 
-    fs, root = _filesystem(uri)
+    fs, root = filesystem(uri)
     root = root.rstrip("/")
     local_fs = pafs.LocalFileSystem()
     local = Path(local)
@@ -106,7 +97,7 @@ def fetch_run(uri: str) -> Path:
     """Download the small files of a run (or, given a job folder, of its newest run) into the cache."""
     import pyarrow.fs as pafs
 
-    fs, root = _filesystem(uri)
+    fs, root = filesystem(uri)
     root = root.rstrip("/")
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:

@@ -27,6 +27,7 @@ row twice or fail with FileNotFoundError; read again. An ``epochs.parquet`` that
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -63,8 +64,28 @@ __all__ = [
     "read_epochs", "read_epoch_table", "read_trials", "read_json_file", "read_parquet_file", "read_part",
     "damaged", "validated", "part_path", "list_parts", "epochs_source", "has_epochs", "remove_path",
     "read_evaluations", "write_evaluations", "read_reference", "write_reference", "rows_table",
-    "STATUS_COMPLETED", "STATUS_STOPPED", "STATUS_ERRORED", "STATUS_RUNNING",
+    "STATUS_COMPLETED", "STATUS_STOPPED", "STATUS_ERRORED", "STATUS_RUNNING", "filesystem", "parse_heartbeat",
 ]  # fmt: skip
+
+
+def filesystem(uri: str):
+    """pyarrow's file system and path for a storage URI; a URI it cannot open is one line."""
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{uri}: not a storage URI pyarrow can open ({reason})") from None
+
+
+def parse_heartbeat(data: bytes | None) -> float | None:
+    """The time a heartbeat file holds; a missing or unreadable one (half-written, not a number) is none."""
+    try:
+        beat = float(data.decode("ascii")) if data else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return beat if beat is not None and math.isfinite(beat) else None
 
 
 def write_parquet(path: Path, rows: list[dict]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import math
 import os
 import socket
 import threading
@@ -19,7 +18,7 @@ from sentune._atomic import atomic_write_text
 from sentune._uri import redact
 from sentune.data import DataSplits
 from sentune.errors import ConfigError
-from sentune.results._store import damaged
+from sentune.results._store import damaged, parse_heartbeat
 from sentune.search import load_search_space
 from sentune.spec import JobSpec, parse_job
 
@@ -151,10 +150,10 @@ def _driver_gone(run_dir: Path) -> bool:
 
 def read_heartbeat(run_dir: Path) -> float | None:
     try:
-        beat = float((Path(run_dir) / results.HEARTBEAT).read_text(encoding="ascii"))
-    except (OSError, ValueError):
+        data = (Path(run_dir) / results.HEARTBEAT).read_bytes()
+    except OSError:
         return None
-    return beat if math.isfinite(beat) else None
+    return parse_heartbeat(data)
 
 
 class Heartbeat:
