@@ -120,7 +120,10 @@ def predict_on_cluster(
 
     if evaluator is not None:
         threads = int(task_resources(cpus, 0)["num_cpus"])
-        return ray.get(evaluator.predict.remote(checkpoint_dir, data_ref, splits, storage, max(1, threads)))
+        try:
+            return ray.get(evaluator.predict.remote(checkpoint_dir, data_ref, splits, storage, max(1, threads)))
+        except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError):
+            pass  # its node died during the sweep: evaluate in a task on a node that is left
     return ray.get(
         _submit(_predict_task, "sentune-evaluate", cpus, gpus, entry, checkpoint_dir, data_ref, splits, storage)
     )
