@@ -82,11 +82,47 @@ def _print_summary(summary, *, as_json: bool = False) -> int:
     if summary.test_figures:
         test = summary.test_figures
         print(f"\nBest trial on the test split: accuracy {test['acc']:.4f}, macro-F1 {test['macro_f1']:.4f}")
+    _print_examples(summary.run_dir)
     print(f"Best config: {summary.best_config_path}")
     print(f"Report:      {summary.run_dir / 'report.html'}")
     print(f"Run folder:  {summary.run_dir}  ({summary.wall_seconds:.0f} s)")
     if summary.remote:
         print(f"Uploaded to: {redact(summary.remote)}")
+    return 0
+
+
+def _print_examples(run_dir, n: int = 5) -> None:
+    """A few dev sentences as the best model labelled them (from the run's predictions_dev.csv)."""
+    from sentune.results import example_predictions
+
+    rows = example_predictions(run_dir, "dev", n)
+    if rows:
+        print("\nExample predictions (dev):")
+    for r in rows:
+        text = r["text"] if len(r["text"]) <= 70 else r["text"][:67] + "..."
+        mark = "ok" if r["label"] == r["predicted"] else f"true: {r['label']}"
+        print(f"  {r['predicted']} ({r['p']:.2f}, {mark})  {text}")
+
+
+def _cmd_predict(args) -> int:
+    from sentune.inference import figures, label_file, open_model, write_predictions
+
+    if bool(args.text) == bool(args.input):
+        raise ConfigError("predict: give --text (one or more) or --input FILE, not both")
+    model = open_model(args.source)
+    texts, known = (args.text, {}) if args.text else label_file(model, args.input, args.format,
+                                                                 text_column=args.text_column)  # fmt: skip
+    probs = model.predict_proba(texts)
+    if args.output:
+        write_predictions(model, texts, probs, args.output)
+        print(f"{len(texts)} predictions -> {args.output}")
+    else:
+        names = model.label_names
+        for text, p in zip(texts, probs):
+            print(f"{names[int(p.argmax())]}\t{float(p.max()):.3f}\t{text}")
+    if "labels" in known:
+        f = figures(known["labels"], probs, len(model.label_names))
+        print(f"{f['rows']} labelled rows: accuracy {f['accuracy']:.4f}, macro-F1 {f['macro_f1']:.4f}")
     return 0
 
 
@@ -120,6 +156,12 @@ def _cmd_report(args) -> int:
 
 def _cmd_export(args) -> int:
     from sentune.results import export_run, is_uri, resolve_run_dir
+
+    if args.model:
+        from sentune.inference import export_model
+
+        print(f"model folder -> {export_model(args.run_dir, args.model)}")
+        return 0
 
     out = args.output or ("best_config.yaml" if is_uri(args.run_dir) else None)  # a fetched copy lives in the cache
     paths = export_run(resolve_run_dir(args.run_dir), out)
@@ -267,7 +309,17 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (the argument ta
     p = sub.add_parser("export", help="write a run's best config (and leaderboard.csv)")
     p.add_argument("run_dir", help=run_help)
     p.add_argument("-o", "--output", help="where to write best_config.yaml")
+    p.add_argument("--model", metavar="DIR", help="instead, write the best model as a self-contained model folder")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict", help="label texts with a run's best model or a model folder (no Ray)")
+    p.add_argument("source", help="a run folder (its best model) or a model folder from export --model")
+    p.add_argument("--text", action="append", help="a text to label (repeat for more)")
+    p.add_argument("--input", help="a file of texts: labelled ones also print accuracy and macro-F1")
+    p.add_argument("--format", choices=["csv", "sst", "lines"], default="lines", help="--input's format")
+    p.add_argument("--text-column", default="review", help="a CSV's text column (default: review)")
+    p.add_argument("-o", "--output", help="write text, predicted label and one probability per class as CSV")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("train", help="train once, without Ray, from a best_config.yaml")
     p.add_argument("config")

@@ -223,6 +223,12 @@ class _Softmax(ModelTrainable):
     def predict(self, model, data, split, *, device="cpu"):
         raise NotImplementedError
 
+    def write_model(self, checkpoint, train_texts, folder):
+        raise NotImplementedError  # this test model labels no texts
+
+    def load_model(self, folder, *, device="cpu"):
+        raise NotImplementedError
+
     def ray_trainer(self):
         raise NotImplementedError
 

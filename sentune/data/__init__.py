@@ -2,7 +2,7 @@
 
 from sentune.data._builtin import BUILTIN_DATASETS, builtin_dir, ensure_builtin, prepare_builtin
 from sentune.data._config import DataConfig, DataSplits, load_splits
-from sentune.data._readers import TextDataset, read_csv, read_label_names, read_sst, write_sst
+from sentune.data._readers import TextDataset, read_csv, read_label_names, read_sst, read_texts, write_sst
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -16,5 +16,6 @@ __all__ = [
     "read_csv",
     "read_label_names",
     "read_sst",
+    "read_texts",
     "write_sst",
 ]

@@ -418,3 +418,32 @@ def write_sst(path: str | Path, texts: Sequence[str], labels: Sequence[int]) -> 
     becomes single spaces)."""
     body = "".join(f"{int(label)} ||| {' '.join(text.split())}\n" for text, label in zip(texts, labels))
     atomic_write_text(path, body)
+
+
+def read_texts(path: str | Path, fmt: str, label_names: Sequence[str] | None = None, *, text_column: str = "review",
+               label_column: str = "label") -> TextDataset | list[str]:  # fmt: skip
+    """Texts to label: ``lines`` (one text per line, blank lines skipped), ``sst`` (labelled lines) or
+    ``csv`` (with a header; labelled when it has ``label_column``). A labelled file comes back as a
+    :class:`TextDataset` (its labels checked against ``label_names``), an unlabelled one as its texts."""
+    path = Path(path)
+    if fmt == "sst":
+        return read_sst(path, label_names)
+    if fmt == "lines":
+        texts = [text for _, text in _sst_lines(path) if text.strip()]
+        if not texts:
+            raise DataError(path, "file has no text")
+        return texts
+    if fmt != "csv":
+        raise DataError(path, f"unknown format {_clip(fmt)} (csv, sst or lines)")
+    records = _csv_records(path)
+    header_line, header = next(((n, r) for n, r in records if any(c.strip() for c in r)), (0, []))
+    header = [h.strip() for h in header]
+    if label_column in header:
+        return read_csv(path, label_names, text_column=text_column, label_column=label_column)
+    if text_column not in header:
+        raise DataError(path, f"header has no column {_clip(text_column)} (columns: {_clip(header)})", header_line)
+    ti = header.index(text_column)
+    texts = [row[ti] for _, row in records if len(row) > ti and row[ti].strip()]
+    if not texts:
+        raise DataError(path, "file has no text")
+    return texts

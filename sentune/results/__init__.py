@@ -12,7 +12,7 @@ behind a URI).
 """
 
 from sentune.metrics import split_figures
-from sentune.results._evaluation import write_predictions
+from sentune.results._evaluation import example_predictions, write_predictions
 from sentune.results._export import export_run, write_best_config
 from sentune.results._format import comparison_line, format_budget, format_leaderboard, format_table
 from sentune.results._layout import (
@@ -50,5 +50,6 @@ __all__ = [
     "write_run_info", "lr_search_range", "suggest_lr", "write_range_test", "write_report", "fetch_run", "is_uri",
     "join_uri", "resolve_run_dir", "staging_dir", "upload_run", "write_training_report",
     "HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status", "best_baseline", "budget", "comparison_line",
-    "format_budget", "read_evaluations", "read_reference", "split_figures", "write_evaluations", "write_reference",
+    "format_budget", "example_predictions", "read_evaluations", "read_reference", "split_figures",
+    "write_evaluations", "write_reference",
 ]  # fmt: skip

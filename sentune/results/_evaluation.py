@@ -14,7 +14,7 @@ from sentune import metrics
 from sentune.results._layout import CLASSIFICATION_REPORT, predictions_file
 from sentune.results._store import atomic_write_bytes
 
-__all__ = ["write_predictions"]
+__all__ = ["example_predictions", "write_predictions"]
 
 
 def write_predictions(run_dir: str | Path, label_names: Sequence[str], split: str, texts: Sequence[str],
@@ -32,3 +32,21 @@ def write_predictions(run_dir: str | Path, label_names: Sequence[str], split: st
     if split == "test":
         atomic_write_bytes(run_dir / CLASSIFICATION_REPORT, lambda tmp: frame.to_csv(tmp, index=False))
     return frame
+
+
+def example_predictions(run_dir: str | Path, split: str = "dev", n: int = 5) -> list[dict]:
+    """The first ``n`` rows of the best model's ``predictions_<split>.csv`` (text, label, predicted, and the
+    predicted class's probability as ``p``); [] when the run has none."""
+    path = Path(run_dir) / predictions_file(split)
+    if not path.is_file():
+        return []
+    try:
+        frame = pd.read_csv(path, nrows=n)
+    except (OSError, ValueError):
+        return []
+    rows = []
+    for r in frame.to_dict("records"):
+        p = r.get(f"p_{r.get('predicted')}")
+        rows.append({"text": str(r.get("text", "")), "label": r.get("label"), "predicted": r.get("predicted"),
+                     "p": float(p) if p is not None else None})  # fmt: skip
+    return rows

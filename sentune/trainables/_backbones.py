@@ -20,10 +20,12 @@ __all__ = [
     "RANDOM_PRESETS",
     "SMOLLM2_FILE",
     "BackboneSpec",
+    "TextTokenizer",
     "Tokenized",
     "build_tokenizer",
     "hf_dir",
     "load_decoder",
+    "load_tokenizer",
     "parse_backbone",
     "smollm2_gguf",
 ]
@@ -48,8 +50,64 @@ def _pack(seqs: list[list[int]], max_len: int, pad_id: int) -> Tokenized:
     return Tokenized(ids, lengths, pad_id)
 
 
-def build_tokenizer(spec: BackboneSpec, train_texts: Sequence[str]) -> Callable[[Sequence[str], int], Tokenized]:
-    """Return ``encode(texts, max_len) -> Tokenized`` for the backbone."""
+class TextTokenizer:
+    """``encode(texts, max_len) -> Tokenized`` for a backbone, and ``save(folder)``: the tokenizer as data
+    files (a ``tokenizers`` JSON, a Hugging Face tokenizer folder or a SentencePiece model), which
+    :func:`load_tokenizer` reads back without running code."""
+
+    def __init__(self, kind: str, encode: Callable[[Sequence[str], int], Tokenized], save: Callable[[Path], object]):
+        self.kind, self._encode, self._save = kind, encode, save
+
+    def __call__(self, texts: Sequence[str], max_len: int) -> Tokenized:
+        return self._encode(texts, max_len)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._save(folder)
+
+
+def _word_tokenizer(tok) -> TextTokenizer:
+    return TextTokenizer(
+        "words",
+        lambda texts, max_len: _pack([e.ids for e in tok.encode_batch(list(texts))], max_len, 0),
+        lambda folder: tok.save(str(folder / "tokenizer.json")),
+    )
+
+
+def _piece_tokenizer(model_file: Path) -> TextTokenizer:
+    import shutil
+
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    bos = sp.bos_id() if sp.bos_id() >= 0 else None
+    pad = sp.pad_id() if sp.pad_id() >= 0 else 0
+
+    def encode_pieces(texts, max_len):
+        seqs = sp.encode(list(texts))
+        return _pack([([bos] if bos is not None else []) + s for s in seqs], max_len, pad)
+
+    return TextTokenizer(
+        "sentencepiece", encode_pieces, lambda folder: shutil.copy(model_file, folder / "tokenizer.model")
+    )
+
+
+def _hf_tokenizer(path: Path) -> TextTokenizer:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))  # a local folder, no remote code
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+    def encode(texts, max_len):
+        return _pack(
+            tok(list(texts), add_special_tokens=True, truncation=True, max_length=max_len)["input_ids"], max_len, pad
+        )
+
+    return TextTokenizer("hf", encode, lambda folder: tok.save_pretrained(str(folder)))
+
+
+def build_tokenizer(spec: BackboneSpec, train_texts: Sequence[str]) -> TextTokenizer:
+    """The backbone's tokenizer (``random:``: a word-level vocabulary of the train split)."""
     if spec.kind == "random":
         # A word-level vocabulary of the train split's most frequent words, ties broken by the word:
         # the same data always gives the same ids (the tokenizers trainers break ties by hash order).
@@ -64,30 +122,23 @@ def build_tokenizer(spec: BackboneSpec, train_texts: Sequence[str]) -> Callable[
             models.WordLevel({"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}, unk_token="[UNK]")
         )
         words_tok.normalizer, words_tok.pre_tokenizer = normalizer, pre
-        return lambda texts, max_len: _pack([e.ids for e in words_tok.encode_batch(list(texts))], max_len, 0)
+        return _word_tokenizer(words_tok)
     if spec.kind == "llama2c":
-        import sentencepiece as spm
+        return _piece_tokenizer(Path(spec.value).parent / "tokenizer.model")
+    return _hf_tokenizer(hf_dir(spec))
 
-        sp = spm.SentencePieceProcessor(model_file=str(Path(spec.value).parent / "tokenizer.model"))
-        bos = sp.bos_id() if sp.bos_id() >= 0 else None
-        pad = sp.pad_id() if sp.pad_id() >= 0 else 0
 
-        def encode_pieces(texts, max_len):
-            seqs = sp.encode(list(texts))
-            return _pack([([bos] if bos is not None else []) + s for s in seqs], max_len, pad)
+def load_tokenizer(kind: str, folder: Path) -> TextTokenizer:
+    """A tokenizer :meth:`TextTokenizer.save` wrote to ``folder``."""
+    if kind == "words":
+        from tokenizers import Tokenizer
 
-        return encode_pieces
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(hf_dir(spec)))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-
-    def encode(texts, max_len):
-        return _pack(
-            tok(list(texts), add_special_tokens=True, truncation=True, max_length=max_len)["input_ids"], max_len, pad
-        )
-
-    return encode
+        return _word_tokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")))
+    if kind == "sentencepiece":
+        return _piece_tokenizer(folder / "tokenizer.model")
+    if kind == "hf":
+        return _hf_tokenizer(folder)
+    raise ConfigError(f"{folder}: unknown tokenizer kind {kind!r}")
 
 
 # --------------------------------------------------------------------------- decoders
@@ -177,6 +228,9 @@ def load_decoder(spec: BackboneSpec, *, seed: int = 0):
     """A ``transformers.LlamaModel`` (no LM head) for the backbone, in float32."""
     import torch
     from transformers import AutoModel, LlamaConfig, LlamaModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in a sweep's log or predict's output
 
     if spec.kind == "random":
         s = spec.shape

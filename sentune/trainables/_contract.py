@@ -15,7 +15,7 @@ Nothing here imports torch, TensorFlow or Ray.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,11 +25,23 @@ import numpy as np
 from sentune.trainables._params import CoreParams
 from sentune.trainables._resume import ResumeStore
 
-__all__ = ["FitResult", "LoopContext", "LoopHooks", "ModelTrainable", "PreparedData", "Report", "SplitArrays"]
+__all__ = [
+    "FitResult",
+    "LoopContext",
+    "LoopHooks",
+    "ModelTrainable",
+    "PreparedData",
+    "Report",
+    "SplitArrays",
+    "TextPredictor",
+]
 
 # report(metrics, save): called once per epoch on every worker; ``save(dir)`` writes the best-model
 # checkpoint and is given only when the monitored metric improved.
 Report = Callable[[dict, Callable[[Path], None] | None], None]
+
+# texts -> class probabilities float32 [N, C], batched inside: a model folder loaded by ModelTrainable.load_model
+TextPredictor = Callable[[Sequence[str]], np.ndarray]
 
 
 def _identity(x):
@@ -179,6 +191,19 @@ class ModelTrainable(ABC):
         self, model: Any, data: PreparedData, split: str, *, device: str = "cpu"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities [N, C] and predicted ids [N] for a split."""
+
+    # --- a model folder (``sentune export --model``, ``predict``, ``serve``)
+    @abstractmethod
+    def write_model(self, checkpoint: Path, train_texts: Callable[[], Sequence[str]], folder: Path) -> dict:
+        """Write a checkpoint's model into ``folder`` whole: weights in a format that runs no code when read,
+        the tokenizer or vocabulary (``train_texts()``: the train split's texts, read only by a trainable
+        whose vocabulary the checkpoint does not hold), the options that
+        shape the input. Returns what the model card records of it: ``max_len``, ``params``, and for a model
+        that needs a backbone it does not carry, ``needs_backbone``."""
+
+    @abstractmethod
+    def load_model(self, folder: Path, *, device: str = "cpu") -> TextPredictor:
+        """The texts -> probabilities function of a folder :meth:`write_model` wrote (no run folder needed)."""
 
     # --- what the Ray layer needs
     @abstractmethod

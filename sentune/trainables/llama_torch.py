@@ -25,7 +25,14 @@ from torch import nn
 from sentune._log import log_line
 from sentune._paths import cache_dir
 from sentune.trainables import _driver
-from sentune.trainables._backbones import Tokenized, build_tokenizer, load_decoder, parse_backbone
+from sentune.trainables._backbones import (
+    TextTokenizer,
+    Tokenized,
+    build_tokenizer,
+    load_decoder,
+    load_tokenizer,
+    parse_backbone,
+)
 from sentune.trainables._contract import (
     FitResult,
     LoopContext,
@@ -34,6 +41,7 @@ from sentune.trainables._contract import (
     PreparedData,
     Report,
     SplitArrays,
+    TextPredictor,
 )
 from sentune.trainables._hooks_base import SharedHooks
 from sentune.trainables._params import LlamaTorchParams
@@ -53,6 +61,8 @@ __all__ = [
 ]
 
 CHECKPOINT_FILE = "classifier.pt"
+MODEL_WEIGHTS = "model.safetensors"  # a model folder's weights (no pickle: safetensors)
+DECODER_CONFIG = "decoder_config.json"  # a fine-tuned decoder's shape, to build it without its backbone
 
 
 # --------------------------------------------------------------------------- data
@@ -308,6 +318,78 @@ class _TorchHooks(SharedHooks):
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
+# --------------------------------------------------------------------------- a model folder
+
+
+def write_model_folder(checkpoint: Path, train_texts, folder: Path) -> dict:
+    """The checkpoint's weights as safetensors, its tokenizer, and (fine-tuned) the decoder's shape; a
+    frozen backbone is named, not copied: the folder's model computes its features from that backbone."""
+    from safetensors.torch import save_file
+
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    params = LlamaTorchParams(**meta["params"])
+    state = torch.load(checkpoint / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / MODEL_WEIGHTS))
+    spec = parse_backbone(params.backbone)
+    tokenizer = build_tokenizer(spec, train_texts() if spec.kind == "random" else [])  # random: the train words
+    tokenizer.save(folder / "tokenizer")
+    frozen = params.option != "finetune"
+    if not frozen:
+        (folder / DECODER_CONFIG).write_text(json.dumps(_decoder_config(spec, params.seed), indent=1, default=str))
+    meta.update(tokenizer=tokenizer.kind, weights_file=MODEL_WEIGHTS, frozen_backbone=frozen)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+    return {"max_len": params.max_len, "params": meta["params"], "needs_backbone": params.backbone if frozen else None}
+
+
+def _decoder_config(spec, seed: int) -> dict:
+    """The decoder's shape (its config), read without loading a Hugging Face backbone's weights."""
+    if spec.kind in ("random", "llama2c"):
+        return load_decoder(spec, seed=seed).config.to_dict()
+    from transformers import AutoConfig
+
+    from sentune.trainables._backbones import hf_dir
+
+    return AutoConfig.from_pretrained(str(hf_dir(spec))).to_dict()
+
+
+def _folder_classifier(folder: Path, meta: dict, params: LlamaTorchParams) -> tuple[LlamaClassifier, Any]:
+    """(classifier with the folder's weights, the frozen decoder computing its features or None)."""
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig, LlamaModel
+
+    frozen = bool(meta["frozen_backbone"])
+    decoder = None if frozen else LlamaModel(LlamaConfig.from_dict(json.loads((folder / DECODER_CONFIG).read_text())))
+    model = LlamaClassifier(
+        meta["hidden_size"], len(meta["label_names"]), params.hidden_dropout, decoder, params.pooling
+    )
+    model.load_state_dict(load_file(str(folder / meta["weights_file"])))
+    features = load_decoder(parse_backbone(params.backbone), seed=params.seed) if frozen else None
+    return model.eval(), features
+
+
+def load_model_folder(folder: Path, *, device: str = "cpu") -> TextPredictor:
+    """texts -> probabilities for a folder :func:`write_model_folder` wrote."""
+    meta = json.loads((folder / "meta.json").read_text())
+    params = LlamaTorchParams(**meta["params"])
+    tokenizer: TextTokenizer = load_tokenizer(meta["tokenizer"], folder / "tokenizer")
+    model, features = _folder_classifier(folder, meta, params)
+    model.to(device)
+    shape = LlamaData(label_names=list(meta["label_names"]), splits={}, features=features is not None,
+                      hidden_size=meta["hidden_size"])  # fmt: skip
+
+    def predict_proba(texts) -> np.ndarray:
+        tokens = tokenizer(list(texts), params.max_len)
+        rows = np.zeros(len(tokens.lengths), dtype=np.int64)
+        if features is None:
+            split = SplitArrays(tokens.ids, rows, tokens.lengths)
+        else:
+            split = SplitArrays(compute_features(features, tokens, pooling=params.pooling, device=device), rows)
+        return torch.softmax(_logits(model, split, shape, device), -1).numpy().astype(np.float32)
+
+    return predict_proba
+
+
 # --------------------------------------------------------------------------- the trainable
 
 
@@ -339,6 +421,12 @@ class LlamaTorch(ModelTrainable):
     def predict(self, model, data, split, *, device="cpu"):
         probs = torch.softmax(_logits(model.to(device), data.splits[split], data, device), -1).numpy()
         return probs, probs.argmax(1)
+
+    def write_model(self, checkpoint, train_texts, folder) -> dict:
+        return write_model_folder(Path(checkpoint), train_texts, Path(folder))
+
+    def load_model(self, folder, *, device="cpu") -> TextPredictor:
+        return load_model_folder(Path(folder), device=device)
 
     def ray_trainer(self) -> type:
         from ray.train.torch import TorchTrainer

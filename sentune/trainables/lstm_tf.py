@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -35,6 +36,7 @@ from sentune.trainables._contract import (  # noqa: E402
     ModelTrainable,
     Report,
     SplitArrays,
+    TextPredictor,
 )
 from sentune.trainables._hooks_base import SharedHooks  # noqa: E402
 from sentune.trainables._lstm_data import (  # noqa: E402
@@ -379,6 +381,31 @@ class LstmTf(ModelTrainable):
     def predict(self, model, data, split, *, device="cpu"):
         probs = _probs(_make_probs_fn(model, data.max_len), data.splits[split])
         return probs, probs.argmax(1)
+
+    def write_model(self, checkpoint, train_texts, folder) -> dict:
+        """The checkpoint's Keras weights file (H5: arrays only), its vocabulary and meta.json, copied."""
+        checkpoint, folder = Path(checkpoint), Path(folder)
+        meta = json.loads((checkpoint / "meta.json").read_text(encoding="utf-8"))
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("meta.json", meta.get("vocab_file", VOCAB_FILE), meta.get("weights_file", WEIGHTS_FILE)):
+            shutil.copyfile(checkpoint / name, folder / name)
+        return {"max_len": meta["max_len"], "params": meta["params"], "needs_backbone": None}
+
+    def load_model(self, folder, *, device="cpu") -> TextPredictor:
+        folder = Path(folder)
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        params = LstmTfParams(**meta["params"])
+        vocab = json.loads((folder / meta.get("vocab_file", VOCAB_FILE)).read_text(encoding="utf-8"))
+        index = {t: i for i, t in enumerate(vocab)}
+        model = build_model(params, len(vocab), len(meta["label_names"]), meta["max_len"])
+        model.load_weights(folder / meta.get("weights_file", WEIGHTS_FILE))
+        probs_fn = _make_probs_fn(model, meta["max_len"])
+
+        def predict_proba(texts) -> np.ndarray:
+            ids, lengths = encode(tokenize(list(texts), params.tokenizer), index, meta["max_len"])
+            return _probs(probs_fn, SplitArrays(ids, np.zeros(len(ids), dtype=np.int64), lengths))
+
+        return predict_proba
 
     def ray_trainer(self) -> type:
         from ray.train.tensorflow import TensorflowTrainer
