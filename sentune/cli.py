@@ -79,6 +79,8 @@ def _print_summary(summary, *, as_json: bool = False) -> int:
     print(format_leaderboard(summary.leaderboard))
     if summary.comparison:
         print(summary.comparison)
+    if summary.importance:
+        print(summary.importance)
     if summary.test_figures:
         test = summary.test_figures
         print(f"\nBest trial on the test split: accuracy {test['acc']:.4f}, macro-F1 {test['macro_f1']:.4f}")
@@ -127,7 +129,15 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    from sentune.results import RunView, comparison_line, format_budget, format_leaderboard, resolve_run_dir
+    from sentune.results import (
+        RunView,
+        comparison_line,
+        format_budget,
+        format_leaderboard,
+        importance_line,
+        read_importance,
+        resolve_run_dir,
+    )
 
     view = RunView.load(resolve_run_dir(args.run_dir))  # the run read once for all that is shown
     print(f"run {view.run_dir.name} ({redact(str(args.run_dir))})")
@@ -136,6 +146,7 @@ def _cmd_results(args) -> int:
     line = comparison_line(view)
     if line:
         print(line)
+    print(importance_line(read_importance(view)))
     return 0
 
 

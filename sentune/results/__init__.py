@@ -15,6 +15,7 @@ from sentune.metrics import split_figures
 from sentune.results._evaluation import example_predictions, write_predictions
 from sentune.results._export import export_run, write_best_config
 from sentune.results._format import comparison_line, format_budget, format_leaderboard, format_table
+from sentune.results._importance import importance_line, read_importance, write_importance
 from sentune.results._layout import (
     ENDED,
     HEARTBEAT,
@@ -51,5 +52,5 @@ __all__ = [
     "join_uri", "resolve_run_dir", "staging_dir", "upload_run", "write_training_report",
     "HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status", "best_baseline", "budget", "comparison_line",
     "format_budget", "example_predictions", "read_evaluations", "read_reference", "split_figures",
-    "write_evaluations", "write_reference",
+    "write_evaluations", "write_reference", "importance_line", "read_importance", "write_importance",
 ]  # fmt: skip

@@ -14,6 +14,7 @@ from here.
 ``classification_report.csv``   scikit-learn's classification report of the best checkpoint on test
 ``training_report_<stamp>.csv`` a one-row summary of the best trial (the LSTM training script's columns)
 ``report.html``                 the report page
+``importance.json``             which tuned options explain the metric (fANOVA, PED-ANOVA)
 ``heartbeat``                   a running driver's last beat (seconds since the epoch)
 ``lr_range.parquet`` / ``lr_range.png`` / ``lr_suggestion.json``  an LR range test's curve and suggestion
 ``tune/``, ``train/``, ``resume/``  Ray Tune's state, Ray Train's checkpoints, the trials' resume states
@@ -25,7 +26,7 @@ import re
 
 __all__ = [
     "RUN_INFO", "TRIALS", "EPOCHS", "EPOCHS_SET_ASIDE", "EVALUATION", "REFERENCE", "LEADERBOARD", "BEST_CONFIG",
-    "CLASSIFICATION_REPORT", "REPORT", "HEARTBEAT", "HEARTBEAT_EVERY_S", "LR_RANGE", "LR_RANGE_PLOT",
+    "CLASSIFICATION_REPORT", "REPORT", "IMPORTANCE", "HEARTBEAT", "HEARTBEAT_EVERY_S", "LR_RANGE", "LR_RANGE_PLOT",
     "LR_SUGGESTION", "RAY_FOLDERS", "SEQ", "SCHEMA_PART", "PART_NAME", "part_name", "predictions_file",
     "training_report_file", "REFERENCE_ID", "STATUS_COMPLETED", "STATUS_STOPPED", "STATUS_ERRORED",
     "STATUS_RUNNING", "ENDED", "ROLE_SAMPLED", "ROLE_BASELINE", "ROLE_CONFIRM", "ROLE_REFERENCE",
@@ -43,6 +44,7 @@ LEADERBOARD = "leaderboard.csv"
 BEST_CONFIG = "best_config.yaml"
 CLASSIFICATION_REPORT = "classification_report.csv"
 REPORT = "report.html"
+IMPORTANCE = "importance.json"
 HEARTBEAT = "heartbeat"  # a running sweep's driver writes the time here every HEARTBEAT_EVERY_S
 HEARTBEAT_EVERY_S = 15.0
 LR_RANGE = "lr_range.parquet"

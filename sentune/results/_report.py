@@ -21,6 +21,7 @@ import pandas as pd
 
 from sentune import metrics
 from sentune.results._format import format_budget
+from sentune.results._importance import importance_line, read_importance
 from sentune.results._layout import REPORT, STATUS_ERRORED, STATUS_STOPPED, predictions_file
 from sentune.results._store import write_text
 from sentune.results._tables import cell_text as _fmt
@@ -117,7 +118,9 @@ def _curves(epochs: pd.DataFrame, trials: pd.DataFrame, configs: dict, tuned: li
     return out
 
 
-def _metric_vs(scored: pd.DataFrame, params: list[str], metric_col: str, configs: dict, tuned) -> list[str]:
+def _metric_vs(
+    scored: pd.DataFrame, params: list[str], metric_col: str, configs: dict, tuned, prefix: str = "metric-vs"
+) -> list[str]:
     import plotly.graph_objects as go
 
     out = []
@@ -133,7 +136,7 @@ def _metric_vs(scored: pd.DataFrame, params: list[str], metric_col: str, configs
         fig.update_layout(xaxis_title=param, yaxis_title=metric_col)
         if _log_axis(scored[param], param):
             fig.update_xaxes(type="log")
-        out.append(_plot(fig, f"metric-vs-{param}", f"{metric_col} vs {param}"))
+        out.append(_plot(fig, f"{prefix}-{param}", f"{metric_col} vs {param}"))
     return out
 
 
@@ -305,6 +308,23 @@ def _boards(view: RunView, trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataF
     return board, shown
 
 
+def _importance(view: RunView, scored: pd.DataFrame, metric_col: str, tuned: list[str]) -> list[str]:
+    """Which tuned options explain the metric: the importances as bars, the metric against the top two."""
+    found = read_importance(view)
+    parts = ['<h2 id="importance">Parameter importance</h2>', f"<p>{html.escape(importance_line(found))}</p>"]
+    if "at_rung" not in found:
+        return parts
+    at = found["at_rung"]
+    order = list(at["fanova"])[::-1]  # the most important on top
+    data = [dict(type="bar", orientation="h", name=name, x=[at[key].get(p, 0.0) for p in order], y=order)
+            for key, name in (("fanova", "fANOVA"), ("ped_anova", "PED-ANOVA"))]  # fmt: skip
+    layout = dict(barmode="group", xaxis=dict(title=dict(text="importance (sums to 1)")))
+    caption = f"importance of {view.metric} at epoch {at['epoch']} ({at['trials']} trials)"
+    top = [p for p in list(at["fanova"])[:2] if p in scored]
+    return [*parts, '<div class="grid">', _plot({"data": data, "layout": layout}, "importance", caption),
+            *_metric_vs(scored, top, metric_col, view.configs, tuned, prefix="importance-vs"), "</div>"]  # fmt: skip
+
+
 def _charts(view: RunView, trials: pd.DataFrame, board: pd.DataFrame, metric_col: str, tuned: list[str]) -> list[str]:
     """Metric against the hyperparameters, the prediction distributions, the test confusion matrix."""
     epochs, names, configs = view.epochs, view.info.get("label_names") or [], view.configs
@@ -314,6 +334,7 @@ def _charts(view: RunView, trials: pd.DataFrame, board: pd.DataFrame, metric_col
         parts += ['<h2 id="hyperparameters">Metric vs hyperparameters</h2><div class="grid">',
                   *_metric_vs(scored, tuned, metric_col, configs, tuned), "</div>"]  # fmt: skip
         parts.append(_parallel(scored, tuned, metric_col))
+        parts += _importance(view, scored, metric_col, tuned)
     parts.append('<h2 id="predictions">Prediction distribution</h2><div class="grid">')
     if len(scored):
         parts.append(_pred_distribution(epochs, scored.iloc[0]["trial_id"], names, "best trial"))

@@ -94,6 +94,8 @@ def finish(plan: SweepPlan, evaluator: Any = None) -> RunSummary:
     spent = view.budget
     plan.folder.set_status("running", budget=spent)
     lap("export")
+    found = results.write_importance(view)
+    lap("importance")
     results.write_report(view)
     lap("report")
     summary = RunSummary(run_dir, view.leaderboard_with_reference, exported["best_config"], report, 0.0,
@@ -101,6 +103,7 @@ def finish(plan: SweepPlan, evaluator: Any = None) -> RunSummary:
     summary.budget = results.format_budget(spent)
     summary.comparison = results.comparison_line(view)
     summary.test_figures = view.test_figures
+    summary.importance = results.importance_line(found)
     summary.timings = parts  # the finish's parts: evaluate_s, reference_s, export_s, report_s (and reference_fit_s)
     return summary
 

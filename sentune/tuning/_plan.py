@@ -39,6 +39,7 @@ class RunSummary:
     budget: str = ""  # epochs and trial-seconds spent (results.format_budget)
     comparison: str = ""  # the best found against the best baseline and the reference model
     test_figures: dict | None = None  # the best trial's test accuracy and macro-F1 (evaluation.json)
+    importance: str = ""  # which tuned options explain the metric, in one line (results.importance_line)
 
 
 @dataclass(frozen=True)
