@@ -21,7 +21,16 @@ from sentune.search import Domain, load_search_space, parse_search_space
 from sentune.trainables import get_trainable
 from sentune.trainables._params import Seed
 
-__all__ = ["ConfirmConfig", "FailureConfig", "JobSpec", "REPORTED_METRICS", "load_job", "parse_job", "pbt_can_perturb"]
+__all__ = [
+    "ConfirmConfig",
+    "FailureConfig",
+    "JobSpec",
+    "REPORTED_METRICS",
+    "StopConfig",
+    "load_job",
+    "parse_job",
+    "pbt_can_perturb",
+]
 
 _UNSET = object()
 REPORTED_METRICS = ("val_macro_f1", "val_acc", "val_loss", "train_loss", "train_acc")
@@ -128,6 +137,23 @@ class RangeTestConfig(_Strict):
         return self
 
 
+class StopConfig(_Strict):
+    """``stop:``: the sweep ends itself (status ``finished``; the trials it cut stop with ``stop_reason: study``)
+    when ``patience_trials`` trials in a row ended without beating the best by ``min_improvement``, after
+    ``max_wall_seconds``, or once a trial's metric reaches ``target``."""
+
+    patience_trials: int | None = Field(None, gt=0)
+    min_improvement: float = Field(0.0, ge=0)
+    max_wall_seconds: float | None = Field(None, gt=0)
+    target: float | None = None
+
+    @model_validator(mode="after")
+    def _some(self):
+        if self.patience_trials is None and self.max_wall_seconds is None and self.target is None:
+            raise ValueError("stop needs patience_trials, max_wall_seconds or target")
+        return self
+
+
 class JobSpec(_Strict):
     name: str
     kind: Literal["tune", "lr_range_test"] = "tune"
@@ -143,6 +169,7 @@ class JobSpec(_Strict):
     confirm: ConfirmConfig | None = None
     # end the sweep once its trials have trained this many epochs in total (the baselines' included)
     max_total_epochs: int | None = Field(None, gt=0)
+    stop: StopConfig | None = None  # the sweep ends itself when it stops improving, runs long, or hits a target
     reference: bool = True  # fit the TF-IDF + logistic regression reference model once per job
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     failure: FailureConfig = Field(default_factory=FailureConfig)

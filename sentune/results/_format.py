@@ -14,7 +14,7 @@ from sentune.results._layout import ROLE_BASELINE
 from sentune.results._tables import cell_text
 from sentune.results._view import RunLike, RunView
 
-__all__ = ["format_table", "format_leaderboard", "format_budget", "comparison_line"]
+__all__ = ["format_table", "format_leaderboard", "format_budget", "comparison_line", "study_stop_line"]
 
 
 def _fit_columns(columns: list, sizes: dict, width: int) -> tuple[list, list]:
@@ -115,3 +115,15 @@ def comparison_line(run: RunLike) -> str:
         parts.append(f"reference {ref['model']}: dev macro-F1 {_fig(ref.get('dev'), 'macro_f1')}, "
                      f"test macro-F1 {_fig(ref.get('test'), 'macro_f1')}")  # fmt: skip
     return " | ".join(parts)
+
+
+def study_stop_line(info: dict) -> str:
+    """Why a sweep with a ``stop:`` rule ended itself and what that saved against the trials it planned; empty
+    when it did not end itself."""
+    stop = info.get("study_stop")
+    if not isinstance(stop, dict) or not stop.get("reason"):
+        return ""
+    ran, planned = stop.get("trials_run"), stop.get("trials_planned")
+    saved = f"; {planned - ran} of the {planned} planned trials never ran" if isinstance(ran, int) and isinstance(
+        planned, int) and planned > ran else ""  # fmt: skip
+    return f"the sweep ended itself: {stop['reason']} (after {ran} trials{saved})"

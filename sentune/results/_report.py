@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import metrics
-from sentune.results._format import format_budget
+from sentune.results._format import format_budget, study_stop_line
 from sentune.results._importance import importance_line, read_importance
 from sentune.results._layout import REPORT, STATUS_ERRORED, STATUS_STOPPED, predictions_file
 from sentune.results._store import write_text
@@ -248,9 +248,15 @@ def _saved(trials: pd.DataFrame) -> list[str]:
             f"({saved:.0%} saved by early stopping: {stopped} of {len(trials)} trials stopped early).</p>"]  # fmt: skip
 
 
+def _ended(view: RunView) -> list[str]:
+    line = study_stop_line(view.info)
+    return [f'<p id="study-stop">{html.escape(line[0].upper() + line[1:])}.</p>'] if line else []
+
+
 def _headline(view: RunView, trials: pd.DataFrame, board: pd.DataFrame, metric_col: str, tuned: list[str]) -> str:
     parts = ['<section class="answer" id="headline"><h2 style="margin-top:0;border:0">What the sweep found</h2>',
-             *_winner(view, board, metric_col, tuned), _comparison(view), *_saved(trials), "</section>"]  # fmt: skip
+             *_winner(view, board, metric_col, tuned), _comparison(view), *_saved(trials), *_ended(view),
+             "</section>"]  # fmt: skip
     look = _look_at(trials)
     parts.append('<section class="look" id="look-at"><p><b>Trials to look at</b></p>'
                  + (f"<ul>{''.join(look)}</ul>" if look else '<p class="ok">none: no NaN loss, no lasting collapse, '

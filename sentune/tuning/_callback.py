@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 
 from ray.tune import Callback, Stopper
@@ -11,7 +12,7 @@ from sentune._progress import SweepProgress
 from sentune.diagnostics import DiagnosticsTracker
 from sentune.results import RunRecorder
 
-__all__ = ["AllStoppers", "BudgetStopper", "DiagnosticsStopper", "RecordCallback", "TrialRoles"]
+__all__ = ["AllStoppers", "BudgetStopper", "DiagnosticsStopper", "RecordCallback", "StudyStopper", "TrialRoles"]
 
 
 def _same(a, b) -> bool:
@@ -48,8 +49,10 @@ class RecordCallback(Callback):
         on_finished: Callable[[str, str], None] | None = None,
         roles: TrialRoles | None = None,
         budget: BudgetStopper | None = None,
+        study: StudyStopper | None = None,
     ):
         self.recorder = recorder
+        self.study = study  # told of every trial's end; once it has ended the sweep, trials ending were cut
         self.roles = roles
         self.budget = budget  # once spent, a trial that ends early was stopped by it
         self.progress = progress or SweepProgress("quiet")
@@ -78,7 +81,11 @@ class RecordCallback(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         spent = self.budget is not None and self.budget.spent
-        row = self.recorder.completed(trial.trial_id, trial.config, reason="budget" if spent else None)
+        study = self.study is not None and self.study.spent
+        reason = "budget" if spent else "study" if study else None
+        row = self.recorder.completed(trial.trial_id, trial.config, reason=reason)
+        if self.study is not None and reason is None:
+            self.study.trial_ended(row.get("peak_metric"))
         self.progress.trial_ended(trial.trial_id, row["status"])
         if self.on_finished is not None:
             self.on_finished(trial.trial_id, row["status"])
@@ -132,6 +139,51 @@ class BudgetStopper(Stopper):
 
     def stop_all(self):
         return self.spent
+
+
+class StudyStopper(Stopper):
+    """Ends the sweep by the job's ``stop:`` block: ``patience_trials`` trials in a row ended without beating
+    the best by ``min_improvement``, ``max_wall_seconds`` passed (``earlier_seconds``: a resumed run's), or a
+    result reached ``target``. ``reason`` says which, once one did. ``peaks``: the peaks of the trials that
+    ended already, in the order they ended (a resumed run's)."""
+
+    def __init__(self, config, *, metric: str, mode: str, peaks: Iterable[float | None] = (),
+                 earlier_seconds: float = 0.0):  # fmt: skip
+        self.config, self.metric, self.sign = config, metric, 1.0 if mode == "max" else -1.0
+        self.best: float | None = None
+        self.without_gain = 0
+        self.reason: str | None = None
+        self.started = time.monotonic() - earlier_seconds
+        for peak in peaks:
+            self.trial_ended(peak)
+
+    @property
+    def spent(self) -> bool:
+        return self.reason is not None
+
+    def trial_ended(self, peak: float | None) -> None:
+        """A trial ended (not cut by a stop): did it beat the best by the least improvement asked?"""
+        patience = self.config.patience_trials
+        value = None if peak is None or not math.isfinite(float(peak)) else self.sign * float(peak)
+        if value is not None and (self.best is None or value > self.best + self.config.min_improvement):
+            self.best, self.without_gain = value, 0
+        else:
+            self.without_gain += 1
+        if patience is not None and self.without_gain >= patience and self.reason is None:
+            self.reason = f"{patience} trials in a row without beating the best by {self.config.min_improvement:g}"
+
+    def __call__(self, trial_id, result):
+        target, value = self.config.target, result.get(self.metric)
+        if self.reason is None and target is not None and isinstance(value, (int, float)) and math.isfinite(value):
+            if self.sign * float(value) >= self.sign * target:
+                self.reason = f"a trial reached the target {self.metric} {target:g}"
+        return self.stop_all()
+
+    def stop_all(self):
+        limit = self.config.max_wall_seconds
+        if self.reason is None and limit is not None and time.monotonic() - self.started >= limit:
+            self.reason = f"{limit:g} s of wall time passed"
+        return self.reason is not None
 
 
 class AllStoppers(Stopper):

@@ -7,17 +7,17 @@ from __future__ import annotations
 from sentune import results
 from sentune.spec import JobSpec
 from sentune.trainables._resume import trial_ids
-from sentune.tuning._callback import BudgetStopper
 from sentune.tuning._trial import resume_store
 
 __all__ = ["completed_trials", "drop_cut_confirmations", "ended_by_stopper", "interrupted", "reconcile"]
 
 
-def interrupted(spec: JobSpec, recorder, spend: BudgetStopper | None = None) -> bool:
-    """Did the sweep stop before every trial it would run had ended (and not because its budget was spent)?"""
+def interrupted(spec: JobSpec, recorder, *, ended_itself: bool = False) -> bool:
+    """Did the sweep stop before every trial it would run had ended (and not because it ended itself: its
+    budget spent, or its ``stop:`` rule)?"""
     if recorder.unended_trials():
         return True
-    return len(recorder.trials) < spec.trial_count and not (spend is not None and spend.spent)
+    return len(recorder.trials) < spec.trial_count and not ended_itself
 
 
 def completed_trials(recorder) -> set[str]:

@@ -18,7 +18,14 @@ from sentune._progress import SweepProgress, events_to_log
 from sentune.diagnostics import DiagnosticsTracker
 from sentune.errors import ConfigError
 from sentune.spec import JobSpec
-from sentune.tuning._callback import AllStoppers, BudgetStopper, DiagnosticsStopper, RecordCallback, TrialRoles
+from sentune.tuning._callback import (
+    AllStoppers,
+    BudgetStopper,
+    DiagnosticsStopper,
+    RecordCallback,
+    StudyStopper,
+    TrialRoles,
+)
 from sentune.tuning._confirm import confirm
 from sentune.tuning._factories import make_scheduler, to_tune
 from sentune.tuning._finish import finish, tag_best, trackers, wall_clock
@@ -74,6 +81,12 @@ class _Sweep:
     trackers: list
     tuner: Any
     evaluator: Any = None  # a process importing the framework while the sweep runs, for the finish
+    study: StudyStopper | None = None  # the job's ``stop:``: the sweep ends itself
+
+    @property
+    def ended_itself(self) -> str | None:
+        """Why the sweep ended before its trials did (``budget``, ``study``), or None."""
+        return "budget" if self.spend.spent else "study" if self.study is not None and self.study.spent else None
 
 
 def _pbt_mutations(spec: JobSpec) -> dict:
@@ -135,6 +148,18 @@ def _view(plan: SweepPlan, recorder, progress: str) -> SweepProgress:
     return view
 
 
+def _study(plan: SweepPlan, recorder) -> StudyStopper | None:
+    """The job's ``stop:`` block as a stopper; resuming, it knows the trials that ended already."""
+    spec = plan.spec
+    if spec.stop is None:
+        return None
+    ended = (results.STATUS_COMPLETED, results.STATUS_STOPPED)
+    counted = [t for t in recorder.trials.values() if t["status"] in ended and t.get("role") != "confirm"]
+    peaks = [t.get("peak_metric") for t in counted if t.get("stop_reason") not in ("study", "budget")]
+    return StudyStopper(spec.stop, metric=spec.scheduler.metric, mode=spec.scheduler.direction.mode, peaks=peaks,
+                        earlier_seconds=plan.earlier_seconds)  # fmt: skip
+
+
 def _build(plan: SweepPlan, progress: str) -> _Sweep:
     """The trial driver, the record, the scheduler, the callbacks and stoppers, and the Tuner."""
     from ray.tune.logger import JsonLoggerCallback
@@ -155,19 +180,20 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     view = _view(plan, recorder, progress)
     tracking = trackers(spec, folder.run_id)
     spend = BudgetStopper(spec.max_total_epochs, recorder.recorded_epochs())
+    study = _study(plan, recorder)
     roles = TrialRoles(
         [(b, {"role": "baseline", "baseline": i}) for i, b in enumerate(spec.baseline_configs, 1)],
         taken=[n - 1 for n in recorder.baseline_numbers()],
     )
     callbacks = [
-        RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles, budget=spend),
+        RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles, budget=spend, study=study),
         JsonLoggerCallback(),
         *tracking,
     ]
-    tuner = build_tuner(plan, driver, callbacks=callbacks, scheduler=scheduler,
-                        stop=AllStoppers(DiagnosticsStopper(tracker), spend))  # fmt: skip
+    stoppers = [DiagnosticsStopper(tracker), spend, *([study] if study is not None else [])]
+    tuner = build_tuner(plan, driver, callbacks=callbacks, scheduler=scheduler, stop=AllStoppers(*stoppers))
     evaluator = start_evaluator(plan.entry, gpus=res.gpus)
-    return _Sweep(driver, recorder, view, spend, tracking, tuner, evaluator)
+    return _Sweep(driver, recorder, view, spend, tracking, tuner, evaluator, study)
 
 
 def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
@@ -178,11 +204,15 @@ def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
             sweep.tuner.fit()
     finally:
         sweep.view.close()
-    recorder = sweep.recorder
-    if sweep.spend.spent:  # the budget ended the sweep: trials it cut are stopped early, unstarted ones never run
+    recorder, why = sweep.recorder, sweep.ended_itself
+    if why is not None:  # the budget or the stop rule ended the sweep: trials it cut stopped early, the rest never ran
         for tid in recorder.unended_trials():
-            recorder.completed(tid, recorder.config_of(tid), reason="budget")
+            recorder.completed(tid, recorder.config_of(tid), reason=why)
     recorder.close()
+    if sweep.study is not None and sweep.study.spent:
+        sampled = sum(1 for t in recorder.trials.values() if t.get("role") != "confirm")
+        plan.folder.set_status("running", study_stop={"reason": sweep.study.reason, "trials_run": sampled,
+                                                      "trials_planned": plan.spec.trial_count})  # fmt: skip
 
 
 def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
@@ -192,10 +222,10 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
         t_fit, fit_at = time.perf_counter(), time.time()
         _fit(plan, sweep)
         t_fit_end = time.perf_counter()
-        stopped = interrupted(plan.spec, sweep.recorder, sweep.spend)
+        stopped = interrupted(plan.spec, sweep.recorder, ended_itself=sweep.ended_itself is not None)
         if plan.spec.confirm is not None and not stopped:
             confirm(plan, sweep.recorder, sweep.driver, sweep.trackers)
-            stopped = interrupted(plan.spec, sweep.recorder, sweep.spend)
+            stopped = interrupted(plan.spec, sweep.recorder, ended_itself=sweep.ended_itself is not None)
         t_finish = time.perf_counter()
         if stopped:
             plan.folder.set_status("interrupted", wall_seconds=wall_clock(t_start, plan))
