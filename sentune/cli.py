@@ -48,6 +48,14 @@ def _cmd_resume(args) -> int:
     return _print_summary(summary, as_json=args.json)
 
 
+def _cmd_extend(args) -> int:
+    from sentune.tuning import extend_sweep
+
+    summary = extend_sweep(args.run, trials=args.trials, address=args.address, verbose=args.verbose,
+                           progress=_progress(args))  # fmt: skip
+    return _print_summary(summary, as_json=args.json)
+
+
 def _progress(args) -> str:
     """-q: the summary only; --json: a JSON object per result; else a live screen on a terminal, lines if not."""
     if args.json or args.quiet:
@@ -302,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (the argument ta
     p.add_argument("--verbose", action="store_true", help="forward Ray worker logs")
     _progress_options(p)
     p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("extend", help="give a finished run more trials of its job (the search learns from the earlier)")
+    p.add_argument("run", help="the run folder, local or behind a URI (s3://, gs://, file://...)")
+    p.add_argument("--trials", type=int, required=True, help="how many more trials")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--verbose", action="store_true", help="forward Ray worker logs")
+    _progress_options(p)
+    p.set_defaults(func=_cmd_extend)
 
     p = sub.add_parser("results", help="print a run's leaderboard")
     p.add_argument("run_dir", help=run_help)

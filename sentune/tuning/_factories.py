@@ -9,7 +9,7 @@ from typing import Any
 from sentune.errors import ConfigError
 from sentune.search import Domain
 
-__all__ = ["SCHEDULERS", "SEARCH_ALGORITHMS", "make_scheduler", "make_search_alg", "to_tune"]
+__all__ = ["SCHEDULERS", "SEARCH_ALGORITHMS", "make_extension_search", "make_scheduler", "make_search_alg", "to_tune"]
 
 
 def to_tune(parsed: Mapping[str, Domain | Any]) -> dict:
@@ -147,3 +147,54 @@ def make_search_alg(
         parsed, seed=seed, metric=metric, mode=mode, max_concurrent=max_concurrent, points=list(points or []),
         multivariate=multivariate,
     )  # fmt: skip
+
+
+def _fresh_points(space: Mapping[str, Any], tuned: list[str], earlier: list[dict], trials: int, seed: int) -> list:
+    """``trials`` configs of the tuned options drawn from Tune's domains with a generator of its own (an
+    extension's: not the sweep's, whose draws the earlier trials took), none equal to an earlier one."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    seen = {json.dumps({k: c.get(k) for k in tuned}, sort_keys=True, default=str) for c in earlier}
+    points: list[dict] = []
+    for _ in range(trials):
+        for _attempt in range(1000):
+            point = {k: space[k].sample(random_state=rng) for k in tuned}
+            point = {k: v.item() if hasattr(v, "item") else v for k, v in point.items()}
+            key = json.dumps(point, sort_keys=True, default=str)
+            if key not in seen:
+                break
+        else:
+            raise ConfigError(f"the search space has no config left that the run has not tried ({len(seen)} tried)")
+        seen.add(key)
+        points.append(point)
+    return points
+
+
+def make_extension_search(kind: str, space: Mapping[str, Any], tuned: list[str], *, earlier: list[tuple[dict, Any]],
+                          trials: int, seed: int, metric: str, mode: str, max_concurrent: int,
+                          multivariate: bool = False):  # fmt: skip
+    """The search of an extension (``sentune extend``): TPE with the earlier trials added as completed ones
+    (their peaks), sampling with a seed of its own; random: ``trials`` new configs, none an earlier one."""
+    if kind == "grid":
+        raise ConfigError("a grid sweep has run every point of its grid; extend applies to random and optuna")
+    if kind == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        points = _fresh_points(space, tuned, [c for c, _ in earlier], trials, seed)
+        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent)
+    import warnings
+
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=multivariate)
+    scored = [({k: c[k] for k in tuned}, float(v)) for c, v in earlier if v is not None and float(v) == float(v)]
+    alg = OptunaSearch(sampler=sampler, metric=metric, mode=mode, points_to_evaluate=[c for c, _ in scored] or None,
+                       evaluated_rewards=[v for _, v in scored] or None)  # fmt: skip
+    return ConcurrencyLimiter(alg, max_concurrent=max_concurrent)

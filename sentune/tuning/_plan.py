@@ -3,6 +3,7 @@ checked data and its prepared copy on Ray, the run folder), and the summary a ru
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from sentune.tuning._run_folder import RunFolder, unlock_run
 from sentune.tuning._session import init_ray
 from sentune.tuning._tasks import prepare_on_cluster
 
-__all__ = ["RunSummary", "SweepPlan", "check_data", "make_plan"]
+__all__ = ["Extension", "RunSummary", "SweepPlan", "check_data", "make_plan"]
 
 
 @dataclass
@@ -44,6 +45,15 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
+class Extension:
+    """More trials for a finished run: how many, and what the earlier ones found (their tuned options and
+    peak metric, None when they reported none), which the new search learns from."""
+
+    trials: int
+    earlier: list[tuple[dict, float | None]]
+
+
+@dataclass(frozen=True)
 class SweepPlan:
     """Everything a run of a job needs, fixed once it starts. ``restore``: the run goes on with a sweep that
     stopped (``sentune resume``); ``earlier_seconds``: what its earlier sessions took."""
@@ -56,6 +66,7 @@ class SweepPlan:
     prepare_seconds: float = 0.0
     restore: bool = False
     earlier_seconds: float = 0.0
+    extend: Extension | None = None  # a finished run given more trials (``sentune extend``): a fresh Tuner
 
     @property
     def run_dir(self) -> Path:
@@ -82,6 +93,7 @@ def make_plan(
     verbose: bool,
     restore: bool = False,
     earlier_seconds: float = 0.0,
+    extend: Extension | None = None,
 ) -> SweepPlan:
     """Check the data (before Ray starts), open the run folder (a new run writes its run.json), start Ray and
     prepare the data once there (a backbone that fails to load fails the job here, once, not every trial)."""
@@ -89,8 +101,9 @@ def make_plan(
     entry, splits = check_data(spec)
     folder.open()
     try:
-        return _prepare(spec, entry, splits, folder, address=address, verbose=verbose, restore=restore,
+        plan = _prepare(spec, entry, splits, folder, address=address, verbose=verbose, restore=restore,
                         earlier_seconds=earlier_seconds)  # fmt: skip
+        return plan if extend is None else dataclasses.replace(plan, extend=extend)
     except BaseException:
         unlock_run(folder.run_dir)  # nothing ran: the next driver may take the run
         raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+import re
 import socket
 import threading
 import time
@@ -188,6 +189,7 @@ class RunFolder:
     run_dir: Path
     run_id: str
     remote: str | None = None
+    tuner: str = "tune"  # the folder of Tune's state for the sweep it runs (``extend-N``: an extension's)
 
     @classmethod
     def new(cls, spec: JobSpec, run_id: str | None = None) -> RunFolder:
@@ -269,9 +271,10 @@ class RunFolder:
         return Heartbeat(self.run_dir)
 
 
-def reopen(run: str | Path) -> tuple[RunFolder, JobSpec, float]:
+def reopen(run: str | Path, *, extend: bool = False) -> tuple[RunFolder, JobSpec, float]:
     """A run to resume (a local folder or a URI): its folder, its job as run.json keeps it, and the wall
-    seconds its earlier sessions took. Anything that cannot be resumed is one line."""
+    seconds its earlier sessions took. Anything that cannot be resumed is one line. ``extend``: a finished run
+    that is to get more trials (``sentune extend``) instead."""
     run = str(run)
     remote = run.rstrip("/") if results.is_uri(run) else None
     run_dir = results.fetch_run(remote) if remote else Path(run).resolve()
@@ -283,8 +286,10 @@ def reopen(run: str | Path) -> tuple[RunFolder, JobSpec, float]:
             f"{run}: written by an incompatible sentune (run format {info.get('format', 1)}, this one reads "
             f"{RUN_FORMAT}); start the job again"
         )
-    if info.get("status") == "finished":
+    if info.get("status") == "finished" and not extend:
         raise ConfigError(f"{run}: this run is finished; nothing to resume (its leaderboard: sentune results {run})")
+    if extend and info.get("status") != "finished":
+        raise ConfigError(f"{run}: this run is not finished; go on with it first (sentune resume {run})")
     heartbeat = read_heartbeat(run_dir)
     if results.run_status(info, heartbeat) == "running" and not _driver_gone(run_dir):
         ago = time.time() - (heartbeat or 0.0)
@@ -292,13 +297,16 @@ def reopen(run: str | Path) -> tuple[RunFolder, JobSpec, float]:
             f"{run}: its driver is still running (last heartbeat {ago:.0f} s ago); stop it before resuming, or "
             f"wait {4 * results.HEARTBEAT_EVERY_S:.0f} s after it died"
         )
-    tune_dir = results.join_uri(remote or str(run_dir), "tune")
+    tuner = str(info.get("tuner") or "tune")
+    if not re.fullmatch(r"tune|extend-[0-9]{1,6}", tuner):
+        raise damaged(Path(run_dir) / "run.json", f"tuner {tuner[:40]!r} is not a sweep's folder name")
+    tune_dir = results.join_uri(remote or str(run_dir), tuner)
     from ray import tune
 
-    if not tune.Tuner.can_restore(tune_dir):
+    if not extend and not tune.Tuner.can_restore(tune_dir):
         raise ConfigError(f"{run}: Ray Tune's state is missing ({tune_dir}); start the job again")
     if not isinstance(info.get("spec"), dict):
         raise damaged(Path(run_dir) / "run.json", "no job (spec)")
     spec = parse_job(info["spec"], source=f"{run}/run.json")
     check_same_data(spec, info, run)
-    return RunFolder(run_dir, run_dir.name, remote), spec, float(info.get("wall_seconds") or 0.0)
+    return RunFolder(run_dir, run_dir.name, remote, tuner), spec, float(info.get("wall_seconds") or 0.0)

@@ -5,6 +5,8 @@ steps on a plan that restores."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from sentune._log import log_line
 from sentune._progress import SweepProgress, events_to_log
 from sentune.diagnostics import DiagnosticsTracker
 from sentune.errors import ConfigError
-from sentune.spec import JobSpec
+from sentune.spec import JobSpec, parse_job
 from sentune.tuning._callback import (
     AllStoppers,
     BudgetStopper,
@@ -29,7 +31,7 @@ from sentune.tuning._callback import (
 from sentune.tuning._confirm import confirm
 from sentune.tuning._factories import make_scheduler, to_tune
 from sentune.tuning._finish import finish, tag_best, trackers, wall_clock
-from sentune.tuning._plan import RunSummary, SweepPlan, make_plan
+from sentune.tuning._plan import Extension, RunSummary, SweepPlan, make_plan
 from sentune.tuning._reconcile import completed_trials, drop_cut_confirmations, ended_by_stopper, interrupted, reconcile
 from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
 from sentune.tuning._signals import sigterm_as_sigint
@@ -37,7 +39,7 @@ from sentune.tuning._tasks import range_test_on_cluster, start_evaluator, stop_e
 from sentune.tuning._trial import make_trial_driver, resume_store
 from sentune.tuning._tuner import build_tuner
 
-__all__ = ["RUN_FORMAT", "RunSummary", "resume_sweep", "run_range_test", "run_sweep"]
+__all__ = ["RUN_FORMAT", "RunSummary", "extend_sweep", "resume_sweep", "run_range_test", "run_sweep"]
 
 
 def run_sweep(
@@ -67,6 +69,40 @@ def resume_sweep(
     t_start = time.perf_counter()
     folder, spec, earlier = reopen(run)
     plan = make_plan(spec, folder, address=address, verbose=verbose, restore=True, earlier_seconds=earlier)
+    return _run(plan, t_start, progress)
+
+
+def _earlier(run_dir: Path) -> list[tuple[dict, float | None]]:
+    """Each earlier trial of the search (not a confirmation run): its config and its peak (None: none)."""
+    trials = results.read_trials(run_dir)
+    searched = trials[trials.role.isin(("sampled", "baseline"))]
+    return [(json.loads(t.config_json), None if pd.isna(t.peak_metric) else float(t.peak_metric))
+            for t in searched.itertuples()]  # fmt: skip
+
+
+def extend_sweep(
+    run: str | Path, *, trials: int, address: str | None = None, verbose: bool = False, progress: str = "plain"
+) -> RunSummary:
+    """Give a finished run ``trials`` more trials of its job, in the same run folder: the search learns from
+    every trial already in the record (TPE: they are its completed trials; random: new configs only), ASHA's
+    rungs are rebuilt from the record as for ``resume``, no earlier trial runs again, and the run ends as
+    usual (leaderboard over all trials, confirmation, export, report)."""
+    if trials < 1:
+        raise ConfigError(f"extend: --trials must be 1 or more, not {trials}")
+    t_start = time.perf_counter()
+    folder, spec, earlier_seconds = reopen(run, extend=True)
+    if spec.search.algorithm == "grid":
+        raise ConfigError(f"{run}: a grid sweep has run every point of its grid; extend applies to random and optuna")
+    info = results.read_run_info(folder.run_dir)
+    extensions = list(info.get("extensions") or [])
+    job = {**info["spec"], "num_samples": spec.num_samples + trials}
+    spec = parse_job(job, source=f"{run}/run.json")
+    folder = dataclasses.replace(folder, tuner=f"extend-{len(extensions) + 1}")
+    plan = make_plan(spec, folder, address=address, verbose=verbose, restore=True, earlier_seconds=earlier_seconds,
+                     extend=Extension(trials, _earlier(folder.run_dir)))  # fmt: skip
+    folder.set_status("running", spec=job, tuner=folder.tuner,
+                      extensions=[*extensions, {"tuner": folder.tuner, "trials": trials}])  # fmt: skip
+    log_line(f"extend: {trials} more trials of {spec.name} ({len(plan.extend.earlier)} ran before)")  # type: ignore[union-attr]
     return _run(plan, t_start, progress)
 
 

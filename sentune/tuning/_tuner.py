@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from sentune import results
-from sentune.tuning._factories import make_search_alg, to_tune
+from sentune.tuning._factories import make_extension_search, make_search_alg, to_tune
 from sentune.tuning._plan import SweepPlan
 from sentune.tuning._ray_compat import set_restored_configs
 from sentune.tuning._session import max_concurrent_trials
@@ -35,6 +35,15 @@ def _search(plan: SweepPlan, space: dict, confirm_points: list[dict] | None) -> 
             points_to_evaluate=confirm_points, max_concurrent=max_concurrent_trials(spec.resources)
         )
         return {**space, "seed": 0}, alg, len(confirm_points)  # each point sets every option
+    if plan.extend is not None:  # more trials for a finished run: a search that learns from its earlier ones
+        ext = plan.extend
+        number = int(plan.folder.tuner.removeprefix("extend-") or 0)
+        alg = make_extension_search(
+            spec.search.algorithm, space, list(spec.tuned), earlier=ext.earlier, trials=ext.trials,
+            seed=(spec.seed + 7919 * number) % 2**32, metric=spec.scheduler.metric, mode=spec.scheduler.direction.mode,
+            max_concurrent=max_concurrent_trials(spec.resources), multivariate=spec.search.multivariate,
+        )  # fmt: skip
+        return space, alg, ext.trials
     alg = make_search_alg(
         spec.search.algorithm, spec.space, seed=spec.seed, metric=spec.scheduler.metric,
         mode=spec.scheduler.direction.mode, max_concurrent=max_concurrent_trials(spec.resources),
@@ -51,18 +60,20 @@ def build_tuner(
     scheduler: Any,
     stop: Any = None,
     confirm_points: list[dict] | None = None,
-    name: str = "tune",
+    name: str | None = None,
 ):
     """The sweep's Tuner: restored from the run folder when ``plan.restore`` (searcher state from Ray, this
     process's record, stopper and rebuilt scheduler handed in), else fresh; with ``confirm_points``, a FIFO
-    Tuner that trains exactly those configs (the confirmation runs)."""
+    Tuner that trains exactly those configs (the confirmation runs). ``name``: its folder in the run (default:
+    the sweep's, ``tune`` or an extension's ``extend-N``)."""
     from ray import tune
 
     _quiet_tune()
     spec = plan.spec
     metric, mode = spec.scheduler.metric, spec.scheduler.direction.mode
     space = to_tune(spec.space)
-    if plan.restore and confirm_points is None:
+    name = name or plan.folder.tuner
+    if plan.restore and confirm_points is None and plan.extend is None:
         tuner = tune.Tuner.restore(
             results.join_uri(plan.folder.ray_storage, name),
             trainable=driver,
