@@ -27,6 +27,7 @@ __all__ = [
     "JobSpec",
     "REPORTED_METRICS",
     "StopConfig",
+    "WarmStartConfig",
     "load_job",
     "parse_job",
     "pbt_can_perturb",
@@ -124,6 +125,20 @@ class ConfirmConfig(_Strict):
     seeds: int = Field(3, ge=1)
 
 
+class WarmStartConfig(_Strict):
+    """``warm_start:``: earlier runs (folders or URIs) of the same trainable and metric whose trials seed the
+    search: TPE learns from all of them; random and grid run the ``top_k`` best first (role ``warm_start``).
+    A plain list is the runs."""
+
+    runs: list[str] = Field(min_length=1)
+    top_k: int = Field(3, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _listed(cls, value):
+        return {"runs": value} if isinstance(value, list) else value
+
+
 class RangeTestConfig(_Strict):
     lr_min: float = Field(1e-7, gt=0)
     lr_max: float = Field(1e-2, gt=0)
@@ -170,6 +185,7 @@ class JobSpec(_Strict):
     # end the sweep once its trials have trained this many epochs in total (the baselines' included)
     max_total_epochs: int | None = Field(None, gt=0)
     stop: StopConfig | None = None  # the sweep ends itself when it stops improving, runs long, or hits a target
+    warm_start: WarmStartConfig | None = None  # earlier runs whose trials seed the search
     reference: bool = True  # fit the TF-IDF + logistic regression reference model once per job
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     failure: FailureConfig = Field(default_factory=FailureConfig)

@@ -14,14 +14,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from sentune.results._layout import IMPORTANCE, ROLE_BASELINE, ROLE_SAMPLED, STATUS_COMPLETED, STATUS_ERRORED
+from sentune.results._layout import (
+    IMPORTANCE,
+    ROLE_BASELINE,
+    ROLE_SAMPLED,
+    ROLE_WARM_START,
+    STATUS_COMPLETED,
+    STATUS_ERRORED,
+)
 from sentune.results._store import write_text
 from sentune.results._view import RunLike, RunView
 
 __all__ = ["MIN_TRIALS", "importance", "importance_line", "read_importance", "write_importance"]
 
 MIN_TRIALS = 8  # fewer sampled trials than this: the forest or the quantile split is noise
-_ROLES = (ROLE_SAMPLED, ROLE_BASELINE)  # the search's own trials (not confirmation re-runs)
+_ROLES = (ROLE_SAMPLED, ROLE_BASELINE, ROLE_WARM_START)  # the search's own trials (not confirmation re-runs)
 
 
 def _distribution(name: str, domain, values: pd.Series):

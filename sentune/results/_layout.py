@@ -29,7 +29,7 @@ __all__ = [
     "CLASSIFICATION_REPORT", "REPORT", "IMPORTANCE", "HEARTBEAT", "HEARTBEAT_EVERY_S", "LR_RANGE", "LR_RANGE_PLOT",
     "LR_SUGGESTION", "RAY_FOLDERS", "SEQ", "SCHEMA_PART", "PART_NAME", "part_name", "predictions_file",
     "training_report_file", "REFERENCE_ID", "STATUS_COMPLETED", "STATUS_STOPPED", "STATUS_ERRORED",
-    "STATUS_RUNNING", "ENDED", "ROLE_SAMPLED", "ROLE_BASELINE", "ROLE_CONFIRM", "ROLE_REFERENCE",
+    "STATUS_RUNNING", "ENDED", "ROLE_SAMPLED", "ROLE_BASELINE", "ROLE_WARM_START", "ROLE_CONFIRM", "ROLE_REFERENCE",
 ]  # fmt: skip
 
 RUN_INFO = "run.json"
@@ -83,5 +83,6 @@ ENDED = frozenset({STATUS_COMPLETED, STATUS_STOPPED, STATUS_ERRORED})
 # a trial's role in trials.parquet (role; the reference row's in the leaderboard)
 ROLE_SAMPLED = "sampled"  # drawn by the search algorithm
 ROLE_BASELINE = "baseline"  # a config the job gave (``baseline``: its number, from 1)
+ROLE_WARM_START = "warm_start"  # an earlier run's best config, run first (``warm_start:``; ``baseline``: its number)
 ROLE_CONFIRM = "confirm"  # a confirmation run (``confirm_of``: the trial it trains again with a fresh seed)
 ROLE_REFERENCE = "reference"

@@ -111,7 +111,30 @@ def _variants(parsed, *, seed: int, metric: str, mode: str, max_concurrent: int,
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent, points_to_evaluate=points or None)
 
 
-def _optuna(parsed, *, seed: int, metric: str, mode: str, max_concurrent: int, points: list, multivariate: bool):
+def _warm_optuna(evaluated: list[tuple[dict, float]]):
+    """Ray's OptunaSearch that also adds ``evaluated`` (tuned options, value) as completed trials once it knows
+    its space (``set_search_properties``; Ray's own ``evaluated_rewards`` cannot sit beside enqueued points)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    class WarmOptunaSearch(OptunaSearch):
+        def set_search_properties(self, metric, mode, config, **spec):
+            ready = super().set_search_properties(metric, mode, config, **spec)
+            if ready:
+                for point, value in self.warm_points:
+                    self.add_evaluated_point(point, value)
+                self.warm_points = []  # once: a restored searcher has them already
+            return ready
+
+    def make(**kwargs):
+        alg = WarmOptunaSearch(**kwargs)
+        alg.warm_points = list(evaluated)
+        return alg
+
+    return make
+
+
+def _optuna(parsed, *, seed: int, metric: str, mode: str, max_concurrent: int, points: list, multivariate: bool,
+            evaluated: list | None = None):  # fmt: skip
     import warnings
 
     import optuna
@@ -121,8 +144,9 @@ def _optuna(parsed, *, seed: int, metric: str, mode: str, max_concurrent: int, p
     with warnings.catch_warnings():  # optuna calls multivariate TPE experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=multivariate)
-    # baselines are enqueued trials: TPE sees their results like any other
-    alg = OptunaSearch(sampler=sampler, metric=metric, mode=mode, points_to_evaluate=points or None)
+    # baselines are enqueued trials: TPE sees their results like any other; warm-start trials are added as done
+    make = _warm_optuna(evaluated) if evaluated else OptunaSearch
+    alg = make(sampler=sampler, metric=metric, mode=mode, points_to_evaluate=points or None)
     return ConcurrencyLimiter(alg, max_concurrent=max_concurrent)
 
 
@@ -139,13 +163,16 @@ def make_search_alg(
     max_concurrent: int,
     points: list[dict] | None = None,
     multivariate: bool = False,
+    evaluated: list[tuple[dict, float]] | None = None,
 ):
     """``random`` / ``grid`` -> Ray's variant generator; ``optuna`` -> TPE with a seeded sampler
     (``multivariate``: Optuna's multivariate TPE). ``points``: configs to run first, as they are (the
-    job's baselines). (The job spec has checked that the domains suit the algorithm.)"""
+    job's baselines). ``evaluated``: (tuned options, value) of earlier trials TPE learns from without running
+    them (``warm_start:``). (The job spec has checked that the domains suit the algorithm.)"""
+    extra = {"evaluated": evaluated} if evaluated else {}
     return _pick(SEARCH_ALGORITHMS, kind, "search algorithm")(
         parsed, seed=seed, metric=metric, mode=mode, max_concurrent=max_concurrent, points=list(points or []),
-        multivariate=multivariate,
+        multivariate=multivariate, **extra,
     )  # fmt: skip
 
 

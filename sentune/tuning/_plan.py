@@ -7,6 +7,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -67,6 +68,7 @@ class SweepPlan:
     restore: bool = False
     earlier_seconds: float = 0.0
     extend: Extension | None = None  # a finished run given more trials (``sentune extend``): a fresh Tuner
+    warm: Any = None  # the job's ``warm_start:`` runs as read (tuning._warm.WarmStart), or None
 
     @property
     def run_dir(self) -> Path:
@@ -94,6 +96,7 @@ def make_plan(
     restore: bool = False,
     earlier_seconds: float = 0.0,
     extend: Extension | None = None,
+    warm: Any = None,
 ) -> SweepPlan:
     """Check the data (before Ray starts), open the run folder (a new run writes its run.json), start Ray and
     prepare the data once there (a backbone that fails to load fails the job here, once, not every trial)."""
@@ -103,7 +106,7 @@ def make_plan(
     try:
         plan = _prepare(spec, entry, splits, folder, address=address, verbose=verbose, restore=restore,
                         earlier_seconds=earlier_seconds)  # fmt: skip
-        return plan if extend is None else dataclasses.replace(plan, extend=extend)
+        return dataclasses.replace(plan, extend=extend, warm=warm)
     except BaseException:
         unlock_run(folder.run_dir)  # nothing ran: the next driver may take the run
         raise

@@ -38,6 +38,7 @@ from sentune.tuning._signals import sigterm_as_sigint
 from sentune.tuning._tasks import range_test_on_cluster, start_evaluator, stop_evaluator
 from sentune.tuning._trial import make_trial_driver, resume_store
 from sentune.tuning._tuner import build_tuner
+from sentune.tuning._warm import load_warm_start
 
 __all__ = ["RUN_FORMAT", "RunSummary", "extend_sweep", "resume_sweep", "run_range_test", "run_sweep"]
 
@@ -55,7 +56,8 @@ def run_sweep(
     if spec.kind != "tune":
         raise ConfigError(f"job {spec.name} is a {spec.kind}; use run_range_test")
     t_start = time.perf_counter()
-    plan = make_plan(spec, RunFolder.new(spec, run_id), address=address, verbose=verbose)
+    warm = load_warm_start(spec)  # earlier runs read before Ray starts: another trainable fails here, in one line
+    plan = make_plan(spec, RunFolder.new(spec, run_id), address=address, verbose=verbose, warm=warm)
     return _run(plan, t_start, progress)
 
 
@@ -68,14 +70,24 @@ def resume_sweep(
     evaluation, export, report)."""
     t_start = time.perf_counter()
     folder, spec, earlier = reopen(run)
-    plan = make_plan(spec, folder, address=address, verbose=verbose, restore=True, earlier_seconds=earlier)
+    plan = make_plan(spec, folder, address=address, verbose=verbose, restore=True, earlier_seconds=earlier,
+                     warm=_warm_again(spec))  # fmt: skip
     return _run(plan, t_start, progress)
+
+
+def _warm_again(spec: JobSpec):
+    """A resumed run's warm-start configs, to name the trials they start (None if the runs are gone: the
+    restored searcher has them already)."""
+    try:
+        return load_warm_start(spec)
+    except ConfigError:
+        return None
 
 
 def _earlier(run_dir: Path) -> list[tuple[dict, float | None]]:
     """Each earlier trial of the search (not a confirmation run): its config and its peak (None: none)."""
     trials = results.read_trials(run_dir)
-    searched = trials[trials.role.isin(("sampled", "baseline"))]
+    searched = trials[trials.role.isin(("sampled", "baseline", "warm_start"))]
     return [(json.loads(t.config_json), None if pd.isna(t.peak_metric) else float(t.peak_metric))
             for t in searched.itertuples()]  # fmt: skip
 
@@ -184,6 +196,19 @@ def _view(plan: SweepPlan, recorder, progress: str) -> SweepProgress:
     return view
 
 
+def _roles(plan: SweepPlan, recorder) -> TrialRoles:
+    """Which configs the sweep runs first are whose: the job's baselines (numbered from 1), then the warm-start
+    configs random and grid search run (numbered on), less those the record has already."""
+    spec = plan.spec
+    wanted = [(b, {"role": "baseline", "baseline": i}) for i, b in enumerate(spec.baseline_configs, 1)]
+    if plan.warm is not None and spec.search.algorithm != "optuna":
+        n = len(wanted)
+        wanted += [(c, {"role": "warm_start", "baseline": n + i}) for i, c in enumerate(plan.warm.best, 1)]
+    taken = [int(t["baseline"]) - 1 for t in recorder.trials.values()
+             if t.get("role") in ("baseline", "warm_start") and t.get("baseline") is not None]  # fmt: skip
+    return TrialRoles(wanted, taken=taken)
+
+
 def _study(plan: SweepPlan, recorder) -> StudyStopper | None:
     """The job's ``stop:`` block as a stopper; resuming, it knows the trials that ended already."""
     spec = plan.spec
@@ -217,10 +242,7 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     tracking = trackers(spec, folder.run_id)
     spend = BudgetStopper(spec.max_total_epochs, recorder.recorded_epochs())
     study = _study(plan, recorder)
-    roles = TrialRoles(
-        [(b, {"role": "baseline", "baseline": i}) for i, b in enumerate(spec.baseline_configs, 1)],
-        taken=[n - 1 for n in recorder.baseline_numbers()],
-    )
+    roles = _roles(plan, recorder)
     callbacks = [
         RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles, budget=spend, study=study),
         JsonLoggerCallback(),

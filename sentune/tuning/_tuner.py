@@ -44,12 +44,15 @@ def _search(plan: SweepPlan, space: dict, confirm_points: list[dict] | None) -> 
             max_concurrent=max_concurrent_trials(spec.resources), multivariate=spec.search.multivariate,
         )  # fmt: skip
         return space, alg, ext.trials
+    tpe, warm = spec.search.algorithm == "optuna", plan.warm
+    first = spec.baseline_configs + (warm.best if warm is not None and not tpe else [])  # warm: after the baselines
     alg = make_search_alg(
         spec.search.algorithm, spec.space, seed=spec.seed, metric=spec.scheduler.metric,
         mode=spec.scheduler.direction.mode, max_concurrent=max_concurrent_trials(spec.resources),
-        points=spec.baseline_configs, multivariate=spec.search.multivariate,
+        points=first, multivariate=spec.search.multivariate,
+        evaluated=warm.evaluated if warm is not None and tpe else None,
     )  # fmt: skip
-    return space, alg, spec.num_samples + len(spec.baseline_configs)  # the baselines first, then the sampled trials
+    return space, alg, spec.num_samples + len(first)  # the baselines (and warm-start configs) first, then sampled
 
 
 def build_tuner(
