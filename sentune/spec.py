@@ -57,6 +57,14 @@ def pbt_can_perturb(name: str) -> bool:
     return name in ("lr", "weight_decay") or "dropout" in name
 
 
+class SecondChanceConfig(_Strict):
+    """After an ASHA sweep (before ``confirm``), with up to ``budget`` times the epochs early stopping saved,
+    the stopped trials whose forecast's upper bound beats the best go on from their resume checkpoints, most
+    promising first, one rung at a time."""
+
+    budget: float = Field(0.25, gt=0, le=1)
+
+
 class SchedulerConfig(_Strict):
     """``asha`` (default), ``hyperband`` (asynchronous HyperBand: ASHA brackets of several grace periods),
     ``median`` (median stopping rule), ``pbt`` (population based training), ``fifo`` (no early stop)."""
@@ -68,6 +76,10 @@ class SchedulerConfig(_Strict):
     grace_period: int = Field(1, gt=0)
     reduction_factor: float = Field(2.0, gt=1.0)
     perturbation_interval: int = Field(2, gt=0)  # pbt: epochs between exploit/explore steps
+    # asha / hyperband: rungs compare each trial's learning-curve forecast at max_t instead of its metric now
+    promote_on: Literal["metric", "forecast"] = "metric"
+    # asha / hyperband: after the sweep, stopped trials whose forecast could beat the best go on (see SecondChance)
+    second_chance: SecondChanceConfig | None = None
 
     @field_validator("metric")
     @classmethod
@@ -75,6 +87,13 @@ class SchedulerConfig(_Strict):
         if v not in REPORTED_METRICS:
             raise ValueError(f"metric must be one of {', '.join(REPORTED_METRICS)}")
         return v
+
+    @model_validator(mode="after")
+    def _early_stopping_options(self):
+        for name, set_ in (("promote_on", self.promote_on != "metric"), ("second_chance", self.second_chance)):
+            if set_ and self.type not in ("asha", "hyperband"):
+                raise ValueError(f"{name} applies to the asha and hyperband schedulers, not {self.type}")
+        return self
 
     @property
     def direction(self) -> Direction:

@@ -19,6 +19,9 @@ pytestmark = pytest.mark.slow
 FIXTURE = Path(__file__).parent / "fixtures" / "golden_tiny.json"
 # what changes from one run to the next: clocks, places, Ray's random trial ids (replaced by their order)
 VOLATILE = re.compile(r"seconds|samples_per_second|^time_|_at$|node_id|node_ip|hostname|^pid$|checkpoint")
+# columns the record gained after the fixture was written, on purpose (issue 23's learning-curve forecast):
+# they are checked by their own tests, not against the fixture
+ADDED = re.compile(r"^forecast(_low|_high)?$")
 
 
 def _golden_job(sst_dir, tmp_path):
@@ -36,7 +39,7 @@ def _golden_job(sst_dir, tmp_path):
 
 
 def _table(frame: pd.DataFrame, ids: dict) -> list[dict]:
-    keep = [c for c in frame.columns if not VOLATILE.search(c)]
+    keep = [c for c in frame.columns if not VOLATILE.search(c) and not ADDED.search(c)]
     out = []
     for row in frame[keep].to_dict("records"):
         clean = {}

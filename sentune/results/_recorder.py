@@ -221,11 +221,13 @@ class RunRecorder:
         """(trial id, epoch) of every recorded epoch, trial by trial."""
         return [(t, r["epoch"]) for t, rs in self.log.rows.items() for r in rs]
 
-    def replay_rows(self) -> list[tuple[str, int, float]]:
-        """(trial id, epoch, metric) of every recorded epoch with a metric, in the order the results arrived."""
-        rows = [r for rs in self.log.rows.values() for r in rs if r.get(self.metric) is not None]
+    def replay_rows(self, key: str | None = None) -> list[tuple[str, int, float]]:
+        """(trial id, epoch, value) of every recorded epoch with a value of ``key`` (default: the metric; a
+        scheduler that promotes on forecasts: ``forecast``), in the order the results arrived."""
+        key = key or self.metric
+        rows = [r for rs in self.log.rows.values() for r in rs if r.get(key) is not None]
         rows.sort(key=lambda r: (r.get("reported_at") or 0.0, r["epoch"]))
-        return [(r["trial_id"], int(r["epoch"]), float(r[self.metric])) for r in rows]
+        return [(r["trial_id"], int(r["epoch"]), float(r[key])) for r in rows]
 
     def last_result(self, trial_id: str) -> dict | None:
         """The trial's last recorded epoch as the metrics it reported (no config columns, no diagnostics'

@@ -94,6 +94,8 @@ class LoopContext:
     # every report carries a checkpoint with the best weights so far and the full train state (PBT: another
     # trial may go on from it); otherwise only an epoch that improved on the best carries one
     state_in_checkpoint: bool = False
+    # the epoch each report's learning-curve forecast is for (the scheduler's max_t); None: the run's epochs
+    forecast_to: int | None = None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sentune.forecast import forecast
 from sentune.trainables._common import (
     BestEpoch,
     cycling_batches,
@@ -199,7 +200,18 @@ def _epoch_metrics(loop: _Loop, run: _RunState, trained: _TrainedEpoch) -> dict:
         lr_scale=loop.hooks.lr_scale,
     )
     metrics["resumed_at_epoch"] = run.resumed_at
+    metrics.update(_forecast(loop, run, metrics))
     return metrics
+
+
+def _forecast(loop: _Loop, run: _RunState, metrics: dict) -> dict:
+    """Where the monitored metric is heading: its forecast at the last epoch the trial may train
+    (``ctx.forecast_to``, else its epochs), with a 95% interval (:mod:`sentune.forecast`)."""
+    best = run.best
+    values = [row.get(best.metric) for row in run.history] + [metrics.get(best.metric)]
+    to = min(loop.ctx.forecast_to or loop.params.epochs, loop.params.epochs)  # never past the run's own epochs
+    found = forecast(values, to, mode=best.direction.mode, metric=best.metric)
+    return found.as_row() if found is not None else {}
 
 
 def _report_epoch(loop: _Loop, run: _RunState, metrics: dict) -> None:

@@ -27,10 +27,11 @@ def to_tune(parsed: Mapping[str, Domain | Any]) -> dict:
     return {name: kinds[dom.kind](*dom.args) if isinstance(dom, Domain) else dom for name, dom in parsed.items()}
 
 
-def _asha(*, time_attr: str, max_t: int, grace_period: int, reduction_factor: float, **_):
+def _asha(*, time_attr: str, max_t: int, grace_period: int, reduction_factor: float, rung_metric=None, **_):
     from sentune.tuning._schedulers import ResumableASHA
 
-    return ResumableASHA(time_attr=time_attr, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
+    return ResumableASHA(time_attr=time_attr, max_t=max_t, grace_period=grace_period,
+                         reduction_factor=reduction_factor, **(rung_metric or {}))  # fmt: skip
 
 
 def hyperband_brackets(max_t: int, grace_period: int, reduction_factor: float) -> int:
@@ -41,14 +42,14 @@ def hyperband_brackets(max_t: int, grace_period: int, reduction_factor: float) -
     return n
 
 
-def _hyperband(*, time_attr: str, max_t: int, grace_period: int, reduction_factor: float, **_):
+def _hyperband(*, time_attr: str, max_t: int, grace_period: int, reduction_factor: float, rung_metric=None, **_):
     """Asynchronous HyperBand: ASHA brackets with grace periods grace, grace*eta, ...; a trial's bracket
     follows from its id (so a resumed sweep puts it back in the same one)."""
     from sentune.tuning._schedulers import ResumableASHA
 
     brackets = hyperband_brackets(max_t, grace_period, reduction_factor)
     return ResumableASHA(time_attr=time_attr, max_t=max_t, grace_period=grace_period,
-                         reduction_factor=reduction_factor, brackets=brackets)  # fmt: skip
+                         reduction_factor=reduction_factor, brackets=brackets, **(rung_metric or {}))  # fmt: skip
 
 
 def _median(*, time_attr: str, grace_period: int, **_):
@@ -92,16 +93,18 @@ def make_scheduler(
     mutations: Mapping[str, Any] | None = None,
     perturbation_interval: int = 2,
     seed: int = 0,
+    rung_metric: dict | None = None,
 ):
     """A Tune trial scheduler by name; ``time_attr`` is what its rungs count (epochs). ``pbt`` takes
-    ``mutations`` (option -> Tune domain it resamples from) and ``perturbation_interval``. The schedulers
-    use Ray's internals: the installed Ray is checked first (once per process, see ``_ray_compat``)."""
+    ``mutations`` (option -> Tune domain it resamples from) and ``perturbation_interval``; ``asha`` and
+    ``hyperband`` take ``rung_metric`` (``{"metric": "forecast", "mode": ...}``: rungs compare forecasts).
+    The schedulers use Ray's internals: the installed Ray is checked first (once per process, see ``_ray_compat``)."""
     from sentune.tuning._ray_compat import check_ray
 
     check_ray()
     return _pick(SCHEDULERS, kind, "scheduler")(
         time_attr=time_attr, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor,
-        mutations=mutations or {}, perturbation_interval=perturbation_interval, seed=seed,
+        mutations=mutations or {}, perturbation_interval=perturbation_interval, seed=seed, rung_metric=rung_metric,
     )  # fmt: skip
 
 

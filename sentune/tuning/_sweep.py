@@ -163,6 +163,14 @@ def _recorder(plan: SweepPlan, tracker: DiagnosticsTracker):
     return recorder
 
 
+def _rung_metric(spec: JobSpec) -> dict | None:
+    """``promote_on: forecast``: ASHA's rungs compare each trial's forecast of the metric at max_t (reported with
+    every epoch) instead of the metric itself."""
+    if spec.scheduler.promote_on != "forecast":
+        return None
+    return {"metric": "forecast", "mode": spec.scheduler.direction.mode}
+
+
 def _scheduler(plan: SweepPlan, recorder):
     spec = plan.spec
     scheduler = make_scheduler(
@@ -173,11 +181,12 @@ def _scheduler(plan: SweepPlan, recorder):
         mutations=_pbt_mutations(spec),
         perturbation_interval=spec.scheduler.perturbation_interval,
         seed=spec.seed,
+        rung_metric=_rung_metric(spec),
     )
     if plan.restore:  # Tuner.restore brings back the searcher's state but not the scheduler's (ray#30838)
-        scheduler.replay_later(
-            recorder.replay_rows(), completed=completed_trials(recorder), ended_by_stopper=ended_by_stopper(recorder)
-        )
+        key = "forecast" if spec.scheduler.promote_on == "forecast" else None
+        scheduler.replay_later(recorder.replay_rows(key), completed=completed_trials(recorder),
+                               ended_by_stopper=ended_by_stopper(recorder))  # fmt: skip
     return scheduler
 
 
@@ -230,6 +239,7 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
         plan.entry, plan.data_ref, workers=res.workers_per_trial, cpus=res.cpus, gpus=res.gpus,
         storage_path=results.join_uri(folder.ray_storage, "train"), resume_root=folder.resume_root,
         failure=spec.failure, job=spec.name, pbt=spec.scheduler.type == "pbt",
+        forecast_to=spec.scheduler.max_t or spec.epochs_max,
     )  # fmt: skip
     tracker = DiagnosticsTracker(spec.diagnostics, plan.splits.dev.class_counts().tolist(), plan.splits.label_names)
     recorder = _recorder(plan, tracker)

@@ -69,6 +69,7 @@ class WorkerPlan:
     resume: ResumeStore
     pbt: bool = False  # every report carries the train state (another trial may go on from it)
     tags: dict[str, str] = field(default_factory=dict)  # added to every report and checkpoint (PBT lineage)
+    forecast_to: int | None = None  # the epoch each report's learning-curve forecast is for (the scheduler's max_t)
 
 
 def _worker_loop(config: dict) -> None:
@@ -99,6 +100,7 @@ def run_plan(plan: WorkerPlan) -> None:
     )
     loop_ctx.resume = plan.resume
     loop_ctx.state_in_checkpoint = plan.pbt
+    loop_ctx.forecast_to = plan.forecast_to
     params = plan.entry.params_model(**plan.params)
     data = ray.get(plan.data_ref[0])
     fit(trainable, params, data, loop_ctx)
@@ -172,6 +174,7 @@ def make_trial_driver(
     failure,
     job: str = "sentune",
     pbt: bool = False,
+    forecast_to: int | None = None,
 ):
     """A Tune function trainable (with its resources): one Ray Train run per trial, named
     ``<job>-<trial id>`` (a worker group's run shows in the dashboard's Train view). Every trial keeps
@@ -197,7 +200,7 @@ def make_trial_driver(
             return
         store.save_config(config)
         plan = WorkerPlan(entry=entry, params=config, data_ref=refs, cpus_per_worker=cpus, use_gpu=gpus > 0,
-                          local=local, resume=store, pbt=pbt, tags=tags)  # fmt: skip
+                          local=local, resume=store, pbt=pbt, tags=tags, forecast_to=forecast_to)  # fmt: skip
         _trainer(plan, workers=workers, gpus=gpus, name=f"{job}-{trial}", storage_path=storage_path,
                  failure=failure).fit()  # fmt: skip
 
