@@ -91,6 +91,8 @@ def _print_summary(summary, *, as_json: bool = False) -> int:
         print(summary.importance)
     if summary.ended:
         print(summary.ended)
+    if summary.second_chances:
+        print(summary.second_chances)
     if summary.test_figures:
         test = summary.test_figures
         print(f"\nBest trial on the test split: accuracy {test['acc']:.4f}, macro-F1 {test['macro_f1']:.4f}")

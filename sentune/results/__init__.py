@@ -14,7 +14,14 @@ behind a URI).
 from sentune.metrics import split_figures
 from sentune.results._evaluation import example_predictions, write_predictions
 from sentune.results._export import export_run, write_best_config
-from sentune.results._format import comparison_line, format_budget, format_leaderboard, format_table, study_stop_line
+from sentune.results._format import (
+    comparison_line,
+    format_budget,
+    format_leaderboard,
+    format_table,
+    second_chance_line,
+    study_stop_line,
+)
 from sentune.results._importance import importance_line, read_importance, write_importance
 from sentune.results._layout import (
     ENDED,
@@ -53,5 +60,5 @@ __all__ = [
     "HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status", "best_baseline", "budget", "comparison_line",
     "format_budget", "example_predictions", "read_evaluations", "read_reference", "split_figures",
     "write_evaluations", "write_reference", "importance_line", "read_importance", "write_importance",
-    "study_stop_line",
+    "study_stop_line", "second_chance_line",
 ]  # fmt: skip

@@ -83,7 +83,8 @@ def _board(info: dict, trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFra
     last = (
         epochs.sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id") if len(epochs) else pd.DataFrame()
     )
-    extra = [c for c in ("stop_reason", "diagnostics", "overfit") if c in trials.columns]
+    # revived_from: the epoch a second chance went on from (a column only in runs that gave second chances)
+    extra = [c for c in ("stop_reason", "revived_from", "diagnostics", "overfit") if c in trials.columns]
     board = trials[["trial_id", "status", "epochs_run", "peak_metric", "peak_epoch", *extra]].copy()
     board.insert(2, "role", roles(trials).values)
     board["baseline"] = trials["baseline"].values if "baseline" in trials else np.nan

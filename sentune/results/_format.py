@@ -14,7 +14,8 @@ from sentune.results._layout import ROLE_BASELINE
 from sentune.results._tables import cell_text
 from sentune.results._view import RunLike, RunView
 
-__all__ = ["format_table", "format_leaderboard", "format_budget", "comparison_line", "study_stop_line"]
+__all__ = ["format_table", "format_leaderboard", "format_budget", "comparison_line", "second_chance_line",
+           "study_stop_line"]  # fmt: skip
 
 
 def _fit_columns(columns: list, sizes: dict, width: int) -> tuple[list, list]:
@@ -127,3 +128,22 @@ def study_stop_line(info: dict) -> str:
     saved = f"; {planned - ran} of the {planned} planned trials never ran" if isinstance(ran, int) and isinstance(
         planned, int) and planned > ran else ""  # fmt: skip
     return f"the sweep ended itself: {stop['reason']} (after {ran} trials{saved})"
+
+
+def second_chance_line(info: dict) -> str:
+    """Which stopped trials went on (``second_chance:``), from which epoch to which, what they reached, and the
+    epochs spent of the budget; empty when the run gave none."""
+    given = info.get("second_chance")
+    if not isinstance(given, dict):
+        return ""
+    revived = given.get("revived") or {}
+    spent = f"{given.get('spent_epochs')} of {given.get('budget_epochs')} epochs"
+    if not revived:
+        return f"second chances: no stopped trial could still beat the best ({spent} spent)"
+
+    def one(t: str, r: dict) -> str:
+        peak = f" (peak {float(r['peak']):.4f})" if r.get("peak") is not None else ""
+        return f"{t} from epoch {r.get('from_epoch')} to {r.get('to_epoch')}{peak}"
+
+    each = ", ".join(one(t, r) for t, r in revived.items())
+    return f"second chances: {len(revived)} stopped trials went on ({spent}): {each}"

@@ -159,6 +159,11 @@ class RunRecorder:
         self._changed()
         self._write(force=True)
 
+    def annotate(self, trial_id: str, **fields: Any) -> None:
+        """Set fields of a trial's row (e.g. ``revived_from``, a second chance's ``stop_reason``)."""
+        self.table.rows[trial_id].update(fields)
+        self._changed()
+
     def forget(self, trial_id: str) -> None:
         """Leave a trial out of the record (a confirmation run a stop cut short, to be trained again)."""
         self.log.drop(trial_id)

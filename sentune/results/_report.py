@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import metrics
-from sentune.results._format import format_budget, study_stop_line
+from sentune.results._format import format_budget, second_chance_line, study_stop_line
 from sentune.results._importance import importance_line, read_importance
 from sentune.results._layout import REPORT, STATUS_ERRORED, STATUS_STOPPED, predictions_file
 from sentune.results._store import write_text
@@ -249,8 +249,11 @@ def _saved(trials: pd.DataFrame) -> list[str]:
 
 
 def _ended(view: RunView) -> list[str]:
-    line = study_stop_line(view.info)
-    return [f'<p id="study-stop">{html.escape(line[0].upper() + line[1:])}.</p>'] if line else []
+    out = []
+    for pid, line in (("study-stop", study_stop_line(view.info)), ("second-chances", second_chance_line(view.info))):
+        if line:
+            out.append(f'<p id="{pid}">{html.escape(line[0].upper() + line[1:])}.</p>')
+    return out
 
 
 def _headline(view: RunView, trials: pd.DataFrame, board: pd.DataFrame, metric_col: str, tuned: list[str]) -> str:

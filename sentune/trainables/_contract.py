@@ -96,6 +96,9 @@ class LoopContext:
     state_in_checkpoint: bool = False
     # the epoch each report's learning-curve forecast is for (the scheduler's max_t); None: the run's epochs
     forecast_to: int | None = None
+    # end the run cleanly after this epoch (its resume state written), e.g. a second chance that trains to the
+    # next rung; None: train every epoch
+    stop_after: int | None = None
 
 
 @dataclass

@@ -145,6 +145,8 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
     for epoch in range(run.next_epoch, params.epochs + 1):
         trained = _train_epoch(loop, run, epoch)
         _report_epoch(loop, run, _epoch_metrics(loop, run, trained))
+        if ctx.stop_after is not None and epoch >= ctx.stop_after:
+            break
     if run.best_state is not None:
         hooks.restore(run.best_state)
     return FitResult(run.history, run.best.epoch, run.best.value, hooks.model)
@@ -227,7 +229,8 @@ def _report_epoch(loop: _Loop, run: _RunState, metrics: dict) -> None:
         ctx.report(metrics, _checkpoint_writer(hooks, run.best_state, now) if improved or now is not None else None)
     # after the report: a failure in between repeats this epoch (its row is replaced), loses nothing
     store = ctx.resume
-    if store is not None and (epoch % store.every_epochs == 0 or epoch == loop.params.epochs):
+    last = epoch == loop.params.epochs or epoch == ctx.stop_after
+    if store is not None and (epoch % store.every_epochs == 0 or last):
         loop.save(now if now is not None else run.resume_state(hooks, epoch + 1, 0, None))
 
 

@@ -258,6 +258,14 @@ class ResumeStore:
     def mark_finished(self, status: str, last: dict | None = None) -> None:
         self._write(json.dumps({"status": status, "last": last}, default=str).encode(), _FINISHED)
 
+    def reopen(self) -> None:
+        """The trial is to go on (a second chance): the driver's word that it was over is taken back."""
+        import pyarrow.fs as pafs
+
+        path = self._p(_FINISHED)
+        if self.fs.get_file_info(path).type == pafs.FileType.File:
+            self.fs.delete_file(path)
+
     def history(self) -> list[dict]:
         """The epoch metrics the latest state holds (to fill a record that missed the last few)."""
         state = self.load(0)

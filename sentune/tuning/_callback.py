@@ -11,6 +11,7 @@ from ray.tune import Callback, Stopper
 from sentune._progress import SweepProgress
 from sentune.diagnostics import DiagnosticsTracker
 from sentune.results import RunRecorder
+from sentune.tuning._trial import revived
 
 __all__ = ["AllStoppers", "BudgetStopper", "DiagnosticsStopper", "RecordCallback", "StudyStopper", "TrialRoles"]
 
@@ -57,42 +58,46 @@ class RecordCallback(Callback):
         self.budget = budget  # once spent, a trial that ends early was stopped by it
         self.progress = progress or SweepProgress("quiet")
         self.on_finished = on_finished  # (trial id, status) once a trial has ended without error
+        self.end_reason: str | None = None  # why a trial that ends before its epochs stopped (None: the scheduler)
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        trial_id, config = revived(trial.trial_id, trial.config)
         marks = {}
-        if self.roles is not None and trial.trial_id not in self.recorder.trials:
-            marks = self.roles.claim(trial.config)
-        self.recorder.trial(trial.trial_id, trial.config, **marks)
-        self.progress.trial_started(trial.trial_id, trial.config)
+        if self.roles is not None and trial_id not in self.recorder.trials:
+            marks = self.roles.claim(config)
+        self.recorder.trial(trial_id, config, **marks)
+        self.progress.trial_started(trial_id, config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         # the config the trial trained with (its own): the scheduler has already run, and PBT may have
         # given the trial its next config
-        config = result.get("config") or trial.config
-        row = self.recorder.result(trial.trial_id, config, result)
+        trial_id, config = revived(trial.trial_id, result.get("config") or trial.config)
+        row = self.recorder.result(trial_id, config, result)
         raised = [k[5:] for k in ("diag_nan", "diag_collapse", "diag_stagnation", "diag_grad_spike") if row.get(k)]
         if row.get("diag_overfit", "none") != "none":
             raised.append(f"overfit:{row['diag_overfit']}")
-        self.progress.result(trial.trial_id, config, row, raised)
+        self.progress.result(trial_id, config, row, raised)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         """A one-worker trial's checkpoint reaches Tune itself (a worker group's comes as checkpoint_path)."""
-        self.recorder.checkpoint(trial.trial_id, checkpoint.path)
+        self.recorder.checkpoint(revived(trial.trial_id, trial.config)[0], checkpoint.path)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        trial_id, config = revived(trial.trial_id, trial.config)
         spent = self.budget is not None and self.budget.spent
         study = self.study is not None and self.study.spent
-        reason = "budget" if spent else "study" if study else None
-        row = self.recorder.completed(trial.trial_id, trial.config, reason=reason)
+        reason = "budget" if spent else "study" if study else self.end_reason
+        row = self.recorder.completed(trial_id, config, reason=reason)
         if self.study is not None and reason is None:
             self.study.trial_ended(row.get("peak_metric"))
-        self.progress.trial_ended(trial.trial_id, row["status"])
+        self.progress.trial_ended(trial_id, row["status"])
         if self.on_finished is not None:
-            self.on_finished(trial.trial_id, row["status"])
+            self.on_finished(trial_id, row["status"])
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.recorder.errored(trial.trial_id, trial.config, str(getattr(trial, "error_file", "") or ""))
-        self.progress.trial_ended(trial.trial_id, "errored")
+        trial_id, config = revived(trial.trial_id, trial.config)
+        self.recorder.errored(trial_id, config, str(getattr(trial, "error_file", "") or ""))
+        self.progress.trial_ended(trial_id, "errored")
 
     def on_experiment_end(self, trials, **info):
         self.recorder.close()

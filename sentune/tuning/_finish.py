@@ -105,6 +105,7 @@ def finish(plan: SweepPlan, evaluator: Any = None) -> RunSummary:
     summary.test_figures = view.test_figures
     summary.importance = results.importance_line(found)
     summary.ended = results.study_stop_line(view.info)
+    summary.second_chances = results.second_chance_line(view.info)
     summary.timings = parts  # the finish's parts: evaluate_s, reference_s, export_s, report_s (and reference_fit_s)
     return summary
 

@@ -42,6 +42,7 @@ class RunSummary:
     comparison: str = ""  # the best found against the best baseline and the reference model
     test_figures: dict | None = None  # the best trial's test accuracy and macro-F1 (evaluation.json)
     importance: str = ""  # which tuned options explain the metric, in one line (results.importance_line)
+    second_chances: str = ""  # which stopped trials went on, and what they reached (results.second_chance_line)
     ended: str = ""  # why the sweep ended itself (its ``stop:`` rule) and what that saved (results.study_stop_line)
 
 

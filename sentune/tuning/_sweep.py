@@ -34,6 +34,7 @@ from sentune.tuning._finish import finish, tag_best, trackers, wall_clock
 from sentune.tuning._plan import Extension, RunSummary, SweepPlan, make_plan
 from sentune.tuning._reconcile import completed_trials, drop_cut_confirmations, ended_by_stopper, interrupted, reconcile
 from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
+from sentune.tuning._second_chance import second_chances
 from sentune.tuning._signals import sigterm_as_sigint
 from sentune.tuning._tasks import range_test_on_cluster, start_evaluator, stop_evaluator
 from sentune.tuning._trial import make_trial_driver, resume_store
@@ -291,6 +292,10 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
         _fit(plan, sweep)
         t_fit_end = time.perf_counter()
         stopped = interrupted(plan.spec, sweep.recorder, ended_itself=sweep.ended_itself is not None)
+        if plan.spec.scheduler.second_chance is not None and not stopped and sweep.ended_itself is None:
+            given = second_chances(plan, sweep.recorder, sweep.driver, sweep.trackers)
+            plan.folder.set_status("running", second_chance=given)
+            stopped = interrupted(plan.spec, sweep.recorder, ended_itself=False)
         if plan.spec.confirm is not None and not stopped:
             confirm(plan, sweep.recorder, sweep.driver, sweep.trackers)
             stopped = interrupted(plan.spec, sweep.recorder, ended_itself=sweep.ended_itself is not None)

@@ -22,7 +22,40 @@ from typing import Any
 from sentune.trainables import TrainableEntry, fit
 from sentune.trainables._resume import ResumeStore, read_train_state
 
-__all__ = ["WorkerPlan", "make_trial_driver", "resume_store", "scaling_kwargs", "trial_resources"]
+__all__ = [
+    "REVIVE",
+    "WorkerPlan",
+    "make_trial_driver",
+    "resume_store",
+    "revive_mark",
+    "revived",
+    "scaling_kwargs",
+    "trial_resources",
+]
+
+# a config key (never an option): ``"<trial id>@<epoch>"``: this Tune trial continues that earlier trial from
+# its resume checkpoint up to that epoch (a second chance); the record keeps it under the earlier id
+REVIVE = "__sentune_revive__"
+
+
+def revive_mark(trial_id: str, until: int) -> str:
+    return f"{trial_id}@{int(until)}"
+
+
+def _mark(config: dict) -> tuple[str, int] | None:
+    mark = config.get(REVIVE)
+    if not isinstance(mark, str) or "@" not in mark:
+        return None
+    trial, _, until = mark.rpartition("@")
+    return trial, int(until)
+
+
+def revived(trial_id: str, config: dict) -> tuple[str, dict]:
+    """(the record's trial id, the options) of a Tune trial's id and config: a revived trial is the earlier one."""
+    mark = _mark(config)
+    options = {k: v for k, v in config.items() if k != REVIVE}
+    return (trial_id, options) if mark is None else (mark[0], options)
+
 
 _DRIVER_MEMORY = 64 * 1024 * 1024  # what a multi-worker trial's own process reserves: it only waits
 
@@ -70,6 +103,7 @@ class WorkerPlan:
     pbt: bool = False  # every report carries the train state (another trial may go on from it)
     tags: dict[str, str] = field(default_factory=dict)  # added to every report and checkpoint (PBT lineage)
     forecast_to: int | None = None  # the epoch each report's learning-curve forecast is for (the scheduler's max_t)
+    stop_after: int | None = None  # a second chance: end after this epoch (its resume state written)
 
 
 def _worker_loop(config: dict) -> None:
@@ -101,6 +135,7 @@ def run_plan(plan: WorkerPlan) -> None:
     loop_ctx.resume = plan.resume
     loop_ctx.state_in_checkpoint = plan.pbt
     loop_ctx.forecast_to = plan.forecast_to
+    loop_ctx.stop_after = plan.stop_after
     params = plan.entry.params_model(**plan.params)
     data = ray.get(plan.data_ref[0])
     fit(trainable, params, data, loop_ctx)
@@ -190,8 +225,12 @@ def make_trial_driver(
     def trial_driver(config: dict):
         import ray.tune
 
-        trial = ray.tune.get_context().get_trial_id()
+        mark = _mark(config)
+        until = None if mark is None else mark[1]
+        trial, config = revived(ray.tune.get_context().get_trial_id(), config)
         store = resume_store(resume_root, trial, failure)
+        if until is not None:
+            store.reopen()  # a second chance: the trial goes on where it stopped
         tags = {"trial": trial, "pbt_from": _adopt(store, trial)} if pbt else {}
         last = _already_done(store, entry, config)
         if last is not None:  # a resumed sweep: this trial ended (or finished its epochs) before the stop
@@ -200,7 +239,8 @@ def make_trial_driver(
             return
         store.save_config(config)
         plan = WorkerPlan(entry=entry, params=config, data_ref=refs, cpus_per_worker=cpus, use_gpu=gpus > 0,
-                          local=local, resume=store, pbt=pbt, tags=tags, forecast_to=forecast_to)  # fmt: skip
+                          local=local, resume=store, pbt=pbt, tags=tags, forecast_to=forecast_to,
+                          stop_after=until)  # fmt: skip
         _trainer(plan, workers=workers, gpus=gpus, name=f"{job}-{trial}", storage_path=storage_path,
                  failure=failure).fit()  # fmt: skip
 

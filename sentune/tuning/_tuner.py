@@ -34,7 +34,8 @@ def _search(plan: SweepPlan, space: dict, confirm_points: list[dict] | None) -> 
         alg = BasicVariantGenerator(
             points_to_evaluate=confirm_points, max_concurrent=max_concurrent_trials(spec.resources)
         )
-        return {**space, "seed": 0}, alg, len(confirm_points)  # each point sets every option
+        marks = {k: "" for p in confirm_points for k in p if k not in space and k != "seed"}  # e.g. a second chance's
+        return {**space, "seed": 0, **marks}, alg, len(confirm_points)  # each point sets every option
     if plan.extend is not None:  # more trials for a finished run: a search that learns from its earlier ones
         ext = plan.extend
         number = int(plan.folder.tuner.removeprefix("extend-") or 0)
