@@ -12,8 +12,8 @@ replica writes them to a temporary folder of its own node and opens the model th
 fraction the job's trials held (``model.json``'s ``resources``).
 
 On the embedded local Ray the serving process owns Ray: it records where that Ray is
-(``$SENTUNE_HOME/serve/<port>.json``), so that ``sentune serve --stop`` from another shell can delete the app,
-and it exits (shutting its Ray down) once the app is gone or on Ctrl-C.
+(its pid in ``$SENTUNE_HOME/serve/<port>.json``), so that ``sentune serve --stop`` from another shell can stop it
+(SIGTERM, taken as Ctrl-C); it then deletes the app and shuts its Ray down.
 """
 
 import asyncio
@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -297,37 +298,58 @@ def _state_path(port: int) -> Path:
     return home() / "serve" / f"{port}.json"
 
 
-def _alive(pid: int) -> bool:
+def _started_at(pid: int) -> float | None:
+    """When process ``pid`` started (None: no such process), to tell a recorded process from a reused pid."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
-def _serve_until_stopped(url: str, port: int, *, owner: bool) -> None:
-    """Block until Ctrl-C, or until the app is deleted (``sentune serve --stop``); then stop what this process
-    started. The embedded Ray's address is recorded meanwhile, for ``--stop`` from another shell."""
-    import ray
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
-    state = _state_path(port) if owner else None
-    if state is not None:
-        state.parent.mkdir(parents=True, exist_ok=True)
-        record = {"address": ray.get_runtime_context().gcs_address, "pid": os.getpid(), "url": url}
-        state.write_text(json.dumps(record), encoding="utf-8")
-    log_line(f"serving {url}: POST /predict, GET /healthz, GET / (Ctrl-C or `sentune serve --stop` stops it)")
+
+def _wait_while_served() -> None:
+    """Return once the app is gone (deleted on its cluster) or on Ctrl-C / SIGTERM (``sentune serve --stop``)."""
+    previous = []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell's background job starts with it ignored
+        try:
+            previous.append((sig, signal.signal(sig, _interrupt)))
+        except ValueError:  # not the main thread: leave signals alone
+            pass
     try:
         while True:
             time.sleep(1.0)
             try:
                 if APP_NAME not in serve.status().applications:
-                    break
+                    return
             except Exception:  # Serve's controller went away
-                break
+                return
+    except KeyboardInterrupt:
+        return
     finally:
-        _stop_here()
+        for sig, handler in previous:
+            signal.signal(sig, handler)
+
+
+def _serve_until_stopped(url: str, port: int, *, owner: bool) -> None:
+    """Serve until stopped; then stop what this process started. A serving process that owns its Ray records its
+    pid meanwhile, for ``sentune serve --stop`` from another shell."""
+    import ray
+
+    state = _state_path(port) if owner else None
+    if state is not None:
+        state.parent.mkdir(parents=True, exist_ok=True)
+        record = {"pid": os.getpid(), "started_at": _started_at(os.getpid()), "url": url}
+        state.write_text(json.dumps(record), encoding="utf-8")
+    log_line(f"serving {url}: POST /predict, GET /healthz, GET / (Ctrl-C or `sentune serve --stop` stops it)")
+    try:
+        _wait_while_served()
+    finally:
+        _stop_here(shutdown_if_empty=not owner)  # a Ray of our own goes whole: Serve with it
         if state is not None:
             state.unlink(missing_ok=True)
         if owner:
@@ -375,30 +397,24 @@ def serve_model(
 
 
 def _stop_recorded() -> bool:
-    """Stop every app an embedded serving process on this machine recorded, waiting for each to exit."""
-    import ray
-
-    from sentune.tuning import init_ray
-
+    """Stop every serving process of this machine that owns its Ray (SIGTERM: it deletes its app and stops its
+    Ray), waiting up to a minute for each to exit."""
     stopped = False
     for path in sorted((home() / "serve").glob("*.json")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            pid, address = int(record["pid"]), str(record["address"])
+            pid, started = int(record["pid"]), float(record["started_at"])
         except (OSError, ValueError, KeyError, TypeError):
             path.unlink(missing_ok=True)
             continue
-        if not _alive(pid):
+        if _started_at(pid) != started:  # that process ended (the pid may be another's now)
             path.unlink(missing_ok=True)
             continue
-        init_ray(address)
-        try:
-            stopped |= _stop_here(shutdown_if_empty=False)  # the serving process stops its own Ray
-        finally:
-            ray.shutdown()
+        os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
-        while _alive(pid) and time.monotonic() < deadline:
+        while _started_at(pid) == started and time.monotonic() < deadline:
             time.sleep(0.2)
+        stopped = True
     return stopped
 
 
