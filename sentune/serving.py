@@ -256,10 +256,28 @@ def _healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _check_serve(host: str, port: int, *, local: bool) -> None:
+    """Serve keeps the HTTP options it started with: on a Ray where it already runs, ``host:port`` must be where
+    its proxy answers (then the app there is replaced); where it does not run, a local port must be free."""
+    import urllib.request
+
+    if not serve.status().proxies:
+        if local:
+            _check_port(host, port)
+        return
+    url = _url(host, port)
+    try:
+        with urllib.request.urlopen(f"{url}/-/routes", timeout=5) as resp:  # noqa: S310 (our own URL)
+            if resp.status == 200:
+                return
+    except OSError:
+        pass
+    raise ServingError(f"Serve already runs on this Ray, not at {url}: serve there or stop it (sentune serve --stop)")
+
+
 def _deploy(model, *, replicas: int, host: str, port: int, max_texts: int, max_chars: int) -> str:
     import ray
 
-    running = bool(serve.status().proxies)
     serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
     options, device = _replica_resources(model.info)
     app = ModelServer.options(num_replicas=replicas, ray_actor_options=options).bind(  # type: ignore[attr-defined]
@@ -270,11 +288,10 @@ def _deploy(model, *, replicas: int, host: str, port: int, max_texts: int, max_c
     except Exception as exc:  # a replica that cannot start: Serve gives up after its retries
         raise ServingError(f"the model's replicas did not start: {type(exc).__name__}: {exc}") from None
     url = _url(host, port)
-    deadline = time.monotonic() + (10.0 if running else READY_TIMEOUT_S)
+    deadline = time.monotonic() + READY_TIMEOUT_S
     while not _healthy(url):
         if time.monotonic() > deadline:
-            hint = "Serve already ran on this cluster with other HTTP options; " if running else ""
-            raise ServingError(f"{hint}{url}/healthz does not answer (sentune serve --stop, then serve again)")
+            raise ServingError(f"{url}/healthz does not answer {READY_TIMEOUT_S:.0f} s after the app started")
         time.sleep(0.5)
     return url
 
@@ -379,17 +396,18 @@ def serve_model(
     _check_options(replicas, port, max_texts, max_chars)
     model = _open(source)
     owner = not ray.is_initialized()
-    if not (address or os.environ.get("RAY_ADDRESS")):
-        _check_port(host, port)  # the proxy runs on this machine
+    local = not (address or os.environ.get("RAY_ADDRESS"))  # the proxy runs on this machine
+    if owner and local:
+        _check_port(host, port)  # before Ray starts
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     init_ray(address)
     try:
+        if not (owner and local):
+            _check_serve(host, port, local=local)
         url = _deploy(model, replicas=replicas, host=host, port=port, max_texts=max_texts, max_chars=max_chars)
     except BaseException:
-        if blocking:
-            _stop_here()
-            if owner:
-                ray.shutdown()
+        if owner:
+            ray.shutdown()
         raise
     if blocking:
         _serve_until_stopped(url, port, owner=owner)
