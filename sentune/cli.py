@@ -285,6 +285,30 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from sentune.serving import serve_model, stop_serving
+
+    if args.stop:
+        stopped = stop_serving(args.address)
+        print("stopped the sentune app" if stopped else "no sentune app was running")
+        return 0
+    if not args.source:
+        raise ConfigError("sentune serve: give a run folder or a model folder (or --stop)")
+    serve_model(args.source, replicas=args.replicas, host=args.host, port=args.port, address=args.address)
+    return 0
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve a run's best model (or a model folder) over HTTP on Ray Serve")
+    p.add_argument("source", nargs="?", help="a run folder (its best model) or a model folder")
+    p.add_argument("--replicas", type=int, default=1, help="model replicas (default 1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--stop", action="store_true", help="stop the sentune app (of --address, or this machine's)")
+    p.set_defaults(func=_cmd_serve)
+
+
 def _progress_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.add_argument("--json", action="store_true", help="print one JSON object per result (for scripts)")
@@ -390,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (the argument ta
     p.add_argument("--force", action="store_true")
     p.add_argument("--backbone", dest="backbones", action="append", help="also convert/cache a backbone, e.g. smollm2")
     p.set_defaults(func=_cmd_data)
+    _add_serve(sub)
     return parser
 
 

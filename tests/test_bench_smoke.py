@@ -27,6 +27,7 @@ BENCHES = {
     "report_screenshot": (240, r"report_screenshot: (skipped \(no chromium|plots=\d+/\d+ hover_config=yes)"),
     "results_scale": (120, r"results_scale: us_per_result_1k=\d+"),
     "scale": (240, r"scale: ratio_320=\S+ finish_20_s=\S+ finish_320_s=\S+ peak_rss_mb=\d+$"),
+    "serve_latency": (240, r"serve_latency: p50_1=\S+ p99_32=\S+ tps_32=\S+ bare_tps=\S+ ratio_32=\S+$"),
     "submit_latency": (360, r"submit_latency: submit_s=\S+ first_result_s=\S+ done_s=\S+ status=SUCCEEDED"),
     "tuning_quality": (360, r"tuning_quality: manual_test=\S+ sweep_test=\S+ manual_epochs=\d+ sweep_epochs=\d+"),
 }
