@@ -162,6 +162,15 @@ def _cmd_results(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from sentune.results import RunView, compare_runs, format_comparison, resolve_run_dir
+
+    views = [RunView.load(resolve_run_dir(run)) for run in args.runs]
+    found = compare_runs(views, resamples=args.resamples, seed=args.seed)
+    print(json.dumps(found, default=str) if args.json else format_comparison(found))
+    return 0
+
+
 def _cmd_runs(args) -> int:
     from sentune.results import format_table, list_runs
 
@@ -349,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (the argument ta
     p.add_argument("run_dir", help=run_help)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=_cmd_results)
+
+    p = sub.add_parser("compare", help="runs side by side, and a paired bootstrap of each pair's test predictions")
+    p.add_argument("runs", nargs="+", metavar="RUN", help=f"two runs or more: {run_help}")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    p.add_argument("--seed", type=int, default=0, help="the resamples' seed (default: 0)")
+    p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("runs", help="list the runs under a storage path or URI: status, trials, best metric")
     p.add_argument(

@@ -136,7 +136,8 @@ LAYERS = [
     {"_store"},
     {"_trial_table", "_epoch_log", "_aggregate", "_evaluation", "_runs", "_range", "_storage"},
     {"_recorder", "_view"},
-    {"_format", "_export", "_training_report"},
+    {"_format", "_export", "_training_report", "_importance"},
+    {"_compare"},
     {"_report"},
 ]
 

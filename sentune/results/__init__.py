@@ -6,12 +6,14 @@ roles), ``_tables`` (rows as Arrow/pandas tables), ``_store`` (reading and writi
 the record as a run writes it (``_trial_table``, ``_epoch_log``, and ``_recorder``: :class:`RunRecorder`);
 ``_aggregate`` (the leaderboard, the best trial, the budget, from frames) and ``_view`` (:class:`RunView`:
 a run read once); on top, what is made of a view: ``_format`` (text), ``_export`` (leaderboard.csv,
-best_config.yaml), ``_report`` (report.html), ``_training_report``; beside them ``_evaluation``
+best_config.yaml), ``_compare`` (runs side by side, paired bootstrap), ``_report`` (report.html),
+``_training_report``; beside them ``_evaluation``
 (predictions files), ``_range`` (the LR range test), ``_runs`` (``sentune runs``), ``_storage`` (runs
 behind a URI).
 """
 
 from sentune.metrics import split_figures
+from sentune.results._compare import compare_runs, format_comparison, paired_test, winner_against
 from sentune.results._evaluation import example_predictions, write_predictions
 from sentune.results._export import export_run, write_best_config
 from sentune.results._format import (
@@ -61,4 +63,5 @@ __all__ = [
     "format_budget", "example_predictions", "read_evaluations", "read_reference", "split_figures",
     "write_evaluations", "write_reference", "importance_line", "read_importance", "write_importance",
     "study_stop_line", "second_chance_line",
+    "compare_runs", "format_comparison", "paired_test", "winner_against",
 ]  # fmt: skip

@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page that reads like an answer.
 
 At the top: what won (its config, dev and test figures), how much early stopping saved (epochs trained
-against the full budget), and the trials to look at (a NaN loss, a lasting collapse, severe over-fit).
+against the full budget), and the trials to look at (a NaN loss, a lasting collapse, severe over-fit); then
+whether the winner is better than the best baseline and the reference model (its test macro-F1's interval).
 Below: interactive Plotly charts whose JavaScript is inlined into the page (it opens offline, no CDN):
 learning curves per metric, the metric against each tuned parameter, parallel coordinates with scales,
 the prediction distribution and the test confusion matrix; hovering a line or point shows its trial's
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import metrics
+from sentune.results._compare import against_lines, winner_against
 from sentune.results._format import format_budget, second_chance_line, study_stop_line
 from sentune.results._importance import importance_line, read_importance
 from sentune.results._layout import REPORT, STATUS_ERRORED, STATUS_STOPPED, predictions_file
@@ -290,6 +292,16 @@ def _comparison(view: RunView) -> str:
     return f'<ul id="compare">{"".join(items)}</ul>'
 
 
+def _better(view: RunView) -> str:
+    """Is the winner better? Its test macro-F1 with a bootstrap interval, against the best baseline and the
+    reference model (by figures: the run keeps no test predictions of those two)."""
+    lines = against_lines(winner_against(view))
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f'<h2 id="better">Is the winner better?</h2><ul id="better-items">{items}</ul>'
+
+
 def _persistent_diagnostics(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Each trial's diagnostics and over-fit verdict summarized again from its epochs' flags (what
     persisted, by :func:`sentune.diagnostics.summarize`), whatever trials.parquet says."""
@@ -373,6 +385,7 @@ def write_report(run: RunLike) -> Path:
         f'<p class="meta">trainable {html.escape(str(info.get("trainable")))}; metric {view.metric} ({view.mode}); '
         f"{len(trials)} trials; classes: {html.escape(', '.join(map(str, info.get('label_names') or [])))}</p>",
         _headline(view, trials, board, metric_col, tuned),
+        _better(view),
         '<h2 id="leaderboard">Leaderboard</h2>',
         _table(shown),
         '<h2 id="learning-curves">Learning curves</h2><div class="grid">',
