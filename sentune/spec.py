@@ -115,7 +115,7 @@ class TrackingConfig(_Strict):
         if isinstance(v, bool) or v is None:
             return bool(v)
         if not isinstance(v, str) or not v.strip():
-            raise ValueError("optuna takes true, false, a database URL (sqlite, postgresql, mysql) or a journal file path")
+            raise ValueError("optuna takes true, false, a database URL (sqlite, postgresql, mysql) or a journal's path")
         if "://" in v and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://.*", v):
             raise ValueError("a database URL starts with its scheme, as in postgresql://host/db")
         if v.startswith("redis"):

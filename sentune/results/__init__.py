@@ -8,7 +8,7 @@ the record as a run writes it (``_trial_table``, ``_epoch_log``, and ``_recorder
 a run read once); on top, what is made of a view: ``_format`` (text), ``_export`` (leaderboard.csv,
 best_config.yaml), ``_report`` (report.html), ``_training_report``; beside them ``_evaluation``
 (predictions files), ``_range`` (the LR range test), ``_runs`` (``sentune runs``), ``_storage`` (runs
-behind a URI).
+behind a URI), ``_optuna`` (a run's Optuna study and optuna-dashboard on it).
 """
 
 from sentune.metrics import split_figures
@@ -25,6 +25,13 @@ from sentune.results._layout import (
     STATUS_ERRORED,
     STATUS_RUNNING,
     STATUS_STOPPED,
+)
+from sentune.results._optuna import (
+    open_optuna_storage,
+    optuna_study_name,
+    optuna_target,
+    run_optuna_study,
+    serve_optuna_dashboard,
 )
 from sentune.results._range import lr_search_range, suggest_lr, write_range_test
 from sentune.results._recorder import RunRecorder
@@ -53,4 +60,5 @@ __all__ = [
     "HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status", "best_baseline", "budget", "comparison_line",
     "format_budget", "example_predictions", "read_evaluations", "read_reference", "split_figures",
     "write_evaluations", "write_reference", "importance_line", "read_importance", "write_importance",
+    "open_optuna_storage", "optuna_study_name", "optuna_target", "run_optuna_study", "serve_optuna_dashboard",
 ]  # fmt: skip

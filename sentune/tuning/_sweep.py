@@ -22,6 +22,7 @@ from sentune.tuning._callback import AllStoppers, BudgetStopper, DiagnosticsStop
 from sentune.tuning._confirm import confirm
 from sentune.tuning._factories import make_scheduler, to_tune
 from sentune.tuning._finish import finish, tag_best, trackers, wall_clock
+from sentune.tuning._optuna_mirror import optuna_mirror
 from sentune.tuning._plan import RunSummary, SweepPlan, make_plan
 from sentune.tuning._reconcile import completed_trials, drop_cut_confirmations, ended_by_stopper, interrupted, reconcile
 from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
@@ -74,6 +75,7 @@ class _Sweep:
     trackers: list
     tuner: Any
     evaluator: Any = None  # a process importing the framework while the sweep runs, for the finish
+    mirror: Any = None  # the Optuna study mirroring the record (tracking.optuna), also among the trackers
 
 
 def _pbt_mutations(spec: JobSpec) -> dict:
@@ -153,7 +155,8 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
         resume_store(folder.resume_root, trial_id).mark_finished(status, recorder.last_result(trial_id))
 
     view = _view(plan, recorder, progress)
-    tracking = trackers(spec, folder.run_id)
+    mirror = optuna_mirror(plan, recorder)
+    tracking = trackers(spec, folder.run_id) + ([mirror] if mirror is not None else [])
     spend = BudgetStopper(spec.max_total_epochs, recorder.recorded_epochs())
     roles = TrialRoles(
         [(b, {"role": "baseline", "baseline": i}) for i, b in enumerate(spec.baseline_configs, 1)],
@@ -167,7 +170,7 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     tuner = build_tuner(plan, driver, callbacks=callbacks, scheduler=scheduler,
                         stop=AllStoppers(DiagnosticsStopper(tracker), spend))  # fmt: skip
     evaluator = start_evaluator(plan.entry, gpus=res.gpus)
-    return _Sweep(driver, recorder, view, spend, tracking, tuner, evaluator)
+    return _Sweep(driver, recorder, view, spend, tracking, tuner, evaluator, mirror)
 
 
 def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
@@ -182,6 +185,8 @@ def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
     if sweep.spend.spent:  # the budget ended the sweep: trials it cut are stopped early, unstarted ones never run
         for tid in recorder.unended_trials():
             recorder.completed(tid, recorder.config_of(tid), reason="budget")
+        if sweep.mirror is not None:
+            sweep.mirror.sync_all()
     recorder.close()
 
 
@@ -197,6 +202,8 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
             confirm(plan, sweep.recorder, sweep.driver, sweep.trackers)
             stopped = interrupted(plan.spec, sweep.recorder, sweep.spend)
         t_finish = time.perf_counter()
+        if sweep.mirror is not None and not stopped:
+            sweep.mirror.sync_all(final=True)
         if stopped:
             plan.folder.set_status("interrupted", wall_seconds=wall_clock(t_start, plan))
             board = results.leaderboard(plan.run_dir) if sweep.recorder.trials else pd.DataFrame()
