@@ -30,6 +30,8 @@ def redact(uri: str) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, _MASK if _SECRET_KEY.search(k) else v) for k, v in pairs], safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return text  # nothing to mask: the URI as given (urlunsplit would turn sqlite:///x.db into sqlite:/x.db)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

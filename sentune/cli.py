@@ -281,6 +281,23 @@ def _cmd_dashboard(args) -> int:
     return 0
 
 
+def _cmd_optuna_dashboard(args) -> int:
+    from sentune.results import resolve_run_dir, run_optuna_study, serve_optuna_dashboard
+
+    target, study = run_optuna_study(resolve_run_dir(args.run), storage=args.storage)
+
+    def announce(url: str, loopback: bool) -> None:
+        print(f"optuna-dashboard: {url}   (study {study}; Ctrl-C stops it)", flush=True)
+        if not loopback:
+            print("warning: the dashboard has no login and can change the study; anyone who reaches it can", flush=True)
+
+    try:
+        serve_optuna_dashboard(target, study, host=args.host, port=args.port, announce=announce)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _cmd_data(args) -> int:
     from sentune.data import prepare_builtin
 
@@ -424,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (the argument ta
     p.add_argument("--address", help=address_help)
     p.add_argument("--cluster", help="a cluster launcher file: also print the port-forward command")
     p.set_defaults(func=_cmd_dashboard)
+
+    p = sub.add_parser("optuna-dashboard", help="optuna-dashboard on a run's Optuna study (tracking: {optuna: ...})")
+    p.add_argument("run", help=run_help)
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: a free one)")
+    p.add_argument("--storage", help="the study's storage instead of the one run.json names (a URL with credentials)")
+    p.set_defaults(func=_cmd_optuna_dashboard)
 
     p = sub.add_parser("data", help="prepare built-in data sets (and convert backbones) into the cache")
     p.add_argument("names", nargs="*", help="built-in data set names (default: all)")

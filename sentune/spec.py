@@ -134,6 +134,22 @@ class TrackingConfig(_Strict):
 
     tensorboard: bool = False  # event files under <run>/tune/<trial>/ (`tensorboard --logdir <run>/tune`)
     mlflow: MlflowConfig | None = None
+    # an Optuna study mirroring the sweep: true (a journal file in the run folder), a database URL Optuna takes
+    # (sqlite:///..., postgresql://...), or the path of a journal file
+    optuna: bool | str = False
+
+    @field_validator("optuna", mode="before")
+    @classmethod
+    def _optuna(cls, v):
+        if isinstance(v, bool) or v is None:
+            return bool(v)
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError("optuna takes true, false, a database URL (sqlite, postgresql, mysql) or a journal's path")
+        if "://" in v and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://.*", v):
+            raise ValueError("a database URL starts with its scheme, as in postgresql://host/db")
+        if v.startswith("redis"):
+            raise ValueError("a Redis storage is not supported; give a database URL or a journal file path")
+        return v
 
 
 class ConfirmConfig(_Strict):

@@ -9,7 +9,7 @@ a run read once); on top, what is made of a view: ``_format`` (text), ``_export`
 best_config.yaml), ``_compare`` (runs side by side, paired bootstrap), ``_report`` (report.html),
 ``_training_report``; beside them ``_evaluation``
 (predictions files), ``_range`` (the LR range test), ``_runs`` (``sentune runs``), ``_storage`` (runs
-behind a URI).
+behind a URI), ``_optuna`` (a run's Optuna study and optuna-dashboard on it).
 """
 
 from sentune.metrics import split_figures
@@ -34,6 +34,13 @@ from sentune.results._layout import (
     STATUS_ERRORED,
     STATUS_RUNNING,
     STATUS_STOPPED,
+)
+from sentune.results._optuna import (
+    open_optuna_storage,
+    optuna_study_name,
+    optuna_target,
+    run_optuna_study,
+    serve_optuna_dashboard,
 )
 from sentune.results._range import lr_search_range, suggest_lr, write_range_test
 from sentune.results._recorder import RunRecorder
@@ -64,4 +71,5 @@ __all__ = [
     "write_evaluations", "write_reference", "importance_line", "read_importance", "write_importance",
     "study_stop_line", "second_chance_line",
     "compare_runs", "format_comparison", "paired_test", "winner_against",
+    "open_optuna_storage", "optuna_study_name", "optuna_target", "run_optuna_study", "serve_optuna_dashboard",
 ]  # fmt: skip

@@ -15,6 +15,7 @@ from here.
 ``training_report_<stamp>.csv`` a one-row summary of the best trial (the LSTM training script's columns)
 ``report.html``                 the report page
 ``importance.json``             which tuned options explain the metric (fANOVA, PED-ANOVA)
+``optuna.journal``              the Optuna study mirroring the sweep (``tracking: {optuna: true}``)
 ``heartbeat``                   a running driver's last beat (seconds since the epoch)
 ``lr_range.parquet`` / ``lr_range.png`` / ``lr_suggestion.json``  an LR range test's curve and suggestion
 ``tune/``, ``train/``, ``resume/``  Ray Tune's state, Ray Train's checkpoints, the trials' resume states
@@ -30,6 +31,7 @@ __all__ = [
     "LR_SUGGESTION", "RAY_FOLDERS", "SEQ", "SCHEMA_PART", "PART_NAME", "part_name", "predictions_file",
     "training_report_file", "REFERENCE_ID", "STATUS_COMPLETED", "STATUS_STOPPED", "STATUS_ERRORED",
     "STATUS_RUNNING", "ENDED", "ROLE_SAMPLED", "ROLE_BASELINE", "ROLE_WARM_START", "ROLE_CONFIRM", "ROLE_REFERENCE",
+    "OPTUNA_JOURNAL",
 ]  # fmt: skip
 
 RUN_INFO = "run.json"
@@ -45,6 +47,7 @@ BEST_CONFIG = "best_config.yaml"
 CLASSIFICATION_REPORT = "classification_report.csv"
 REPORT = "report.html"
 IMPORTANCE = "importance.json"
+OPTUNA_JOURNAL = "optuna.journal"  # Optuna's journal file of the study mirroring the sweep
 HEARTBEAT = "heartbeat"  # a running sweep's driver writes the time here every HEARTBEAT_EVERY_S
 HEARTBEAT_EVERY_S = 15.0
 LR_RANGE = "lr_range.parquet"

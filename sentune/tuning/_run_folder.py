@@ -49,6 +49,9 @@ def stored_spec(spec: JobSpec) -> dict:
     mlflow = (out.get("tracking") or {}).get("mlflow")
     if isinstance(mlflow, dict) and isinstance(mlflow.get("tracking_uri"), str):
         mlflow["tracking_uri"] = redact(mlflow["tracking_uri"])
+    optuna = spec.tracking.optuna
+    if isinstance(optuna, str):  # a journal file's path resolved, a database URL's credentials masked
+        out["tracking"]["optuna"] = redact(optuna) if "://" in optuna else str(Path(optuna).resolve())
     return out
 
 

@@ -31,6 +31,7 @@ from sentune.tuning._callback import (
 from sentune.tuning._confirm import confirm
 from sentune.tuning._factories import make_scheduler, to_tune
 from sentune.tuning._finish import finish, tag_best, trackers, wall_clock
+from sentune.tuning._optuna_mirror import optuna_mirror
 from sentune.tuning._plan import Extension, RunSummary, SweepPlan, make_plan
 from sentune.tuning._reconcile import completed_trials, drop_cut_confirmations, ended_by_stopper, interrupted, reconcile
 from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
@@ -131,6 +132,7 @@ class _Sweep:
     tuner: Any
     evaluator: Any = None  # a process importing the framework while the sweep runs, for the finish
     study: StudyStopper | None = None  # the job's ``stop:``: the sweep ends itself
+    mirror: Any = None  # the Optuna study mirroring the record (tracking.optuna), also among the trackers
 
     @property
     def ended_itself(self) -> str | None:
@@ -250,7 +252,8 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
         resume_store(folder.resume_root, trial_id).mark_finished(status, recorder.last_result(trial_id))
 
     view = _view(plan, recorder, progress)
-    tracking = trackers(spec, folder.run_id)
+    mirror = optuna_mirror(plan, recorder)
+    tracking = trackers(spec, folder.run_id) + ([mirror] if mirror is not None else [])
     spend = BudgetStopper(spec.max_total_epochs, recorder.recorded_epochs())
     study = _study(plan, recorder)
     roles = _roles(plan, recorder)
@@ -262,7 +265,7 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     stoppers = [DiagnosticsStopper(tracker), spend, *([study] if study is not None else [])]
     tuner = build_tuner(plan, driver, callbacks=callbacks, scheduler=scheduler, stop=AllStoppers(*stoppers))
     evaluator = start_evaluator(plan.entry, gpus=res.gpus)
-    return _Sweep(driver, recorder, view, spend, tracking, tuner, evaluator, study)
+    return _Sweep(driver, recorder, view, spend, tracking, tuner, evaluator, study, mirror)
 
 
 def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
@@ -277,6 +280,8 @@ def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
     if why is not None:  # the budget or the stop rule ended the sweep: trials it cut stopped early, the rest never ran
         for tid in recorder.unended_trials():
             recorder.completed(tid, recorder.config_of(tid), reason=why)
+        if sweep.mirror is not None:
+            sweep.mirror.sync_all()
     recorder.close()
     if sweep.study is not None and sweep.study.spent:
         sampled = sum(1 for t in recorder.trials.values() if t.get("role") != "confirm")
@@ -300,6 +305,8 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
             confirm(plan, sweep.recorder, sweep.driver, sweep.trackers)
             stopped = interrupted(plan.spec, sweep.recorder, ended_itself=sweep.ended_itself is not None)
         t_finish = time.perf_counter()
+        if sweep.mirror is not None and not stopped:
+            sweep.mirror.sync_all(final=True)
         if stopped:
             plan.folder.set_status("interrupted", wall_seconds=wall_clock(t_start, plan))
             board = results.leaderboard(plan.run_dir) if sweep.recorder.trials else pd.DataFrame()
