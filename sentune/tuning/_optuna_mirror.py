@@ -34,6 +34,7 @@ from sentune.results import (
 )
 from sentune.search import Domain
 from sentune.tuning._plan import SweepPlan
+from sentune.tuning._trial import revived
 
 __all__ = ["OptunaMirror", "optuna_mirror"]
 
@@ -95,16 +96,16 @@ class OptunaMirror(Callback):
     # ---- Tune's events (the record has each already) ----
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._guarded(trial.trial_id)
+        self._guarded(revived(trial.trial_id, trial.config)[0])  # a second chance: the earlier trial
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._guarded(trial.trial_id)
+        self._guarded(revived(trial.trial_id, trial.config)[0])  # a second chance: the earlier trial
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._guarded(trial.trial_id)
+        self._guarded(revived(trial.trial_id, trial.config)[0])  # a second chance: the earlier trial
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._guarded(trial.trial_id)
+        self._guarded(revived(trial.trial_id, trial.config)[0])  # a second chance: the earlier trial
 
     # ---- the study ----
 
