@@ -63,3 +63,22 @@ def test_stopped_trials_go_on_where_they_stopped_within_the_budget(ray_local, ss
     history = fit(trainable, params, trainable.prepare(params, load_splits(job.data))).history
     alone = [h["val_loss"] for h in history[: went["to_epoch"]]]
     np.testing.assert_allclose(epochs[epochs.trial_id == tid].sort_values("epoch").val_loss, alone, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_forecast_promotion_runs_a_sweep_whose_rungs_compare_forecasts(ray_local, sst_dir, tmp_path):
+    from sentune.tuning import run_sweep
+
+    job = make_job(
+        sst_dir, tmp_path, name="forecast", num_samples=1, params=PARAMS,
+        search_space={"lr": {"grid": [3.0e-3, 1.0e-5, 2.0e-5, 3.0e-5]}},
+        scheduler={"type": "asha", "metric": "val_macro_f1", "mode": "max", "grace_period": 1,
+                   "reduction_factor": 2, "promote_on": "forecast"},
+    )  # fmt: skip
+    summary = run_sweep(job, run_id="r")
+    epochs = results.read_epochs(summary.run_dir)
+    assert {"forecast", "forecast_low", "forecast_high"} <= set(epochs.columns)
+    assert ((epochs.forecast_low <= epochs.forecast) & (epochs.forecast <= epochs.forecast_high)).all()
+    trials = results.read_trials(summary.run_dir)
+    assert len(trials) == 4 and (trials.status == "stopped_early").any()  # the rungs still cut
+    assert not summary.interrupted

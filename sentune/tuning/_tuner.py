@@ -90,6 +90,8 @@ def build_tuner(
         set_restored_configs(tuner, callbacks=callbacks, stop=stop, scheduler=scheduler)
         return tuner
     space, search_alg, samples = _search(plan, space, confirm_points)
+    if getattr(scheduler, "metric", None) is not None:  # promote_on: forecast: the scheduler ranks its own key
+        metric, mode = None, None  # (the searcher was given the job's metric itself)
     return tune.Tuner(
         driver,
         param_space=space,
