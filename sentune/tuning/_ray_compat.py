@@ -36,6 +36,7 @@ __all__ = [
     "missing_private_names",
     "ray_working_dir_limit",
     "scheduler_result",
+    "time_attr_of",
     "set_restored_configs",
     "warm_driver",
 ]
@@ -164,6 +165,11 @@ def warm_driver() -> None:
 
 
 # --- the schedulers' state that a resumed sweep rebuilds --------------------------------------------------
+
+
+def time_attr_of(scheduler) -> str:
+    """What a scheduler's rungs count (ASHA's, the median rule's ``time_attr``)."""
+    return scheduler._time_attr
 
 
 def scheduler_result(scheduler, time: int, value: float) -> dict:

@@ -27,7 +27,9 @@ from sentune.tuning._ray_compat import (
     asha_rung_counts,
     median_move_trial,
     scheduler_result,
+    time_attr_of,
 )
+from sentune.tuning._trial import revived_from
 
 __all__ = ["ReplayRow", "ResumableASHA", "ResumableFIFO", "ResumableMedian", "SeededPBT"]
 
@@ -112,6 +114,8 @@ class _Replayable(TrialScheduler):
     def on_trial_result(self, tune_controller, trial, result):
         if trial.trial_id in self._replay_ended:  # the uninterrupted sweep had ended it: it stays ended
             return TrialScheduler.STOP
+        if result.get(time_attr_of(self), 0) <= revived_from(trial.config):  # a second chance repeating a judged epoch
+            return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result):

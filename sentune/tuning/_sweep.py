@@ -29,12 +29,12 @@ from sentune.tuning._callback import (
     TrialRoles,
 )
 from sentune.tuning._confirm import confirm
-from sentune.tuning._factories import make_scheduler, to_tune
 from sentune.tuning._finish import finish, tag_best, trackers, wall_clock
 from sentune.tuning._optuna_mirror import optuna_mirror
 from sentune.tuning._plan import Extension, RunSummary, SweepPlan, make_plan
-from sentune.tuning._reconcile import completed_trials, drop_cut_confirmations, ended_by_stopper, interrupted, reconcile
+from sentune.tuning._reconcile import drop_cut_confirmations, interrupted, reconcile
 from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
+from sentune.tuning._scheduling import sweep_scheduler
 from sentune.tuning._second_chance import second_chances
 from sentune.tuning._signals import sigterm_as_sigint
 from sentune.tuning._tasks import range_test_on_cluster, start_evaluator, stop_evaluator
@@ -140,16 +140,6 @@ class _Sweep:
         return "budget" if self.spend.spent else "study" if self.study is not None and self.study.spent else None
 
 
-def _pbt_mutations(spec: JobSpec) -> dict:
-    """What PBT resamples each tuned option from: a list for a choice (PBT then moves to a neighbouring
-    value, never outside it), Tune's domain for a range (resampled, or the value scaled by 0.8 / 1.2)."""
-    out = {}
-    for name in spec.tuned:
-        dom = spec.space[name]
-        out[name] = list(dom.args) if dom.kind == "choice" else to_tune({name: dom})[name]
-    return out
-
-
 def _recorder(plan: SweepPlan, tracker: DiagnosticsTracker):
     """The run's record: a new one, or (resuming) the one in the run folder, made to agree with the trials'
     resume checkpoints."""
@@ -164,33 +154,6 @@ def _recorder(plan: SweepPlan, tracker: DiagnosticsTracker):
     drop_cut_confirmations(recorder, plan.folder.resume_root)
     reconcile(recorder, plan.folder.resume_root)
     return recorder
-
-
-def _rung_metric(spec: JobSpec) -> dict | None:
-    """``promote_on: forecast``: ASHA's rungs compare each trial's forecast of the metric at max_t (reported with
-    every epoch) instead of the metric itself."""
-    if spec.scheduler.promote_on != "forecast":
-        return None
-    return {"metric": "forecast", "mode": spec.scheduler.direction.mode}
-
-
-def _scheduler(plan: SweepPlan, recorder):
-    spec = plan.spec
-    scheduler = make_scheduler(
-        spec.scheduler.type,
-        max_t=spec.scheduler.max_t or spec.epochs_max,
-        grace_period=spec.scheduler.grace_period,
-        reduction_factor=spec.scheduler.reduction_factor,
-        mutations=_pbt_mutations(spec),
-        perturbation_interval=spec.scheduler.perturbation_interval,
-        seed=spec.seed,
-        rung_metric=_rung_metric(spec),
-    )
-    if plan.restore:  # Tuner.restore brings back the searcher's state but not the scheduler's (ray#30838)
-        key = "forecast" if spec.scheduler.promote_on == "forecast" else None
-        scheduler.replay_later(recorder.replay_rows(key), completed=completed_trials(recorder),
-                               ended_by_stopper=ended_by_stopper(recorder))  # fmt: skip
-    return scheduler
 
 
 def _view(plan: SweepPlan, recorder, progress: str) -> SweepProgress:
@@ -246,7 +209,7 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     )  # fmt: skip
     tracker = DiagnosticsTracker(spec.diagnostics, plan.splits.dev.class_counts().tolist(), plan.splits.label_names)
     recorder = _recorder(plan, tracker)
-    scheduler = _scheduler(plan, recorder)
+    scheduler = sweep_scheduler(plan, recorder, replay=plan.restore)
 
     def mark_finished(trial_id: str, status: str) -> None:  # a restarted driver of this trial returns at once
         resume_store(folder.resume_root, trial_id).mark_finished(status, recorder.last_result(trial_id))

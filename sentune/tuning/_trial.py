@@ -29,25 +29,34 @@ __all__ = [
     "resume_store",
     "revive_mark",
     "revived",
+    "revived_from",
     "scaling_kwargs",
     "trial_resources",
 ]
 
-# a config key (never an option): ``"<trial id>@<epoch>"``: this Tune trial continues that earlier trial from
-# its resume checkpoint up to that epoch (a second chance); the record keeps it under the earlier id
+# a config key (never an option): ``"<trial id>@<from>@<until>"``: this Tune trial continues that earlier trial,
+# which had trained ``from`` epochs, from its resume checkpoint up to epoch ``until`` (a second chance); the
+# record keeps it under the earlier id
 REVIVE = "__sentune_revive__"
 
 
-def revive_mark(trial_id: str, until: int) -> str:
-    return f"{trial_id}@{int(until)}"
+def revive_mark(trial_id: str, start: int, until: int) -> str:
+    return f"{trial_id}@{int(start)}@{int(until)}"
 
 
-def _mark(config: dict) -> tuple[str, int] | None:
+def _mark(config: dict) -> tuple[str, int, int] | None:
     mark = config.get(REVIVE)
-    if not isinstance(mark, str) or "@" not in mark:
+    if not isinstance(mark, str) or mark.count("@") < 2:
         return None
-    trial, _, until = mark.rpartition("@")
-    return trial, int(until)
+    trial, start, until = mark.rsplit("@", 2)
+    return trial, int(start), int(until)
+
+
+def revived_from(config: dict) -> int:
+    """The epochs a revived trial had trained before its second chance (0: not a revived trial): its results
+    up to there repeat what the scheduler judged already."""
+    mark = _mark(config)
+    return 0 if mark is None else mark[1]
 
 
 def revived(trial_id: str, config: dict) -> tuple[str, dict]:
@@ -226,7 +235,7 @@ def make_trial_driver(
         import ray.tune
 
         mark = _mark(config)
-        until = None if mark is None else mark[1]
+        until = None if mark is None else mark[2]
         trial, config = revived(ray.tune.get_context().get_trial_id(), config)
         store = resume_store(resume_root, trial, failure)
         if until is not None:

@@ -74,7 +74,8 @@ def build_tuner(
 
     _quiet_tune()
     spec = plan.spec
-    metric, mode = spec.scheduler.metric, spec.scheduler.direction.mode
+    metric: str | None = spec.scheduler.metric
+    mode: str | None = spec.scheduler.direction.mode
     space = to_tune(spec.space)
     name = name or plan.folder.tuner
     if plan.restore and confirm_points is None and plan.extend is None:
