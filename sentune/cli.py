@@ -146,6 +146,7 @@ def _cmd_results(args) -> int:
         comparison_line,
         format_budget,
         format_leaderboard,
+        gpu_fraction_line,
         importance_line,
         read_importance,
         resolve_run_dir,
@@ -159,6 +160,8 @@ def _cmd_results(args) -> int:
     if line:
         print(line)
     print(importance_line(read_importance(view)))
+    if fit := gpu_fraction_line(view):  # a GPU run: the gpus: share its peak memory fits
+        print(fit)
     return 0
 
 

@@ -21,6 +21,7 @@ from sentune.results._format import (
     format_budget,
     format_leaderboard,
     format_table,
+    gpu_fraction_line,
     second_chance_line,
     study_stop_line,
 )
@@ -69,7 +70,7 @@ __all__ = [
     "HEARTBEAT", "HEARTBEAT_EVERY_S", "list_runs", "run_status", "best_baseline", "budget", "comparison_line",
     "format_budget", "example_predictions", "read_evaluations", "read_reference", "split_figures",
     "write_evaluations", "write_reference", "importance_line", "read_importance", "write_importance",
-    "study_stop_line", "second_chance_line",
+    "study_stop_line", "second_chance_line", "gpu_fraction_line",
     "compare_runs", "format_comparison", "paired_test", "winner_against",
     "open_optuna_storage", "optuna_study_name", "optuna_target", "run_optuna_study", "serve_optuna_dashboard",
 ]  # fmt: skip

@@ -15,7 +15,12 @@ from sentune.results._tables import cell_text
 from sentune.results._view import RunLike, RunView
 
 __all__ = ["format_table", "format_leaderboard", "format_budget", "comparison_line", "second_chance_line",
-           "study_stop_line"]  # fmt: skip
+           "study_stop_line", "gpu_fraction_line", "suggest_gpu_fraction", "GPU_FRACTIONS"]  # fmt: skip
+
+# the ``gpus:`` shares suggested, from a whole device down (n trials or workers per device: 1/n)
+GPU_FRACTIONS = (1.0, 0.5, 0.25, 0.2, 0.125, 0.1, 0.0625)
+_HEADROOM = 1.25  # the measured peak grows with a longer batch, a larger lr's activations, fragmentation...
+_CONTEXT_MB = 512.0  # each process's CUDA context and allocator cache, beyond the tensors the peak counts
 
 
 def _fit_columns(columns: list, sizes: dict, width: int) -> tuple[list, list]:
@@ -147,3 +152,45 @@ def second_chance_line(info: dict) -> str:
 
     each = ", ".join(one(t, r) for t, r in revived.items())
     return f"second chances: {len(revived)} stopped trials went on ({spent}): {each}"
+
+
+def suggest_gpu_fraction(peak_mb: float, device_mb: float) -> float | None:
+    """The smallest ``gpus:`` share of :data:`GPU_FRACTIONS` (the most trials per device) whose part of a
+    device of ``device_mb`` MiB holds a trial that peaked at ``peak_mb`` MiB, with headroom (the peak x 1.25,
+    + 512 MiB for the process's CUDA context); None when not even a whole device does."""
+    need = peak_mb * _HEADROOM + _CONTEXT_MB
+    fits = [f for f in GPU_FRACTIONS if f * device_mb >= need]
+    return min(fits) if fits else None
+
+
+def _used_gpus(info: dict) -> float | None:
+    try:
+        return float(((info.get("spec") or {}).get("resources") or {}).get("gpus") or 0) or None
+    except (AttributeError, TypeError, ValueError):  # a run.json edited by hand
+        return None
+
+
+def gpu_fraction_line(run: RunLike) -> str:
+    """On a run that trained on GPUs: the largest peak memory of a trial's worker against the devices' and the
+    ``gpus:`` share that fits it (:func:`suggest_gpu_fraction`); empty for a CPU run (or one recorded before
+    the record kept memory)."""
+    view = RunView.of(run)
+    trials = view.trials
+    if "peak_mem_mb" not in trials or "device_mem_mb" not in trials:
+        return ""
+    devices = pd.to_numeric(trials["device_mem_mb"], errors="coerce")
+    peaks = pd.to_numeric(trials["peak_mem_mb"], errors="coerce")[devices.notna()].dropna()
+    if peaks.empty:
+        return ""
+    peak, device = float(peaks.max()), float(devices.min())
+    head = (f"GPU memory: the largest trial peaked at {peak:,.0f} MiB a worker (of {len(peaks)} trials on GPUs), "
+            f"on devices of {device:,.0f} MiB")  # fmt: skip
+    fraction = suggest_gpu_fraction(peak, device)
+    if fraction is None:
+        return head + f": not even gpus: 1 leaves the headroom (the peak x {_HEADROOM:g} + {_CONTEXT_MB:.0f} MiB)"
+    used = _used_gpus(view.info)
+    ran = f"; this run used gpus: {used:g}" if used else ""
+    return (
+        head + f": gpus: {fraction:g} fits by memory ({round(1 / fraction)} per device, the peak x "
+        f"{_HEADROOM:g} + {_CONTEXT_MB:.0f} MiB each){ran}"
+    )

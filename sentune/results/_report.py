@@ -22,7 +22,7 @@ import pandas as pd
 
 from sentune import metrics
 from sentune.results._compare import against_lines, winner_against
-from sentune.results._format import format_budget, second_chance_line, study_stop_line
+from sentune.results._format import format_budget, gpu_fraction_line, second_chance_line, study_stop_line
 from sentune.results._importance import importance_line, read_importance
 from sentune.results._layout import REPORT, STATUS_ERRORED, STATUS_STOPPED, predictions_file
 from sentune.results._store import write_text
@@ -252,7 +252,8 @@ def _saved(trials: pd.DataFrame) -> list[str]:
 
 def _ended(view: RunView) -> list[str]:
     out = []
-    for pid, line in (("study-stop", study_stop_line(view.info)), ("second-chances", second_chance_line(view.info))):
+    for pid, line in (("study-stop", study_stop_line(view.info)), ("second-chances", second_chance_line(view.info)),
+                      ("gpu-fraction", gpu_fraction_line(view))):  # fmt: skip
         if line:
             out.append(f'<p id="{pid}">{html.escape(line[0].upper() + line[1:])}.</p>')
     return out

@@ -118,6 +118,7 @@ class TrialTable:
                 t["checkpoint_path"] = r["checkpoint_path"]
         if peak_checkpoint:  # the checkpoint that came with the peak (PBT's trials report one every epoch)
             t["checkpoint_path"] = peak_checkpoint
+        t.update(memory_of(epoch_rows))
         if self.summary is not None:
             t.update(self.summary(epoch_rows))
 
@@ -171,6 +172,14 @@ def _number(value: Any) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return float(value)
+
+
+def memory_of(rows: list[dict]) -> dict:
+    """A trial's ``peak_mem_mb`` (the most any of its epochs reported: a GPU's peak, or the process's peak RSS
+    on the CPU) and ``device_mem_mb`` (the smallest GPU it reported; None on the CPU), in MiB."""
+    peaks = [v for v in (_number(r.get("peak_mem_mb")) for r in rows) if v is not None]
+    devices = [v for v in (_number(r.get("device_mem_mb")) for r in rows) if v is not None and v > 0]
+    return {"peak_mem_mb": max(peaks) if peaks else None, "device_mem_mb": min(devices) if devices else None}
 
 
 def trial_seconds(rows: list[dict]) -> float:

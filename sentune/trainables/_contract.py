@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sentune.trainables._device import process_peak_rss_mb
 from sentune.trainables._params import CoreParams
 from sentune.trainables._resume import ResumeStore
 
@@ -99,6 +100,10 @@ class LoopContext:
     # end the run cleanly after this epoch (its resume state written), e.g. a second chance that trains to the
     # next rung; None: train every epoch
     stop_after: int | None = None
+    # the GPU ids Ray assigned this worker (also when its device is the CPU: a logical GPU) and its node; for
+    # the record (``gpu_ids``, ``worker_node_ids``): empty and None outside Ray
+    gpu_ids: list[int] = field(default_factory=list)
+    node_id: str | None = None
 
 
 @dataclass
@@ -138,6 +143,11 @@ class LoopHooks(ABC):
 
     def end_epoch(self) -> None:  # noqa: B027 (optional hook)
         """After an epoch's last step, before evaluation (e.g. average BatchNorm statistics)."""
+
+    def memory_mb(self) -> tuple[float, float | None]:
+        """(this worker's peak memory so far, its device's memory), in MiB: on a GPU the framework's peak of
+        this run and the device's size; by default (the CPU) the process's peak RSS and None."""
+        return process_peak_rss_mb(), None
 
     @abstractmethod
     def evaluate(self, split: str) -> tuple[float, np.ndarray]:

@@ -31,6 +31,7 @@ from sentune.trainables._common import (
     warmup_cosine,
 )
 from sentune.trainables._contract import FitResult, LoopContext, LoopHooks, ModelTrainable, PreparedData
+from sentune.trainables._device import gather_devices, gather_memory
 from sentune.trainables._params import CoreParams
 from sentune.trainables._resume import ResumeState, write_train_state
 
@@ -97,6 +98,7 @@ class _RunState:
     pos: int = 0
     partial: dict | None = None
     resumed_at: int = 0  # the epoch a resumed run went on from (reported; 0: a fresh run)
+    devices: dict = field(default_factory=dict)  # every epoch's device columns: gpu_ids, worker_node_ids
 
     @classmethod
     def start(cls, monitor: str, saved: ResumeState | None) -> _RunState:
@@ -142,6 +144,7 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
     if saved is not None:
         hooks.load_train_state(saved.train)
     run = _RunState.start(params.monitor, saved)
+    run.devices = _devices(loop)
     for epoch in range(run.next_epoch, params.epochs + 1):
         trained = _train_epoch(loop, run, epoch)
         _report_epoch(loop, run, _epoch_metrics(loop, run, trained))
@@ -202,8 +205,29 @@ def _epoch_metrics(loop: _Loop, run: _RunState, trained: _TrainedEpoch) -> dict:
         lr_scale=loop.hooks.lr_scale,
     )
     metrics["resumed_at_epoch"] = run.resumed_at
+    metrics.update(run.devices)
+    metrics.update(_memory(loop))
     metrics.update(_forecast(loop, run, metrics))
     return metrics
+
+
+def _devices(loop: _Loop) -> dict:
+    """The run's device columns: ``gpu_ids`` (every worker's GPU ids as Ray assigned them, in rank order;
+    [] on the CPU) and ``worker_node_ids`` (every worker's node, in rank order, comma-separated; under Ray)."""
+    ctx = loop.ctx
+    ids, nodes = gather_devices(loop.hooks.all_reduce_sum, ctx.world_size, ctx.rank, ctx.gpu_ids, ctx.node_id)
+    out: dict = {"gpu_ids": ids}
+    if any(nodes):
+        out["worker_node_ids"] = ",".join(n or "" for n in nodes)
+    return out
+
+
+def _memory(loop: _Loop) -> dict:
+    """``peak_mem_mb`` (the largest worker's peak so far: the GPU's on a GPU, else the process's peak RSS) and,
+    on a GPU, ``device_mem_mb`` (the smallest worker's device), in MiB."""
+    peak, device = loop.hooks.memory_mb()
+    peak, device = gather_memory(loop.hooks.all_reduce_sum, loop.ctx.world_size, loop.ctx.rank, peak, device)
+    return {"peak_mem_mb": peak} if device is None else {"peak_mem_mb": peak, "device_mem_mb": device}
 
 
 def _forecast(loop: _Loop, run: _RunState, metrics: dict) -> dict:

@@ -86,6 +86,10 @@ class LlamaTorchParams(CoreParams):
     max_len: int = Field(64, gt=0, le=8192)
     pooling: Literal["last", "mean"] = "last"
     hidden_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # on a CUDA device: autocast to bfloat16, or float16 with a gradient scaler; TF32 float32 matmuls (GPUs
+    # that have them). No-ops on the CPU.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    tf32: bool = True
 
     @field_validator("backbone")
     @classmethod

@@ -8,6 +8,7 @@ runs the same loop inside Ray Train's ``TorchTrainer`` (DDP).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sentune._log import log_line
+from sentune._log import log_line, warn
 from sentune._paths import cache_dir
 from sentune.trainables import _driver
 from sentune.trainables._backbones import (
@@ -43,6 +44,7 @@ from sentune.trainables._contract import (
     SplitArrays,
     TextPredictor,
 )
+from sentune.trainables._device import ray_devices
 from sentune.trainables._hooks_base import SharedHooks
 from sentune.trainables._params import LlamaTorchParams
 
@@ -207,44 +209,84 @@ def loss_fn(logits, target, *, kind: str, alpha: torch.Tensor | None, gamma: flo
 # --------------------------------------------------------------------------- one run
 
 
-def _tensors(split: SplitArrays, idx, device, features: bool):
-    y = torch.from_numpy(split.y[idx]).to(device)
+def _to(array: np.ndarray, device, pin: bool) -> torch.Tensor:
+    """A batch onto its device; ``pin``: through pinned host memory, copied without blocking (a GPU)."""
+    t = torch.from_numpy(array)
+    return t.pin_memory().to(device, non_blocking=True) if pin else t.to(device)
+
+
+def _tensors(split: SplitArrays, idx, device, features: bool, pin: bool = False):
+    y = _to(split.y[idx], device, pin)
     if features:
-        return torch.from_numpy(split.x[idx]).to(device), None, y
+        return _to(split.x[idx], device, pin), None, y
     assert split.lengths is not None  # token ids always come with their lengths
     lens = split.lengths[idx]
     width = int(lens.max())
-    x = torch.from_numpy(split.x[idx, :width].astype(np.int64)).to(device)
-    return x, torch.from_numpy(lens.astype(np.int64)).to(device), y
+    x = _to(split.x[idx, :width].astype(np.int64), device, pin)
+    return x, _to(lens.astype(np.int64), device, pin), y
 
 
 @torch.no_grad()
-def _logits(model, split: SplitArrays, data: LlamaData, device, batch_size: int = 64) -> torch.Tensor:
-    """The model's logits [N, C] for every row of a split (eval mode, batched by length), on the CPU."""
+def _logits(
+    model, split: SplitArrays, data: LlamaData, device, batch_size: int = 64, *, autocast=contextlib.nullcontext
+) -> torch.Tensor:
+    """The model's logits [N, C] for every row of a split (eval mode, batched by length), on the CPU;
+    ``autocast``: the context each batch's forward pass runs in (a run's precision)."""
     model.eval()
     out = torch.zeros((len(split.y), data.num_classes), dtype=torch.float32)
     lengths = split.lengths if split.lengths is not None else np.zeros(len(split.y))
     for idx in _batches_by_length(lengths, max(batch_size, 64)):
         x, lens, _ = _tensors(split, idx, device, data.features)
-        out[torch.from_numpy(idx)] = model(x, lens).float().cpu()
+        with autocast():
+            out[torch.from_numpy(idx)] = model(x, lens).float().cpu()
     return out
 
 
-def _all_reduce_sum(values: np.ndarray) -> np.ndarray:
-    """Sum over the torch.distributed process group (DDP's)."""
+def _all_reduce_sum(values: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Sum over the torch.distributed process group (DDP's); through the GPU under NCCL, which takes no CPU
+    tensors."""
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.to(device)
     dist.all_reduce(t)
-    return t.numpy()
+    return t.cpu().numpy()
+
+
+class _Precision:
+    """A run's precision on its device: on CUDA, ``bf16`` autocasts to bfloat16, ``fp16`` to float16 with a
+    GradScaler, and float32 matmuls may use TF32 (``tf32``); ``fp32`` trains as it always did. On the CPU
+    every one of them is a no-op (one line says so when the run asked for bf16 or fp16)."""
+
+    def __init__(self, params: LlamaTorchParams, device: str, *, note: bool):
+        self.cuda = torch.device(device).type == "cuda"
+        self.dtype: torch.dtype | None = None
+        if self.cuda:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = params.tf32
+            self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(params.precision)
+            if self.dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                self.dtype = None
+                if note:
+                    warn("precision bf16: this GPU has no bfloat16; training in fp32")
+        elif note and params.precision != "fp32":
+            warn(f"precision {params.precision}: a no-op on the CPU (as are TF32 and pinned memory); training in fp32")
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype is torch.float16 else None
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
 
 
 class _TorchHooks(SharedHooks):
     """Model (wrapped for DDP), AdamW at the scaled lr, the loss options and one optimizer step."""
 
     def __init__(self, params: LlamaTorchParams, data: LlamaData, ctx: LoopContext):
-        super().__init__(params, data, ctx, framework_sum=_all_reduce_sum if ctx.world_size > 1 else None)
+        framework_sum = partial(_all_reduce_sum, device=ctx.device) if ctx.world_size > 1 else None
+        super().__init__(params, data, ctx, framework_sum=framework_sum)
         self.params, self.data, self.device = params, data, ctx.device
+        self.amp = _Precision(params, ctx.device, note=ctx.rank == 0)
+        if self.amp.cuda:  # this run's peak (a reused process ran other trials before)
+            torch.cuda.reset_peak_memory_stats(torch.device(ctx.device))
         torch.manual_seed(params.seed + 7919 * ctx.rank)
         self.model = build_model(params, data).to(ctx.device)
         self.train_model = ctx.wrap_model(self.model)
@@ -267,18 +309,43 @@ class _TorchHooks(SharedHooks):
         self.train_model.train()
 
     def step(self, idx):
-        x, lens, y = _tensors(self.data.splits["train"], idx, self.device, self.data.features)
-        logits = self.train_model(x, lens)
-        loss = loss_fn(logits, y, **self.loss_kw)
+        x, lens, y = _tensors(self.data.splits["train"], idx, self.device, self.data.features, pin=self.amp.cuda)
+        with self.amp.autocast():
+            logits = self.train_model(x, lens)
+            loss = loss_fn(logits, y, **self.loss_kw)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = float(torch.nn.utils.clip_grad_norm_(self.trained_params, self.params.grad_clip or float("inf")))
-        self.optimizer.step()
+        norm = self._backward(loss)
         correct = float((logits.detach().argmax(-1) == y).sum())
         return float(loss.detach()) * len(idx), correct, norm
 
+    def _backward(self, loss) -> float:
+        """Gradients, clipped, and the optimizer step (fp16: through the GradScaler, which skips a step whose
+        gradients overflowed); returns the gradient norm before clipping."""
+        clip = self.params.grad_clip or float("inf")
+        scaler = self.amp.scaler
+        if scaler is None:
+            loss.backward()
+            norm = float(torch.nn.utils.clip_grad_norm_(self.trained_params, clip))
+            self.optimizer.step()
+            return norm
+        scaler.scale(loss).backward()
+        scaler.unscale_(self.optimizer)
+        norm = float(torch.nn.utils.clip_grad_norm_(self.trained_params, clip))
+        scaler.step(self.optimizer)
+        scaler.update()
+        return norm
+
+    def memory_mb(self) -> tuple[float, float | None]:
+        """On a GPU: the most this run's tensors held at once and the device's memory; else the process's peak."""
+        if not self.amp.cuda:
+            return super().memory_mb()
+        device = torch.device(self.device)
+        peak, total = torch.cuda.max_memory_allocated(device), torch.cuda.get_device_properties(device).total_memory
+        return round(peak / 2**20, 1), round(total / 2**20, 1)
+
     def evaluate(self, split: str):
-        logits = _logits(self.model, self.data.splits[split], self.data, self.device, self.params.batch_size)
+        logits = _logits(self.model, self.data.splits[split], self.data, self.device, self.params.batch_size,
+                         autocast=self.amp.autocast)  # fmt: skip
         kw = dict(self.loss_kw, alpha=None if self.loss_kw["alpha"] is None else self.loss_kw["alpha"].cpu())
         return float(loss_fn(logits, torch.from_numpy(self.data.splits[split].y), **kw)), logits.argmax(-1).numpy()
 
@@ -291,12 +358,15 @@ class _TorchHooks(SharedHooks):
 
     def train_state(self) -> dict:
         cuda = self.device.startswith("cuda") and torch.cuda.is_available()
-        return {
+        state = {
             "model": self.snapshot(),
             "optimizer": self.optimizer.state_dict(),  # written at once by the resume store (npz + JSON)
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
         }
+        if self.amp.scaler is not None:  # fp16: the loss scale and its growth tracker go on from here
+            state["scaler"] = self.amp.scaler.state_dict()
+        return state
 
     def load_train_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -306,6 +376,8 @@ class _TorchHooks(SharedHooks):
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.amp.scaler is not None and state.get("scaler"):
+            self.amp.scaler.load_state_dict(state["scaler"])
 
     def write_checkpoint(self, folder: Path, state: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -442,9 +514,9 @@ class LlamaTorch(ModelTrainable):
             torch.set_num_threads(max(1, cpus))
         # DDP for a worker group; one worker's model just moves to its device (in _TorchHooks)
         wrap = (lambda m: ray.train.torch.prepare_model(m)) if world_size > 1 else (lambda m: m)
-        return LoopContext(
-            world_size=world_size, rank=rank, device=str(device), cpus=cpus, report=report, wrap_model=wrap
-        )
+        gpu_ids, node_id = ray_devices()  # for the record: the ids Ray assigned, also where CUDA is missing
+        return LoopContext(world_size=world_size, rank=rank, device=str(device), cpus=cpus, report=report,
+                           wrap_model=wrap, gpu_ids=gpu_ids, node_id=node_id)  # fmt: skip
 
     def warm_up(self) -> None:
         import transformers  # noqa: F401 (the decoder a checkpoint is built on comes from it)

@@ -38,6 +38,7 @@ from sentune.trainables._contract import (  # noqa: E402
     SplitArrays,
     TextPredictor,
 )
+from sentune.trainables._device import ray_devices  # noqa: E402
 from sentune.trainables._hooks_base import SharedHooks  # noqa: E402
 from sentune.trainables._lstm_data import (  # noqa: E402
     OOV_ID,
@@ -192,6 +193,17 @@ def make_strategy(world_size: int, *, cpus: int | None = None, gpus: bool = True
     return tf.distribute.get_strategy()
 
 
+def _reset_gpu_peak() -> str | None:
+    """The GPU this process trains on ("GPU:0"), its peak memory count reset (this run's peak); None on the CPU."""
+    if not tf.config.get_visible_devices("GPU"):
+        return None
+    try:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    except (ValueError, RuntimeError):
+        return None
+    return "GPU:0"
+
+
 def _make_train_step(model, optimizer, strategy, loss_kw, grad_clip: float | None, max_len: int):
     replicas = strategy.num_replicas_in_sync
     variables = model.trainable_variables
@@ -274,6 +286,17 @@ class _TfHooks(SharedHooks):
             self.model, self.optimizer, strategy, self.loss_kw, params.grad_clip, data.max_len
         )
         self.probs_fn = _make_probs_fn(self.model, data.max_len)
+        self.gpu = _reset_gpu_peak()
+
+    def memory_mb(self) -> tuple[float, float | None]:
+        """On a GPU: TensorFlow's peak of this run (its device's size is not known to TensorFlow); else the
+        process's peak RSS."""
+        if self.gpu is None:
+            return super().memory_mb()
+        try:
+            return round(tf.config.experimental.get_memory_info(self.gpu)["peak"] / 2**20, 1), None
+        except (ValueError, RuntimeError):
+            return super().memory_mb()
 
     def set_lr(self, lr: float) -> None:
         self.optimizer.learning_rate = lr
@@ -416,7 +439,9 @@ class LstmTf(ModelTrainable):
         # MultiWorkerMirroredStrategy for several workers (TF_CONFIG set by the TensorflowTrainer): made
         # first, before any other TensorFlow op; the loop builds its cross-worker sum from it
         strategy = make_strategy(world_size, cpus=cpus, gpus=use_gpu)
-        return LoopContext(world_size=world_size, rank=rank, cpus=cpus, report=report, strategy=strategy)
+        gpu_ids, node_id = ray_devices()
+        return LoopContext(world_size=world_size, rank=rank, cpus=cpus, report=report, strategy=strategy,
+                           gpu_ids=gpu_ids, node_id=node_id)  # fmt: skip
 
     def use_cpus(self, cpus: int) -> str:
         os.environ["SENTUNE_TF_THREADS"] = str(cpus)
