@@ -105,6 +105,10 @@ class ResourcesConfig(_Strict):
     gpus: float = Field(0.0, ge=0)
     workers_per_trial: int = Field(1, ge=1)
     max_concurrent_trials: int | None = Field(None, ge=1)
+    memory_gb: float | None = Field(None, gt=0)  # per worker: Ray reserves it (logical, as CPUs and GPUs)
+    # where a trial's workers go (Ray placement-group strategies): all on as few nodes as fit (pack), or one
+    # per node where there are enough nodes (spread); both soft, as in Ray
+    placement: Literal["pack", "spread"] = "pack"
 
     @model_validator(mode="after")
     def _gpu_fraction(self):

@@ -50,6 +50,8 @@ __all__ = [
     "dashboard_url",
     "connect",
     "check_dashboard",
+    "check_cluster_fits",
+    "autoscaler_configured",
     "submit_job",
     "job_status",
     "job_logs",
@@ -551,11 +553,63 @@ def _require_uploaded(plan: UploadPlan, rel: str, what: str) -> None:
         )
 
 
-def _send(plan: UploadPlan, *, address: str | None, name: str, command: str, metadata: dict) -> tuple[str, str]:
-    """Stage the planned files, connect, submit; returns (submission id, dashboard job URL)."""
+# ---- does the job fit the cluster? ------------------------------------------------------------------------
+
+
+def _get_json(url: str, token: Token | None) -> dict | None:
+    """An authenticated GET's JSON ``data``; None when the dashboard does not answer it (the check is then left
+    to the driver)."""
+    import requests
+
+    try:
+        r = requests.get(url, headers=_headers(token), timeout=_TIMEOUT_S)
+        return r.json().get("data") if r.status_code == 200 else None
+    except (requests.exceptions.RequestException, ValueError, AttributeError):
+        return None
+
+
+def autoscaler_configured(cluster_status: dict) -> bool:
+    """From the dashboard's ``/api/cluster_status`` data: may an autoscaler add nodes to this cluster? A cluster of
+    ``ray start`` nodes runs Ray's read-only provider, whose node types are the nodes themselves (``node_<id>``);
+    an autoscaler's are its config's (``gpu_worker``, ...). Nothing said: it may."""
+    report = (cluster_status.get("clusterStatus") or {}).get("autoscalerReport") or {}
+    types = [str(t) for t in (report.get("nodeTypeMapping") or {}).values()]
+    return not types or not all(re.fullmatch(r"node_[0-9a-f]+", t) for t in types)
+
+
+def check_cluster_fits(resources, job: str, *, address: str | None = None, token: Token | None = None) -> bool:
+    """Refuse (one ConfigError line) a job whose trial the live cluster's nodes cannot hold, read from the State
+    API's node list (``/api/v0/nodes``: each node's ``resources_total``); True if it checked. A cluster that
+    autoscales, or a dashboard that does not list its nodes, leaves the check to the driver's start."""
+    from sentune.tuning._placement import check_fits, nodes_from_state_api, placement_note
+
+    url = dashboard_url(address)
+    data = _get_json(f"{url}/api/v0/nodes?limit=10000", token)
+    records = ((data or {}).get("result") or {}).get("result")
+    nodes = nodes_from_state_api(records) if isinstance(records, list) else []
+    if not nodes:
+        log_line(f"{redact(url)} lists no nodes: the job's driver checks that its trials fit when it starts")
+        return False
+    if autoscaler_configured(_get_json(f"{url}/api/cluster_status", token) or {}):
+        log_line(f"{redact(url)} autoscales: the job's driver checks that its trials fit the node types it may add")
+        return False
+    check_fits(resources, nodes, job=job)
+    note = placement_note(resources, nodes)
+    if note:
+        log_line(f"job {job}: {note}")
+    return True
+
+
+def _send(
+    plan: UploadPlan, *, address: str | None, name: str, command: str, metadata: dict, resources=None
+) -> tuple[str, str]:
+    """Stage the planned files, connect, check that the job's trials fit the cluster (``resources``: the job's
+    ``resources:``; None: no check), submit; returns (submission id, dashboard job URL)."""
     with tempfile.TemporaryDirectory(prefix="sentune-upload-") as tmp:
         staged = stage_upload(plan, tmp)
         client = connect(address)
+        if resources is not None:
+            check_cluster_fits(resources, name, address=address, token=find_token())
         sid = _submission_id(name)
         shown = redact(dashboard_url(address))
         try:
@@ -591,8 +645,9 @@ def submit_job(
     In this order, nothing reaching the cluster before the last step: the job (and its data files) are
     validated, the upload is listed (:func:`plan_upload`) and checked against Ray's size limit
     (``max_upload_bytes``, default :func:`upload_limit`), the listed files are staged, then the cluster
-    is contacted. It runs ``sentune run JOB --storage STORAGE`` in the uploaded folder. Results must go
-    to a path every node and the user can read: an absolute shared path or a URI.
+    is contacted: its live nodes must hold a trial (:func:`check_cluster_fits`), then the job goes. It runs
+    ``sentune run JOB --storage STORAGE`` in the uploaded folder. Results must go to a path every node and the
+    user can read: an absolute shared path or a URI.
     """
     from sentune.spec import load_job
 
@@ -627,7 +682,7 @@ def submit_job(
     # there. It is the only place they go; the metadata and every message get the redacted form.
     command = entrypoint_command(["sentune", "run", job, "--storage", storage])
     metadata = {"sentune_job": spec.name, "sentune_trainable": spec.trainable, "sentune_storage": redact(storage)}
-    return _send(plan, address=address, name=spec.name, command=command, metadata=metadata)
+    return _send(plan, address=address, name=spec.name, command=command, metadata=metadata, resources=spec.resources)
 
 
 def _run_job_name(run: str) -> str:

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # bench -> (seconds it may take, the figures line it must print: a line of stdout, matched from its start)
 BENCHES = {
     "asha_vs_fifo": (240, r"asha_vs_fifo: asha_wall_s=\S+ fifo_wall_s="),
+    "gpu_sweep": (240, r"gpu_sweep: wall_s=\S+ samples_per_s=\d+ bare_one=\d+ bare_four=\d+ peak_mem_mb=\S+$"),
     "lstm_epoch": (240, r"(lstm_epoch: \S+=|whole run: bare fit \S+ s, service )"),
     "overhead": (240, r"overhead: ratio=\S+ first_result_s="),
     "report_screenshot": (240, r"report_screenshot: (skipped \(no chromium|plots=\d+/\d+ hover_config=yes)"),

@@ -513,7 +513,8 @@ class LlamaTorch(ModelTrainable):
         if device.type == "cpu":
             torch.set_num_threads(max(1, cpus))
         # DDP for a worker group; one worker's model just moves to its device (in _TorchHooks)
-        wrap = (lambda m: ray.train.torch.prepare_model(m)) if world_size > 1 else (lambda m: m)
+        # (onto ``device``: Ray's own choice is a CUDA device even where a logical GPU has no CUDA behind it)
+        wrap = (lambda m: ray.train.torch.prepare_model(m, move_to_device=device)) if world_size > 1 else (lambda m: m)
         gpu_ids, node_id = ray_devices()  # for the record: the ids Ray assigned, also where CUDA is missing
         return LoopContext(world_size=world_size, rank=rank, device=str(device), cpus=cpus, report=report,
                            wrap_model=wrap, gpu_ids=gpu_ids, node_id=node_id)  # fmt: skip

@@ -3,7 +3,9 @@ checked data and its prepared copy on Ray, the run folder), and the summary a ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +19,9 @@ from sentune.errors import ConfigError, SentuneError
 from sentune.search import Domain
 from sentune.spec import JobSpec
 from sentune.trainables import TrainableEntry, get_trainable
+from sentune.tuning._placement import check_fits, nodes_from_ray, placement_note
 from sentune.tuning._ray_compat import check_ray, warm_driver
-from sentune.tuning._run_folder import RunFolder, unlock_run
+from sentune.tuning._run_folder import _LOCK_FILE, RunFolder, unlock_run
 from sentune.tuning._session import init_ray
 from sentune.tuning._tasks import prepare_on_cluster
 
@@ -99,21 +102,46 @@ def make_plan(
     extend: Extension | None = None,
     warm: Any = None,
 ) -> SweepPlan:
-    """Check the data (before Ray starts), open the run folder (a new run writes its run.json), start Ray and
-    prepare the data once there (a backbone that fails to load fails the job here, once, not every trial)."""
+    """Check the data and open the run folder (before Ray starts), start Ray and check that the cluster holds a
+    trial (a new run writes its run.json after that), and prepare the data once on Ray (a backbone that fails to
+    load fails the job here, once, not every trial)."""
     check_ray()  # an unsupported Ray fails here, in one line, before the run folder exists
     entry, splits = check_data(spec)
     folder.open()
     try:
-        plan = _prepare(spec, entry, splits, folder, address=address, verbose=verbose, restore=restore,
-                        earlier_seconds=earlier_seconds)  # fmt: skip
+        init_ray(address, verbose=verbose)
+        _fit_or_leave(spec, folder, restore)
+        plan = _prepare(spec, entry, splits, folder, restore=restore, earlier_seconds=earlier_seconds)
         return dataclasses.replace(plan, extend=extend, warm=warm)
     except BaseException:
         unlock_run(folder.run_dir)  # nothing ran: the next driver may take the run
         raise
 
 
-def _prepare(spec, entry, splits, folder, *, address, verbose, restore, earlier_seconds) -> SweepPlan:
+def _fit_or_leave(spec: JobSpec, folder: RunFolder, restore: bool) -> None:
+    """:func:`fit_cluster`; a new run it refuses leaves no run folder behind (nothing was written to it)."""
+    try:
+        fit_cluster(spec)
+    except ConfigError:
+        if not restore:
+            unlock_run(folder.run_dir)
+            with contextlib.suppress(OSError):
+                if {p.name for p in folder.run_dir.iterdir()} <= {_LOCK_FILE}:  # only its lock is there
+                    shutil.rmtree(folder.run_dir)
+        raise
+
+
+def fit_cluster(spec: JobSpec) -> None:
+    """Once Ray is up: refuse (one line) a job whose trial the cluster cannot hold; note a placement it cannot
+    keep."""
+    nodes = nodes_from_ray()
+    check_fits(spec.resources, nodes, job=spec.name)
+    note = placement_note(spec.resources, nodes)
+    if note:
+        log_line(f"job {spec.name}: {note}")
+
+
+def _prepare(spec, entry, splits, folder, *, restore, earlier_seconds) -> SweepPlan:
     if restore:
         folder.set_status("running")
     else:
@@ -123,7 +151,6 @@ def _prepare(spec, entry, splits, folder, *, address, verbose, restore, earlier_
         f"{len(splits.test) if splits.test else 0} train/dev/test rows, {len(splits.label_names)} classes; "
         f"results -> {folder.shown()}"
     )
-    init_ray(address, verbose=verbose)
     import ray
 
     t0 = time.perf_counter()

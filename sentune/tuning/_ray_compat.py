@@ -29,6 +29,7 @@ __all__ = [
     "asha_assign_bracket",
     "asha_forget_trial",
     "asha_rung_counts",
+    "autoscaler_node_types",
     "check_ray",
     "check_ray_version",
     "installed_ray_version",
@@ -89,6 +90,7 @@ def _has_instance_attribute(cls: type, name: str) -> bool:
 
 def _private_name_checks() -> list[tuple[str, Callable[[], bool]]]:
     """(what, does it hold) for each private name this module uses."""
+    from ray._private.state import GlobalState
     from ray.tune import Tuner
     from ray.tune.impl.tuner_internal import TunerInternal
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
@@ -113,6 +115,7 @@ def _private_name_checks() -> list[tuple[str, Callable[[], bool]]]:
         ("Tuner._local_tuner", lambda: _has_instance_attribute(Tuner, "_local_tuner")),
         ("TunerInternal._tune_config", lambda: _has_instance_attribute(TunerInternal, "_tune_config")),
         ("TunerInternal.get_run_config", lambda: callable(getattr(TunerInternal, "get_run_config", None))),
+        ("GlobalState.get_cluster_config", lambda: callable(getattr(GlobalState, "get_cluster_config", None))),
     ]
 
 
@@ -211,6 +214,23 @@ class MedianNeverPauses:
         from ray.tune.schedulers import TrialScheduler
 
         return TrialScheduler.CONTINUE
+
+
+# --- the cluster's size ------------------------------------------------------------------------------------
+
+
+def autoscaler_node_types() -> list[tuple[str, dict]]:
+    """(name, resources) of each node type the cluster's autoscaler may add (``max_count`` above 0), from the
+    cluster config it keeps in the GCS; [] on a cluster without an autoscaler (``ray start`` nodes)."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # no autoscaler state in this GCS, or another Ray: the live nodes are all there is
+        return []
+    if config is None:
+        return []
+    return [(g.name or "?", dict(g.resources)) for g in config.node_group_configs if g.max_count != 0]
 
 
 # --- job submission ----------------------------------------------------------------------------------------

@@ -69,4 +69,6 @@ def max_concurrent_trials(resources) -> int:
     total = ray.cluster_resources()
     by_cpu = total.get("CPU", 1) // (resources.cpus * resources.workers_per_trial)
     by_gpu = total.get("GPU", 0) // (resources.gpus * resources.workers_per_trial) if resources.gpus else math.inf
-    return max(1, int(min(by_cpu, by_gpu)))
+    memory = (resources.memory_gb or 0) * 1024**3 * resources.workers_per_trial
+    by_memory = total.get("memory", 0) // memory if memory else math.inf
+    return max(1, int(min(by_cpu, by_gpu, by_memory)))

@@ -205,7 +205,7 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
         plan.entry, plan.data_ref, workers=res.workers_per_trial, cpus=res.cpus, gpus=res.gpus,
         storage_path=results.join_uri(folder.ray_storage, "train"), resume_root=folder.resume_root,
         failure=spec.failure, job=spec.name, pbt=spec.scheduler.type == "pbt",
-        forecast_to=spec.scheduler.max_t or spec.epochs_max,
+        forecast_to=spec.scheduler.max_t or spec.epochs_max, memory_gb=res.memory_gb, placement=res.placement,
     )  # fmt: skip
     tracker = DiagnosticsTracker(spec.diagnostics, plan.splits.dev.class_counts().tolist(), plan.splits.label_names)
     recorder = _recorder(plan, tracker)

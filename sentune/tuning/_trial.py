@@ -81,10 +81,12 @@ def _reporter(rank: int, *, local: bool, tags: dict | None = None) -> Callable:
         import ray.train as to  # type: ignore[no-redef]
 
     node_id = ray.get_runtime_context().get_node_id()
+    gpu_ids = _device_ids(ray.get_gpu_ids())  # the devices Ray gave this worker ([] without GPUs)
 
     def report(metrics: dict, save):
         shown = {k: v for k, v in (tags or {}).items() if k != "trial"}
-        metrics = {**metrics, "node_id": node_id, **shown}  # which node rank 0 ran on
+        # which node rank 0 ran on, and its devices (a worker group's: every worker's, _WorkerGroupReport)
+        metrics = {**metrics, "node_id": node_id, "gpu_ids": gpu_ids, **shown}
         if save is not None and rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 save(Path(tmp))
@@ -95,6 +97,29 @@ def _reporter(rank: int, *, local: bool, tags: dict | None = None) -> Callable:
             to.report(metrics)
 
     return report
+
+
+def _device_ids(ids: list) -> list:
+    """Ray's GPU ids as ints where they are numbers (Ray gives ints, or strings for some accelerators)."""
+    return [int(i) if str(i).isdigit() else str(i) for i in ids]
+
+
+def _worker_group_report():
+    """Ray's ``TuneReportCallback`` (which forwards rank 0's report to Tune) with every worker's node and
+    devices added: ``worker_gpu_ids`` (one entry per worker, by rank) and ``gpu_ids`` (all of them); the epoch
+    driver's ``worker_node_ids`` says every worker's node. What placement did shows in the record."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class _WorkerGroupReport(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            if metrics:
+                per_worker = [list(m.get("gpu_ids") or []) for m in metrics]
+                # (worker_node_ids: the epoch driver's, every worker's node in rank order, comma-separated)
+                merged = {**metrics[0], "worker_gpu_ids": per_worker, "gpu_ids": [i for ids in per_worker for i in ids]}
+                metrics = [merged, *metrics[1:]]
+            super().after_report(run_context, metrics, checkpoint)
+
+    return _WorkerGroupReport()
 
 
 @dataclass(frozen=True)
@@ -150,18 +175,29 @@ def run_plan(plan: WorkerPlan) -> None:
     fit(trainable, params, data, loop_ctx)
 
 
-def scaling_kwargs(workers: int, cpus: float, gpus: float) -> dict:
+_GIB = 1024**3
+
+
+def scaling_kwargs(
+    workers: int, cpus: float, gpus: float, *, memory_gb: float | None = None, placement: str = "pack"
+) -> dict:
     """Ray Train's ScalingConfig for a trial: ``gpus`` per worker may be a fraction (0.25 packs four
-    trials' workers on one GPU); each worker also takes ``cpus``."""
+    trials' workers on one GPU); each worker also takes ``cpus`` (and ``memory_gb``). ``placement``: the
+    worker group's placement-group strategy, ``pack`` (as few nodes as hold it) or ``spread`` (one worker per
+    node where there are enough nodes)."""
     per_worker = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
-    return {"num_workers": workers, "use_gpu": gpus > 0, "resources_per_worker": per_worker}
+    if memory_gb:
+        per_worker["memory"] = int(memory_gb * _GIB)
+    return {"num_workers": workers, "use_gpu": gpus > 0, "resources_per_worker": per_worker,
+            "placement_strategy": placement.upper()}  # fmt: skip
 
 
-def trial_resources(workers: int, cpus: float, gpus: float) -> dict:
-    """What the Tune trial's own process reserves: the one worker's CPUs and GPU fraction in local mode;
-    for a worker group, only memory (the workers hold the CPUs and GPUs)."""
+def trial_resources(workers: int, cpus: float, gpus: float, *, memory_gb: float | None = None) -> dict:
+    """What the Tune trial's own process reserves: the one worker's CPUs and GPU fraction (and memory) in
+    local mode; for a worker group, only memory (the workers hold the CPUs and GPUs)."""
     if workers == 1:
-        return {"cpu": cpus, "gpu": gpus} if gpus > 0 else {"cpu": cpus}
+        own = {"cpu": cpus, "gpu": gpus} if gpus > 0 else {"cpu": cpus}
+        return {**own, "memory": int(memory_gb * _GIB)} if memory_gb else own
     return {"cpu": 0, "memory": _DRIVER_MEMORY}
 
 
@@ -219,13 +255,16 @@ def make_trial_driver(
     job: str = "sentune",
     pbt: bool = False,
     forecast_to: int | None = None,
+    memory_gb: float | None = None,
+    placement: str = "pack",
 ):
     """A Tune function trainable (with its resources): one Ray Train run per trial, named
     ``<job>-<trial id>`` (a worker group's run shows in the dashboard's Train view). Every trial keeps
     its resume checkpoint under ``resume_root/<trial id>`` and, restarted, goes on from there; a trial
     the sweep's driver has marked finished (a resumed sweep) returns at once. ``pbt``: every epoch's report
     carries the train state, and a trial restarted from another trial's checkpoint goes on from it
-    (reporting ``pbt_from``: that trial's id). ``failure``: the job's ``failure:`` block."""
+    (reporting ``pbt_from``: that trial's id). ``failure``: the job's ``failure:`` block; ``memory_gb`` and
+    ``placement``: the job's ``resources:`` (per worker; the worker group's strategy)."""
     from ray import tune
 
     refs = [data_ref]  # a list, so Tune's pickling keeps the ObjectRef instead of the data
@@ -250,29 +289,46 @@ def make_trial_driver(
         plan = WorkerPlan(entry=entry, params=config, data_ref=refs, cpus_per_worker=cpus, use_gpu=gpus > 0,
                           local=local, resume=store, pbt=pbt, tags=tags, forecast_to=forecast_to,
                           stop_after=until)  # fmt: skip
-        _trainer(plan, workers=workers, gpus=gpus, name=f"{job}-{trial}", storage_path=storage_path,
-                 failure=failure).fit()  # fmt: skip
+        scaling = scaling_kwargs(workers, cpus, gpus, memory_gb=memory_gb, placement=placement)
+        _trainer(plan, scaling=scaling, name=f"{job}-{trial}", storage_path=storage_path, failure=failure).fit()
 
-    return tune.with_resources(trial_driver, trial_resources(workers, cpus, gpus))
+    return tune.with_resources(trial_driver, trial_resources(workers, cpus, gpus, memory_gb=memory_gb))
 
 
-def _trainer(plan: WorkerPlan, *, workers: int, gpus: float, name: str, storage_path: str, failure) -> Any:
+def _backend(trainer_cls: type, use_gpu: bool) -> dict:
+    """A ``TorchTrainer`` on logical GPUs (a node that claims GPUs it has no CUDA for) talks gloo, not NCCL:
+    its workers then train on the CPU (llama_torch's CPU fallback)."""
+    if not use_gpu or trainer_cls.__name__ != "TorchTrainer":
+        return {}
+    import torch
+
+    if torch.cuda.is_available():
+        return {}
+    from ray.train.torch import TorchConfig
+
+    return {"torch_config": TorchConfig(backend="gloo")}
+
+
+def _trainer(plan: WorkerPlan, *, scaling: dict, name: str, storage_path: str, failure) -> Any:
     """The trial's Ray Train trainer: local mode for one worker (Tune gets the reports itself), else a
-    worker group whose reports ``TuneReportCallback`` forwards to Tune."""
+    worker group (``scaling``: :func:`scaling_kwargs`) whose reports go to Tune with every worker's node and
+    devices."""
     import ray.train
 
     callbacks: list = []
+    trainer_cls = plan.entry.load().ray_trainer()
+    extra: dict = {}
     if plan.local:
-        scaling = ray.train.ScalingConfig(num_workers=0)
+        config = ray.train.ScalingConfig(num_workers=0)
     else:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        scaling = ray.train.ScalingConfig(**scaling_kwargs(workers, plan.cpus_per_worker, gpus))
-        callbacks = [TuneReportCallback()]
-    return plan.entry.load().ray_trainer()(
+        config = ray.train.ScalingConfig(**scaling)
+        callbacks = [_worker_group_report()]
+        extra = _backend(trainer_cls, plan.use_gpu)
+    return trainer_cls(
         _worker_loop,
         train_loop_config={"plan": plan},
-        scaling_config=scaling,
+        scaling_config=config,
+        **extra,
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path,
