@@ -343,7 +343,7 @@ def _importance(view: RunView, scored: pd.DataFrame, metric_col: str, tuned: lis
     layout = dict(barmode="group", xaxis=dict(title=dict(text="importance (sums to 1)")))
     caption = f"importance of {view.metric} at epoch {at['epoch']} ({at['trials']} trials)"
     top = [p for p in list(at["fanova"])[:2] if p in scored]
-    return [*parts, '<div class="grid">', _plot({"data": data, "layout": layout}, "importance", caption),
+    return [*parts, '<div class="grid">', _plot({"data": data, "layout": layout}, "importance-bars", caption),
             *_metric_vs(scored, top, metric_col, view.configs, tuned, prefix="importance-vs"), "</div>"]  # fmt: skip
 
 
