@@ -21,7 +21,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "golden_tiny.json"
 VOLATILE = re.compile(r"seconds|samples_per_second|^time_|_at$|node_id|node_ip|hostname|^pid$|checkpoint")
 # columns the record gained after the fixture was written, on purpose (issue 23's learning-curve forecast; issue
 # 22's devices and memory): they are checked by their own tests, not against the fixture
-ADDED = re.compile(r"^forecast(_low|_high)?$|^(gpu_ids|worker_node_ids|peak_mem_mb|device_mem_mb)$")
+ADDED = re.compile(r"^forecast(_low|_high)?$|^(gpu_ids|worker_gpu_ids|worker_node_ids|peak_mem_mb|device_mem_mb)$")
 
 
 def _golden_job(sst_dir, tmp_path):

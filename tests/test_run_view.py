@@ -134,7 +134,7 @@ LAYERS = [
     {"_layout"},
     {"_tables"},
     {"_store"},
-    {"_trial_table", "_epoch_log", "_aggregate", "_evaluation", "_runs", "_range", "_storage"},
+    {"_trial_table", "_epoch_log", "_aggregate", "_evaluation", "_runs", "_range", "_storage", "_optuna"},
     {"_recorder", "_view"},
     {"_format", "_export", "_training_report", "_importance"},
     {"_compare"},
@@ -155,8 +155,8 @@ def _imported(tree: ast.AST) -> list[str]:
     return out
 
 
-BELOW_RESULTS = {"sentune._atomic", "sentune._direction", "sentune._log", "sentune._paths", "sentune.diagnostics",
-                 "sentune.errors", "sentune.metrics"}  # fmt: skip
+BELOW_RESULTS = {"sentune._atomic", "sentune._direction", "sentune._log", "sentune._paths", "sentune._uri",
+                 "sentune.diagnostics", "sentune.errors", "sentune.metrics"}  # fmt: skip
 
 
 def test_results_modules_import_only_lower_layers():

@@ -96,16 +96,16 @@ class OptunaMirror(Callback):
     # ---- Tune's events (the record has each already) ----
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._guarded(revived(trial.trial_id, trial.config)[0])  # a second chance: the earlier trial
+        self._guarded(revived(trial.trial_id, getattr(trial, "config", None) or {})[0])  # a second chance: the earlier
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._guarded(revived(trial.trial_id, trial.config)[0])  # a second chance: the earlier trial
+        self._guarded(revived(trial.trial_id, getattr(trial, "config", None) or {})[0])  # a second chance: the earlier
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._guarded(revived(trial.trial_id, trial.config)[0])  # a second chance: the earlier trial
+        self._guarded(revived(trial.trial_id, getattr(trial, "config", None) or {})[0])  # a second chance: the earlier
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._guarded(revived(trial.trial_id, trial.config)[0])  # a second chance: the earlier trial
+        self._guarded(revived(trial.trial_id, getattr(trial, "config", None) or {})[0])  # a second chance: the earlier
 
     # ---- the study ----
 

@@ -86,7 +86,8 @@ def _reporter(rank: int, *, local: bool, tags: dict | None = None) -> Callable:
     def report(metrics: dict, save):
         shown = {k: v for k, v in (tags or {}).items() if k != "trial"}
         # which node rank 0 ran on, and its devices (a worker group's: every worker's, _WorkerGroupReport)
-        metrics = {**metrics, "node_id": node_id, "gpu_ids": gpu_ids, **shown}
+        # (worker_gpu_ids: one list per worker, by rank; a worker group's report fills in every worker's)
+        metrics = {**metrics, "node_id": node_id, "gpu_ids": gpu_ids, "worker_gpu_ids": [gpu_ids], **shown}
         if save is not None and rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 save(Path(tmp))
