@@ -26,7 +26,16 @@ def warn(message: str) -> None:
 
 
 class _Flushing(logging.StreamHandler):
+    """Flushes every line. Without a stream of its own it writes to whatever ``sys.stdout`` is at the time
+    (a CLI called in-process under a capture that has since closed must not leave a dead stream behind)."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream or sys.stdout)
+        self._follow = stream is None
+
     def emit(self, record):
+        if self._follow:
+            self.stream = sys.stdout
         super().emit(record)
         self.flush()
 
@@ -35,7 +44,7 @@ def console(level: int = logging.INFO, stream=None) -> None:
     """Show the ``sentune`` logger's records as ``[sentune] message`` lines (once per process)."""
     if any(getattr(h, "_sentune_console", False) for h in logger.handlers):
         return
-    handler = _Flushing(stream or sys.stdout)
+    handler = _Flushing(stream)
     handler.setFormatter(logging.Formatter("[sentune] %(message)s"))
     handler._sentune_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
