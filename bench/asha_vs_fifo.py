@@ -7,7 +7,8 @@ sampled configs, so every variant tries the same trials), over ``--seeds`` seeds
 * ``fifo``: every trial to the end;
 * ``asha``: the job's ASHA;
 * ``second``: ASHA with ``second_chance: {budget: 0.25}`` (stopped trials that could still win go on);
-* ``forecast``: ASHA with ``promote_on: forecast`` (rungs compare learning-curve forecasts).
+* ``forecast``: ASHA with ``promote_on: forecast`` (rungs compare learning-curve forecasts);
+* ``both``: forecast promotion and second chances together.
 
     python bench/asha_vs_fifo.py [JOB.yaml] [--seeds 3]   # default: tune_jobs/demo.yaml, 1 seed
     python bench/asha_vs_fifo.py --smoke     # a tiny job (random-init LLaMA, 160 rows, 4 trials x 2 epochs)
@@ -16,7 +17,7 @@ The wall time is the sweep's (``Tuner.fit`` start to end, plus the second chance
 evaluation after it are the same for all and printed apart. "FIFO's winner survived": the config FIFO crowned
 was trained to its last epoch in that variant too. Last line (means over the seeds):
 ``asha_vs_fifo: asha_wall_s=.. fifo_wall_s=.. asha_epochs=.. fifo_epochs=.. asha_best=.. fifo_best=..
-second_wall_s=.. second_best=.. forecast_wall_s=.. forecast_best=..``.
+second_wall_s=.. second_best=.. forecast_wall_s=.. forecast_best=.. both_wall_s=.. both_best=..``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ VARIANTS = {  # name -> what it changes in the job's scheduler
     "asha": {"type": "asha"},
     "second": {"type": "asha", "second_chance": {"budget": 0.25}},
     "forecast": {"type": "asha", "promote_on": "forecast"},
+    "both": {"type": "asha", "promote_on": "forecast", "second_chance": {"budget": 0.25}},
 }
 
 

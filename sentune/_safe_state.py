@@ -2,10 +2,13 @@
 state carried by a Tune checkpoint.
 
 A state is a tree of dicts, lists, tuples, str, int, float, bool, None, bytes, numpy arrays and torch
-tensors. It is written as one ``.npz`` file (numpy's zip of ``.npy`` arrays): every array is an entry of its
-own, and the tree around them is JSON in the entry ``__tree__``. Reading uses ``np.load(allow_pickle=False)``
-and ``json.loads``: no pickle anywhere, so a crafted file can only fail to load (a
-:class:`~sentune.errors.SentuneError` naming it), never run code. Object arrays are refused on both sides.
+tensors. It is written as one file: a JSON header (the tree, each array replaced by its index, and a table of
+the arrays' dtypes, shapes and places) followed by the arrays' raw bytes. Reading parses the header with
+``json.loads`` and takes each array with ``np.frombuffer`` after checking its dtype is a plain number (never
+an object) and its bytes lie inside the file; files of the first format (a numpy ``.npz`` with the tree in
+its entry ``__tree__``) are read with ``np.load(allow_pickle=False)``. No pickle anywhere, so a crafted file
+can only fail to load (a :class:`~sentune.errors.SentuneError` naming it), never run code. Object arrays are
+refused on both sides.
 
 torch is imported only to rebuild a tensor that a state holds (the torch trainable's states): this module
 imports neither torch, TensorFlow nor Ray itself.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from typing import Any
 
@@ -79,16 +83,74 @@ def _encode_container(obj: Any, arrays: list[np.ndarray], depth: int) -> Any:
     raise ValueError(f"a train state cannot hold a {type(obj).__name__}")
 
 
+# The file: _HEAD, the JSON header's length (8 bytes, little-endian), the header (the tree and a table of the
+# arrays: dtype, shape, offset, length), then every array's raw bytes at its offset (64-byte aligned). One copy
+# of the arrays to write, none of them compressed or checksummed: a resume state is written every epoch.
+# Files of the first format (a numpy .npz) are still read.
+_HEAD = b"SNTST\x002\n"
+_ALIGN = 64
+_KINDS = "biufc"  # booleans, integers, floats, complex: no objects, no structured records
+
+
+def frames(state: Any) -> list[Any]:
+    """The pieces of one state file, in order, as buffers (the arrays' own memory, not copies): written one after
+    another they make the file (:func:`dumps` joins them)."""
+    arrays: list[np.ndarray] = []
+    tree = _encode(state, arrays)
+    table, offset, body = [], 0, []
+    for a in arrays:
+        raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+        table.append([a.dtype.str, list(a.shape), offset, int(raw.nbytes)])
+        pad = -raw.nbytes % _ALIGN
+        body += [raw.data, b"\x00" * pad] if pad else [raw.data]
+        offset += raw.nbytes + pad
+    text = json.dumps({"format": MAGIC, "state": tree, "arrays": table}, allow_nan=True, separators=(",", ":"))
+    header = text.encode("utf-8")
+    head = _HEAD + len(header).to_bytes(8, "little") + header
+    return [head + b"\x00" * (-len(head) % _ALIGN), *body]
+
+
 def dumps(state: Any) -> bytes:
     """The bytes of one state file."""
-    arrays: list[np.ndarray] = []
-    tree = {"format": MAGIC, "state": _encode(state, arrays)}
-    text = json.dumps(tree, allow_nan=True, separators=(",", ":")).encode("utf-8")
-    buf = io.BytesIO()
-    entries: dict[str, Any] = {f"a{i}": a for i, a in enumerate(arrays)}
-    entries[_TREE] = np.frombuffer(text, dtype=np.uint8)
-    np.savez(buf, allow_pickle=False, **entries)
-    return buf.getvalue()
+    return b"".join(frames(state))
+
+
+class _Arrays:
+    """The arrays of a file of the current format, looked up as ``a<i>`` (as in the .npz of the first)."""
+
+    def __init__(self, data: bytes, table: Any, start: int):
+        if not isinstance(table, list):
+            raise ValueError("no array table")
+        self.data, self.table, self.start = data, table, start
+        self.names = {f"a{i}" for i in range(len(table))}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        entry = self.table[int(name[1:])]
+        if not isinstance(entry, list) or len(entry) != 4 or not isinstance(entry[0], str):
+            raise ValueError("bad array entry")
+        dtype = np.dtype(entry[0])
+        shape, at, size = entry[1], entry[2], entry[3]
+        counts = [at, size, *shape] if isinstance(shape, list) else None
+        if dtype.kind not in _KINDS or dtype.hasobject or counts is None:
+            raise ValueError(f"array {name}: not a plain numeric array")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+            raise ValueError(f"array {name}: bad shape or place")
+        if math.prod(shape) * dtype.itemsize != size or self.start + at + size > len(self.data):
+            raise ValueError(f"array {name}: its data is not in the file")
+        flat = np.frombuffer(self.data, dtype=dtype, count=math.prod(shape), offset=self.start + at)
+        return flat.reshape(shape).copy()
+
+
+def _read_tree(data: bytes) -> tuple[Any, Any, set[str]]:
+    """(the tree, its arrays, their names) of a file of the current format."""
+    size = int.from_bytes(data[len(_HEAD) : len(_HEAD) + 8], "little")
+    if len(data) < len(_HEAD) + 8 + size:
+        raise ValueError("truncated header")
+    tree = json.loads(data[len(_HEAD) + 8 : len(_HEAD) + 8 + size].decode("utf-8"))
+    if not isinstance(tree, dict) or tree.get("format") != MAGIC:
+        raise ValueError("not a sentune state")
+    arrays = _Arrays(data, tree.get("arrays"), -(-(len(_HEAD) + 8 + size) // _ALIGN) * _ALIGN)
+    return tree, arrays, arrays.names
 
 
 class _Decoder:
@@ -147,7 +209,10 @@ def _list(value: Any) -> list:
 def loads(data: bytes, source: str = "state") -> Any:
     """The state in ``data``; anything else (a pickle, a truncated or crafted file) is a StateFormatError."""
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as files:
+        if data[: len(_HEAD)] == _HEAD:
+            tree, arrays, names = _read_tree(data)
+            return _Decoder(arrays, names)(tree.get("state"))
+        with np.load(io.BytesIO(data), allow_pickle=False) as files:  # the first format
             names = set(files.files)
             if _TREE not in names:
                 raise ValueError("no tree entry")
@@ -155,6 +220,7 @@ def loads(data: bytes, source: str = "state") -> Any:
             if not isinstance(tree, dict) or tree.get("format") != MAGIC:
                 raise ValueError("not a sentune state")
             return _Decoder(files, names)(tree.get("state"))
-    except (ValueError, OSError, EOFError, KeyError, TypeError, RecursionError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, KeyError, TypeError, IndexError, RecursionError,
+            zipfile.BadZipFile) as exc:  # fmt: skip
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise StateFormatError(f"{source}: not a readable sentune train state ({reason})") from None

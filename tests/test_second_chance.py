@@ -44,6 +44,8 @@ def test_stopped_trials_go_on_where_they_stopped_within_the_budget(ray_local, ss
     for tid, went in given["revived"].items():
         rows = epochs[epochs.trial_id == tid].sort_values("epoch")
         assert rows.epoch.tolist() == list(range(1, went["to_epoch"] + 1))  # it went on from the epoch after
+        # from the state it wrote while its last epoch was reported: nothing trained twice
+        assert (rows[rows.epoch > went["from_epoch"]].resumed_at_epoch == went["from_epoch"] + 1).all()
         assert int(trials.loc[tid, "revived_from"]) == went["from_epoch"]
         assert trials.loc[tid, "epochs_run"] == went["to_epoch"]
         trained += went["to_epoch"] - went["from_epoch"]

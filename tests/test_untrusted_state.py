@@ -112,6 +112,62 @@ def test_anything_but_a_state_is_one_state_format_error(data):
     assert "\n" not in str(info.value) and str(info.value).startswith("some/file: ")
 
 
+def _crafted_v2(table: list, tree=None, body: bytes = b"\x00" * 64) -> bytes:
+    """A file of the current format with the header's array table as given."""
+    import json
+
+    from sentune._safe_state import _ALIGN, _HEAD, MAGIC
+
+    header = json.dumps({"format": MAGIC, "state": tree if tree is not None else {"__array__": 0}, "arrays": table})
+    head = _HEAD + len(header).to_bytes(8, "little") + header.encode()
+    return head + b"\x00" * (-len(head) % _ALIGN) + body
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        [["|O", [1], 0, 8]],  # an object array: refused before anything is built from it
+        [["V8", [1], 0, 8]],  # a structured record
+        [["<f4", [4], 0, 16], ["<f4", [4], 60, 16]],  # the second array's bytes run past the file (tree: a0)
+        [["<f4", [1000], 0, 4000]],  # more data than the file holds
+        [["<f4", [3], 0, 16]],  # a shape that does not match its length
+        [["<f4", [-1], 0, 4]],  # a negative shape
+        [["<f4", "4", 0, 16]],  # a shape that is not a list
+        "not a table",
+        [],  # the tree names an array the table lacks
+    ],
+)
+def test_a_crafted_array_table_is_one_state_format_error(table):
+    tree = {"__array__": 1} if isinstance(table, list) and len(table) == 2 else None
+    with pytest.raises(StateFormatError) as info:
+        loads(_crafted_v2(table, tree), "f")
+    assert "\n" not in str(info.value)
+
+
+def test_a_state_of_the_first_format_still_loads():
+    """Resume states written before the current format (a numpy .npz with the tree in ``__tree__``) go on."""
+    import io
+    import json
+
+    from sentune._safe_state import MAGIC
+
+    tree = {"format": MAGIC, "state": {"w": {"__array__": 0}, "epoch": 3}}
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, a0=np.arange(6.0).reshape(2, 3),
+             __tree__=np.frombuffer(json.dumps(tree).encode(), dtype=np.uint8))  # fmt: skip
+    back = loads(buf.getvalue())
+    assert back["epoch"] == 3 and back["w"].tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+
+
+def test_the_current_format_keeps_shapes_dtypes_and_empty_arrays():
+    state = {"a": np.zeros((0, 3), np.int64), "b": np.array(2.5), "c": np.ones((2, 2), bool)[:, :1], "d": b""}
+    back = loads(dumps(state))
+    for k in "abc":
+        assert back[k].dtype == state[k].dtype and back[k].shape == state[k].shape
+        np.testing.assert_array_equal(back[k], state[k])
+    assert back["d"] == b"" and back["a"].flags.writeable
+
+
 def test_torch_checkpoints_load_weights_only(tmp_path):
     """A llama2c checkpoint (and the trained head's checkpoint) that would run code is refused in one line."""
     import torch

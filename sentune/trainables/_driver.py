@@ -242,20 +242,26 @@ def _forecast(loop: _Loop, run: _RunState, metrics: dict) -> dict:
 
 def _report_epoch(loop: _Loop, run: _RunState, metrics: dict) -> None:
     """Keep the best epoch and the history, report the epoch (with a checkpoint when it improved, or every
-    epoch with the train state for PBT), then write the epoch's resume state when one is due."""
+    epoch with the train state for PBT) and write the epoch's resume state when one is due: named the latest
+    only after the report (a failure in between repeats this epoch, whose row is replaced); one worker writes
+    it before the report (:meth:`~sentune.trainables._resume.ResumeStore.write_uncommitted`: a trial stopped at
+    this report still leaves it for a second chance)."""
     hooks, ctx, epoch = loop.hooks, loop.ctx, metrics["epoch"]
     improved = run.best.update(metrics)
     if improved:
         run.best_state = hooks.snapshot()
     run.history.append(metrics)
     now = run.resume_state(hooks, epoch + 1, 0, None) if ctx.state_in_checkpoint else None  # nothing trains until saved
+    store, last = ctx.resume, epoch == loop.params.epochs or epoch == ctx.stop_after
+    due = store is not None and (epoch % store.every_epochs == 0 or last)
+    state = (now if now is not None else run.resume_state(hooks, epoch + 1, 0, None)) if due else None
+    written = store.write_uncommitted(state) if state is not None and ctx.world_size == 1 else None
     if ctx.report is not None:
         ctx.report(metrics, _checkpoint_writer(hooks, run.best_state, now) if improved or now is not None else None)
-    # after the report: a failure in between repeats this epoch (its row is replaced), loses nothing
-    store = ctx.resume
-    last = epoch == loop.params.epochs or epoch == ctx.stop_after
-    if store is not None and (epoch % store.every_epochs == 0 or last):
-        loop.save(now if now is not None else run.resume_state(hooks, epoch + 1, 0, None))
+    if written is not None:
+        store.commit(written)
+    elif state is not None:
+        loop.save(state)
 
 
 def _checkpoint_writer(hooks: LoopHooks, weights: Any, now: ResumeState | None) -> Callable[[Path], None]:

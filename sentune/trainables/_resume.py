@@ -10,7 +10,10 @@ Layout under ``root`` (a local folder or any pyarrow URI: the job's storage, whi
     config.json                         the trial's config, written when it first starts
 
 A state folder is complete once ``LATEST`` names it (written last, after every worker has written its
-file); older folders are then removed, so only the latest is kept. A state is a :class:`ResumeState`;
+file); older folders are then removed, so only the latest is kept. A one-worker trial writes its file while it
+reports the epoch and names it LATEST after the report (:meth:`ResumeStore.write_uncommitted`): the newer folder of
+a trial stopped at that report stays uncommitted, for a second chance to go on from, or is removed when the
+driver marks the trial finished. A state is a :class:`ResumeState`;
 the same state also travels in a PBT checkpoint folder as ``train-state.state`` (:func:`write_train_state`),
 for another trial to go on from. Neither Ray, torch nor TensorFlow.
 
@@ -160,13 +163,15 @@ class ResumeStore:
         with self.fs.open_input_stream(path) as f:
             return f.readall()
 
-    def _write(self, data: bytes, *parts: str) -> None:
-        """Write whole or not at all: a temporary name, then a rename (a copy on object stores)."""
+    def _write(self, data: bytes | list, *parts: str) -> None:
+        """Write whole or not at all: a temporary name, then a rename (a copy on object stores). ``data``: the
+        bytes, or buffers written one after another (:func:`~sentune._safe_state.frames`)."""
         path = self._p(*parts)
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
+            for piece in data if isinstance(data, list) else [data]:
+                f.write(piece)
         self.fs.move(tmp, path)
 
     # --- the trial's side
@@ -219,18 +224,47 @@ class ResumeStore:
         """Write ``state`` as this worker's part of the state named by its epoch and step (see :meth:`save`)."""
         self.save(state.to_dict(), epoch=state.epoch, step=state.step, rank=rank, barrier=barrier)
 
-    def save(self, state: dict, *, epoch: int, step: int, rank: int, barrier: Callable[[], Any]) -> None:
-        """Every worker writes its state; after ``barrier`` (all have written) rank 0 names it LATEST and
-        removes the older ones."""
-        name = f"state-{epoch:06d}-{step:09d}"
-        self._write(_safe_state.dumps(state), name, _STATE_FILE.format(rank=rank))
-        barrier()
-        if rank != 0:
-            return
+    def write_uncommitted(self, state: ResumeState) -> str:
+        """Write a one-worker trial's state without naming it LATEST; returns its name for :meth:`commit`. The
+        loop writes it before it reports the epoch and commits it after: a failure in between goes on from the
+        state before (the epoch is repeated, its row replaced), and a trial the scheduler stops at that report
+        still leaves this state, which :meth:`reopen` takes up for a second chance (the record has that epoch's
+        row: the scheduler stopped the trial on it)."""
+        name = f"state-{state.epoch:06d}-{state.step:09d}"
+        self._write(_safe_state.frames(state.to_dict()), name, _STATE_FILE.format(rank=0))
+        return name
+
+    def commit(self, name: str) -> None:
+        """Name the state ``name`` (complete: every worker's file written) LATEST; the one before is removed."""
+        self._commit(name)
+
+    def _commit(self, name: str) -> None:
+        """Name the complete state ``name`` LATEST and remove the one before."""
         old = self.latest()  # a checked state name, or None
         self._write(name.encode(), _LATEST)
         if old and old != name:
             self.fs.delete_dir(self._p(old))
+
+    def _uncommitted(self, epoch: int) -> str | None:
+        """The newest state folder of ``epoch`` with rank 0's file in it that LATEST does not name yet (a
+        one-worker trial stopped at the report that would have committed it), or None."""
+        import pyarrow.fs as pafs
+
+        for name in reversed(self._states_after(self.latest())):
+            if int(_STATE_NAME.match(name).group(1)) != epoch:
+                continue
+            if self.fs.get_file_info(self._p(name, _STATE_FILE.format(rank=0))).type == pafs.FileType.File:
+                return name
+        return None
+
+    def save(self, state: dict, *, epoch: int, step: int, rank: int, barrier: Callable[[], Any]) -> None:
+        """Every worker writes its state; after ``barrier`` (all have written) rank 0 names it LATEST and
+        removes the older ones."""
+        name = f"state-{epoch:06d}-{step:09d}"
+        self._write(_safe_state.frames(state), name, _STATE_FILE.format(rank=rank))
+        barrier()
+        if rank == 0:
+            self._commit(name)
 
     def finished(self) -> bool:
         return self._read(_FINISHED) is not None
@@ -255,16 +289,34 @@ class ResumeStore:
     def config(self) -> dict | None:
         return _json_object(self._read(_CONFIG))
 
-    def mark_finished(self, status: str, last: dict | None = None) -> None:
+    def mark_finished(self, status: str, last: dict | None = None, *, keep_uncommitted: bool = False) -> None:
+        """The trial is over. The state a stopped one-worker trial wrote but never committed (see
+        :meth:`write_uncommitted`) is removed, unless ``keep_uncommitted`` (second chances may go on from it)."""
         self._write(json.dumps({"status": status, "last": last}, default=str).encode(), _FINISHED)
+        if not keep_uncommitted:
+            for name in self._states_after(self.latest()):
+                self.fs.delete_dir(self._p(name))
 
-    def reopen(self) -> None:
-        """The trial is to go on (a second chance): the driver's word that it was over is taken back."""
+    def _states_after(self, latest: str | None) -> list[str]:
+        """The state folders newer than ``latest`` (all of them when it is None), oldest first."""
+        import pyarrow.fs as pafs
+
+        found = self.fs.get_file_info(pafs.FileSelector(self._p(), allow_not_found=True))
+        names = sorted(i.base_name for i in found if i.type == pafs.FileType.Directory)
+        return [n for n in names if _STATE_NAME.match(n) and (latest is None or n > latest)]
+
+    def reopen(self, trained: int | None = None) -> None:
+        """The trial is to go on (a second chance): the driver's word that it was over is taken back. A trial
+        that had trained ``trained`` epochs goes on from the state it wrote after the last of them, committed
+        or not (see :meth:`write_uncommitted`), instead of training that epoch again."""
         import pyarrow.fs as pafs
 
         path = self._p(_FINISHED)
         if self.fs.get_file_info(path).type == pafs.FileType.File:
             self.fs.delete_file(path)
+        pending = self._uncommitted(trained + 1) if trained is not None else None
+        if pending is not None:
+            self._commit(pending)
 
     def history(self) -> list[dict]:
         """The epoch metrics the latest state holds (to fill a record that missed the last few)."""

@@ -211,8 +211,11 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     recorder = _recorder(plan, tracker)
     scheduler = sweep_scheduler(plan, recorder, replay=plan.restore)
 
+    revivable = spec.scheduler.second_chance is not None
+
     def mark_finished(trial_id: str, status: str) -> None:  # a restarted driver of this trial returns at once
-        resume_store(folder.resume_root, trial_id).mark_finished(status, recorder.last_result(trial_id))
+        resume_store(folder.resume_root, trial_id).mark_finished(status, recorder.last_result(trial_id),
+                                                                 keep_uncommitted=revivable)  # fmt: skip
 
     view = _view(plan, recorder, progress)
     mirror = optuna_mirror(plan, recorder)

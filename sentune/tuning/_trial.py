@@ -279,7 +279,7 @@ def make_trial_driver(
         trial, config = revived(ray.tune.get_context().get_trial_id(), config)
         store = resume_store(resume_root, trial, failure)
         if until is not None:
-            store.reopen()  # a second chance: the trial goes on where it stopped
+            store.reopen(mark[1])  # a second chance: the trial goes on where it stopped
         tags = {"trial": trial, "pbt_from": _adopt(store, trial)} if pbt else {}
         last = _already_done(store, entry, config)
         if last is not None:  # a resumed sweep: this trial ended (or finished its epochs) before the stop

@@ -1,0 +1,89 @@
+"""A one-worker trial's resume state is written before its epoch is reported and named LATEST after the report:
+a trial stopped at that report leaves the state for a second chance (or for the driver to remove), and a
+failure before the commit goes on from the state before. Fast: no Ray."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sentune.trainables._resume import ResumeState, ResumeStore
+
+
+def _state(epoch: int, fill: float = 0.0) -> ResumeState:
+    history = [{"epoch": e, "val_loss": 1.0 / e} for e in range(1, epoch)]
+    return ResumeState(
+        epoch=epoch, pos=0, step=10 * (epoch - 1), partial=None, history=history, best_value=0.5, best_epoch=1,
+        best_state=None, train={"w": np.full((64, 64), fill, dtype=np.float32)},
+    )  # fmt: skip
+
+
+def _folders(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("state-"))
+
+
+def test_an_uncommitted_state_is_latest_only_once_committed(tmp_path):
+    store = ResumeStore(str(tmp_path))
+    store.save_state(_state(2), rank=0, barrier=lambda: None)
+    name = store.write_uncommitted(_state(3, fill=3.0))  # the report has not returned: a restart goes on from 2
+    assert store.next_epoch() == 2 and _folders(tmp_path) == ["state-000002-000000010", "state-000003-000000020"]
+    store.commit(name)
+    assert store.next_epoch() == 3 and _folders(tmp_path) == ["state-000003-000000020"]
+    np.testing.assert_array_equal(store.load_state().train["w"], np.full((64, 64), 3.0, dtype=np.float32))
+
+
+def test_a_second_chance_goes_on_from_the_state_a_stopped_trial_never_committed(tmp_path):
+    store = ResumeStore(str(tmp_path))
+    store.save_state(_state(3), rank=0, barrier=lambda: None)
+    store.write_uncommitted(_state(4, fill=4.0))  # stopped at epoch 3's report: never committed
+    store.mark_finished("stopped_early", {"epoch": 3}, keep_uncommitted=True)
+    store.reopen(3)  # it had trained 3 epochs
+    assert not store.finished() and store.next_epoch() == 4
+    assert float(store.load_state().train["w"][0, 0]) == 4.0
+    assert _folders(tmp_path) == ["state-000004-000000030"]
+
+
+def test_reopen_takes_only_the_state_after_the_epochs_the_record_has(tmp_path):
+    store = ResumeStore(str(tmp_path))
+    store.save_state(_state(2), rank=0, barrier=lambda: None)
+    store.write_uncommitted(_state(4))  # not the epoch after the record's last (2 trained): not taken
+    (tmp_path / "state-000003-x").mkdir()  # not a state name: never taken
+    store.reopen(2)
+    assert store.next_epoch() == 2
+
+
+def test_the_driver_removes_a_stopped_trials_uncommitted_state(tmp_path):
+    store = ResumeStore(str(tmp_path))
+    store.save_state(_state(2), rank=0, barrier=lambda: None)
+    store.write_uncommitted(_state(3))
+    store.mark_finished("stopped_early", {"epoch": 2})
+    assert _folders(tmp_path) == ["state-000002-000000010"] and store.next_epoch() == 2
+
+
+def test_a_failed_write_raises_and_keeps_the_state_before(tmp_path):
+    store = ResumeStore(str(tmp_path))
+    store.save_state(_state(2), rank=0, barrier=lambda: None)
+    (tmp_path / "state-000003-000000020").write_text("a file where the folder goes")
+    with pytest.raises(OSError):
+        store.write_uncommitted(_state(3))
+    assert store.next_epoch() == 2
+
+
+def test_the_loop_writes_each_epochs_state_before_its_report_and_commits_after(sst_dir, tmp_path):
+    """The real llama loop: while epoch e is reported its state is written but LATEST still names epoch e's
+    start (a failure there repeats epoch e); once the report returns it names the next epoch."""
+    from sentune.data import DataConfig, load_splits
+    from sentune.trainables import llama_torch as lt
+
+    p = lt.LlamaTorchParams(backbone="random:tiny", option="finetune", epochs=2, lr=3e-3, batch_size=16, max_len=24)
+    data = lt.prepare(p, load_splits(DataConfig(train=sst_dir / "train.txt", dev=sst_dir / "dev.txt")))
+    store = ResumeStore(str(tmp_path / "r"))
+    seen = []
+
+    def report(metrics, save):
+        written = any((tmp_path / "r").glob(f"state-{metrics['epoch'] + 1:06d}-*/rank-0.state"))
+        seen.append((metrics["epoch"], store.next_epoch(), written))
+
+    lt.fit(p, data, lt.LoopContext(report=report, resume=store))
+    assert seen == [(1, 1, True), (2, 2, True)]  # written before each report, committed after it
+    assert store.next_epoch() == 3
