@@ -26,6 +26,7 @@ it never runs code).
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from collections.abc import Callable
@@ -167,10 +168,18 @@ class ResumeStore:
         """Write whole or not at all: a temporary name, then a rename (a copy on object stores). ``data``: the
         bytes, or buffers written one after another (:func:`~sentune._safe_state.frames`)."""
         path = self._p(*parts)
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        pieces = data if isinstance(data, list) else [data]
+        if "://" not in self.root:  # a local folder: plain file calls (a state is written every epoch)
+            os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            with open(tmp, "wb") as f:
+                for piece in pieces:
+                    f.write(piece)
+            os.replace(tmp, path)
+            return
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with self.fs.open_output_stream(tmp) as f:
-            for piece in data if isinstance(data, list) else [data]:
+            for piece in pieces:
                 f.write(piece)
         self.fs.move(tmp, path)
 
