@@ -197,7 +197,6 @@ def run_sweep_only(spec) -> tuple[float, object]:
     from sentune.tuning._plan import make_plan
     from sentune.tuning._run_folder import RunFolder
     from sentune.tuning._sweep import _build, _fit
-    from sentune.tuning._tasks import stop_evaluator
 
     plan = make_plan(spec, RunFolder.new(spec), address=None, verbose=False)
     sweep = None
@@ -207,7 +206,8 @@ def run_sweep_only(spec) -> tuple[float, object]:
         _fit(plan, sweep)
         return time.perf_counter() - t0, plan.run_dir
     finally:
-        stop_evaluator(sweep.evaluator if sweep is not None else None)
+        if sweep is not None:
+            sweep.evaluator.stop()
         plan.folder.close()
 
 

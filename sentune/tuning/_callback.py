@@ -13,7 +13,9 @@ from sentune.diagnostics import DiagnosticsTracker
 from sentune.results import RunRecorder
 from sentune.tuning._trial import revived
 
-__all__ = ["AllStoppers", "BudgetStopper", "DiagnosticsStopper", "RecordCallback", "StudyStopper", "TrialRoles"]
+__all__ = [
+    "AllStoppers", "BudgetStopper", "DiagnosticsStopper", "InTheTail", "RecordCallback", "StudyStopper", "TrialRoles",
+]  # fmt: skip
 
 
 def _same(a, b) -> bool:
@@ -202,3 +204,22 @@ class AllStoppers(Stopper):
 
     def stop_all(self):
         return any(s.stop_all() for s in self.stoppers)
+
+
+class InTheTail(Callback):
+    """Calls ``then()`` once, when a trial ends after the sweep's ``planned`` trials all exist: from then on the
+    sweep has a slot to spare (the warm evaluator starts in it)."""
+
+    def __init__(self, planned: int, then: Callable[[], None]):
+        self.planned, self.then, self.done = planned, then, False
+
+    def _ended(self, trials) -> None:
+        if not self.done and len(trials) >= self.planned:
+            self.done = True
+            self.then()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._ended(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended(trials)

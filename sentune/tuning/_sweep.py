@@ -24,6 +24,7 @@ from sentune.tuning._callback import (
     AllStoppers,
     BudgetStopper,
     DiagnosticsStopper,
+    InTheTail,
     RecordCallback,
     StudyStopper,
     TrialRoles,
@@ -37,7 +38,7 @@ from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
 from sentune.tuning._scheduling import sweep_scheduler
 from sentune.tuning._second_chance import second_chances
 from sentune.tuning._signals import sigterm_as_sigint
-from sentune.tuning._tasks import range_test_on_cluster, start_evaluator, stop_evaluator
+from sentune.tuning._tasks import WarmEvaluator, range_test_on_cluster
 from sentune.tuning._trial import make_trial_driver, resume_store
 from sentune.tuning._tuner import build_tuner
 from sentune.tuning._warm import load_warm_start
@@ -130,7 +131,7 @@ class _Sweep:
     spend: BudgetStopper
     trackers: list
     tuner: Any
-    evaluator: Any = None  # a process importing the framework while the sweep runs, for the finish
+    evaluator: WarmEvaluator  # a process importing the framework in the sweep's tail, for the finish
     study: StudyStopper | None = None  # the job's ``stop:``: the sweep ends itself
     mirror: Any = None  # the Optuna study mirroring the record (tracking.optuna), also among the trackers
 
@@ -223,14 +224,15 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     spend = BudgetStopper(spec.max_total_epochs, recorder.recorded_epochs())
     study = _study(plan, recorder)
     roles = _roles(plan, recorder)
+    evaluator = WarmEvaluator(plan.entry, gpus=res.gpus)
     callbacks = [
         RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles, budget=spend, study=study),
         JsonLoggerCallback(),
+        InTheTail(plan.extend.trials if plan.extend is not None else spec.trial_count, evaluator.start),
         *tracking,
     ]
     stoppers = [DiagnosticsStopper(tracker), spend, *([study] if study is not None else [])]
     tuner = build_tuner(plan, driver, callbacks=callbacks, scheduler=scheduler, stop=AllStoppers(*stoppers))
-    evaluator = start_evaluator(plan.entry, gpus=res.gpus)
     return _Sweep(driver, recorder, view, spend, tracking, tuner, evaluator, study, mirror)
 
 
@@ -278,7 +280,7 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
             board = results.leaderboard(plan.run_dir) if sweep.recorder.trials else pd.DataFrame()
             summary = RunSummary(plan.run_dir, board, None, None, 0.0, plan.folder.remote, interrupted=True)
         else:
-            summary = finish(plan, sweep.evaluator)
+            summary = finish(plan, sweep.evaluator.handle)
             tag_best(plan.spec, plan.run_dir)
             plan.folder.set_status("finished", wall_seconds=wall_clock(t_start, plan))
         summary.progress = sweep.view.summary()
@@ -292,7 +294,8 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
         }
     finally:
         try:
-            stop_evaluator(sweep.evaluator if sweep is not None else None)
+            if sweep is not None:
+                sweep.evaluator.stop()
         finally:
             plan.folder.close()  # the upload and the lock, whatever happened to the evaluator
     summary.wall_seconds = time.perf_counter() - t_start

@@ -12,8 +12,7 @@ __all__ = [
     "predict_on_cluster",
     "prepare_on_cluster",
     "range_test_on_cluster",
-    "start_evaluator",
-    "stop_evaluator",
+    "WarmEvaluator",
     "task_resources",
 ]
 
@@ -87,20 +86,34 @@ class _Evaluator:
         return _predict(self.trainable, self.trainable.use_cpus(cpus), checkpoint_dir, data, splits, storage)
 
 
-def start_evaluator(entry: TrainableEntry, *, gpus: float):
-    """The warm evaluator for a CPU job (None on GPUs: the evaluation then takes a GPU as a task)."""
-    if gpus > 0:
-        return None
-    import ray
+class WarmEvaluator:
+    """The warm evaluator of a CPU job (none on GPUs: the evaluation then takes a GPU as a task), started once
+    the sweep has a slot to spare (:meth:`start`; a sweep starts it when a trial ends after its last trial was
+    created: from then on a slot stays idle), or when the finish asks for it (:attr:`handle`). Started with the
+    sweep, its process's start-up and imports took 1.2 s of a 20-trial sweep's 10.8 s from the trials, even
+    niced."""
 
-    return ray.remote(num_cpus=0)(_Evaluator).options(name=None).remote(entry)
+    def __init__(self, entry: TrainableEntry, *, gpus: float):
+        self.entry, self.wanted, self._handle = entry, gpus <= 0, None
 
+    def start(self) -> None:
+        if self.wanted and self._handle is None:
+            import ray
 
-def stop_evaluator(evaluator) -> None:
-    if evaluator is not None:
-        import ray
+            self._handle = ray.remote(num_cpus=0)(_Evaluator).options(name=None).remote(self.entry)
 
-        ray.kill(evaluator)
+    @property
+    def handle(self):
+        """The evaluator actor (started now if it was not), or None for a GPU job."""
+        self.start()
+        return self._handle
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            import ray
+
+            ray.kill(self._handle)
+            self._handle = None
 
 
 def predict_on_cluster(
