@@ -97,7 +97,9 @@ def frames(state: Any) -> list[Any]:
     another they make the file (:func:`dumps` joins them)."""
     arrays: list[np.ndarray] = []
     tree = _encode(state, arrays)
-    table, offset, body = [], 0, []
+    table: list[list] = []
+    body: list[Any] = []
+    offset = 0
     for a in arrays:
         raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
         table.append([a.dtype.str, list(a.shape), offset, int(raw.nbytes)])

@@ -255,10 +255,12 @@ def _report_epoch(loop: _Loop, run: _RunState, metrics: dict) -> None:
     store, last = ctx.resume, epoch == loop.params.epochs or epoch == ctx.stop_after
     due = store is not None and (epoch % store.every_epochs == 0 or last)
     state = (now if now is not None else run.resume_state(hooks, epoch + 1, 0, None)) if due else None
-    written = store.write_uncommitted(state) if state is not None and ctx.world_size == 1 else None
+    written = (
+        store.write_uncommitted(state) if store is not None and state is not None and ctx.world_size == 1 else None
+    )
     if ctx.report is not None:
         ctx.report(metrics, _checkpoint_writer(hooks, run.best_state, now) if improved or now is not None else None)
-    if written is not None:
+    if store is not None and written is not None:
         store.commit(written)
     elif state is not None:
         loop.save(state)

@@ -260,7 +260,8 @@ class ResumeStore:
         import pyarrow.fs as pafs
 
         for name in reversed(self._states_after(self.latest())):
-            if int(_STATE_NAME.match(name).group(1)) != epoch:
+            match = _STATE_NAME.match(name)  # (every name _states_after gives matches)
+            if match is None or int(match.group(1)) != epoch:
                 continue
             if self.fs.get_file_info(self._p(name, _STATE_FILE.format(rank=0))).type == pafs.FileType.File:
                 return name

@@ -14,7 +14,8 @@ from sentune.results import RunRecorder
 from sentune.tuning._trial import revived
 
 __all__ = [
-    "AllStoppers", "BudgetStopper", "DiagnosticsStopper", "InTheTail", "RecordCallback", "StudyStopper", "TrialRoles",
+    "AllStoppers", "BudgetStopper", "DiagnosticsStopper", "OnceATrialEnds", "RecordCallback", "StudyStopper",
+    "TrialRoles",
 ]  # fmt: skip
 
 
@@ -206,15 +207,16 @@ class AllStoppers(Stopper):
         return any(s.stop_all() for s in self.stoppers)
 
 
-class InTheTail(Callback):
-    """Calls ``then()`` once, when a trial ends after the sweep's ``planned`` trials all exist: from then on the
-    sweep has a slot to spare (the warm evaluator starts in it)."""
+class OnceATrialEnds(Callback):
+    """Calls ``then()`` once, when a trial ends (completes or fails) and at least ``trials`` trials exist. The
+    warm evaluator starts at the first trial's end: by then the trials' own processes have started and imported
+    their framework, the busiest moment of a sweep, which the evaluator's start-up no longer competes with."""
 
-    def __init__(self, planned: int, then: Callable[[], None]):
-        self.planned, self.then, self.done = planned, then, False
+    def __init__(self, trials: int, then: Callable[[], None]):
+        self.trials, self.then, self.done = trials, then, False
 
     def _ended(self, trials) -> None:
-        if not self.done and len(trials) >= self.planned:
+        if not self.done and len(trials) >= self.trials:
             self.done = True
             self.then()
 

@@ -24,7 +24,7 @@ from sentune.tuning._callback import (
     AllStoppers,
     BudgetStopper,
     DiagnosticsStopper,
-    InTheTail,
+    OnceATrialEnds,
     RecordCallback,
     StudyStopper,
     TrialRoles,
@@ -228,7 +228,7 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     callbacks = [
         RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles, budget=spend, study=study),
         JsonLoggerCallback(),
-        InTheTail(plan.extend.trials if plan.extend is not None else spec.trial_count, evaluator.start),
+        OnceATrialEnds(1, evaluator.start),  # the warm evaluator, once the trials' start-up is over
         *tracking,
     ]
     stoppers = [DiagnosticsStopper(tracker), spend, *([study] if study is not None else [])]

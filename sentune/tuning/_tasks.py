@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from sentune.trainables import LoopContext, TrainableEntry, lr_range_test
 
@@ -87,14 +88,14 @@ class _Evaluator:
 
 
 class WarmEvaluator:
-    """The warm evaluator of a CPU job (none on GPUs: the evaluation then takes a GPU as a task), started once
-    the sweep has a slot to spare (:meth:`start`; a sweep starts it when a trial ends after its last trial was
-    created: from then on a slot stays idle), or when the finish asks for it (:attr:`handle`). Started with the
-    sweep, its process's start-up and imports took 1.2 s of a 20-trial sweep's 10.8 s from the trials, even
-    niced."""
+    """The warm evaluator of a CPU job (none on GPUs: the evaluation then takes a GPU as a task), started when
+    the sweep's first trial ends (:meth:`start`: the trials' own start-up is over by then), or when the finish
+    asks for it (:attr:`handle`). Started with the sweep, its process's start-up competed with the trials'
+    and took 1.2 s of a 20-trial sweep's 10.8 s, even niced."""
 
     def __init__(self, entry: TrainableEntry, *, gpus: float):
-        self.entry, self.wanted, self._handle = entry, gpus <= 0, None
+        self.entry, self.wanted = entry, gpus <= 0
+        self._handle: Any = None
 
     def start(self) -> None:
         if self.wanted and self._handle is None:

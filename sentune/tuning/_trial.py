@@ -278,7 +278,7 @@ def make_trial_driver(
         until = None if mark is None else mark[2]
         trial, config = revived(ray.tune.get_context().get_trial_id(), config)
         store = resume_store(resume_root, trial, failure)
-        if until is not None:
+        if mark is not None:
             store.reopen(mark[1])  # a second chance: the trial goes on where it stopped
         tags = {"trial": trial, "pbt_from": _adopt(store, trial)} if pbt else {}
         last = _already_done(store, entry, config)
