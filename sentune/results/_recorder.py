@@ -6,8 +6,8 @@ keeps the trial's ``trials.parquet`` row. The two halves are :class:`~sentune.re
 (the trials' states and summaries) and :class:`~sentune.results._epoch_log.EpochLog` (the rows and the
 Parquet parts that hold them); the recorder decides when they are written: the epoch rows at most every
 ``flush_every_s`` (a crash loses at most that much: a resumed sweep takes those epochs back from the trials'
-resume checkpoints), at once when a trial fails, and compacted by :meth:`RunRecorder.close` at the end of the
-run. ``trials.parquet`` is rewritten whole on each write.
+resume checkpoints), at once when a trial ends (its best checkpoint's path is known only to the record), and
+compacted by :meth:`RunRecorder.close` at the end of the run. ``trials.parquet`` is rewritten whole on each write.
 
 A run folder is continued with ``RunRecorder.resume(run_dir, ...)``: the rows and trials on disk are
 loaded, the diagnostics tracker is replayed, and the record goes on from there. The resume logic asks the
@@ -151,7 +151,7 @@ class RunRecorder:
         diagnosed = self.tracker.stop_reasons.get(trial_id) if self.tracker is not None else None
         t = self.table.ended(trial_id, config, reason or diagnosed or "scheduler")
         self._changed()
-        self._write()  # (the trial's end is durable at once in its resume folder: the driver marks it finished)
+        self._write(force=True)  # its checkpoint's path is only here: a resumed sweep evaluates it
         return t
 
     def errored(self, trial_id: str, config: dict, error: str) -> None:
