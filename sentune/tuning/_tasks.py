@@ -89,9 +89,9 @@ class _Evaluator:
 
 class WarmEvaluator:
     """The warm evaluator of a CPU job (none on GPUs: the evaluation then takes a GPU as a task), started when
-    the sweep's first trial ends (:meth:`start`: the trials' own start-up is over by then), or when the finish
-    asks for it (:attr:`handle`). Started with the sweep, its process's start-up competed with the trials'
-    and took 1.2 s of a 20-trial sweep's 10.8 s, even niced."""
+    the sweep's first trial ends (:meth:`start`: the trials' own start-up is over by then; a small sweep, whose
+    finish comes soon, starts it at once), or when the finish asks for it (:attr:`handle`). Started with a
+    20-trial sweep, its process's start-up competed with the trials' and took 1.2 s of its 10.8 s, even niced."""
 
     def __init__(self, entry: TrainableEntry, *, gpus: float):
         self.entry, self.wanted = entry, gpus <= 0
