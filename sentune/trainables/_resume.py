@@ -10,7 +10,7 @@ Layout under ``root`` (a local folder or any pyarrow URI: the job's storage, whi
     config.json                         the trial's config, written when it first starts
 
 A state folder is complete once ``LATEST`` names it (written last, after every worker has written its
-file); older folders are then removed, so only the latest is kept. A one-worker trial writes its file while it
+file); older folders are then removed, so only the latest is kept. A one-worker trial writes its file before it
 reports the epoch and names it LATEST after the report (:meth:`ResumeStore.write_uncommitted`): the newer folder of
 a trial stopped at that report stays uncommitted, for a second chance to go on from, or is removed when the
 driver marks the trial finished. A state is a :class:`ResumeState`;
@@ -245,10 +245,6 @@ class ResumeStore:
 
     def commit(self, name: str) -> None:
         """Name the state ``name`` (complete: every worker's file written) LATEST; the one before is removed."""
-        self._commit(name)
-
-    def _commit(self, name: str) -> None:
-        """Name the complete state ``name`` LATEST and remove the one before."""
         old = self.latest()  # a checked state name, or None
         self._write(name.encode(), _LATEST)
         if old and old != name:
@@ -274,7 +270,7 @@ class ResumeStore:
         self._write(_safe_state.frames(state), name, _STATE_FILE.format(rank=rank))
         barrier()
         if rank == 0:
-            self._commit(name)
+            self.commit(name)
 
     def finished(self) -> bool:
         return self._read(_FINISHED) is not None
@@ -326,7 +322,7 @@ class ResumeStore:
             self.fs.delete_file(path)
         pending = self._uncommitted(trained + 1) if trained is not None else None
         if pending is not None:
-            self._commit(pending)
+            self.commit(pending)
 
     def history(self) -> list[dict]:
         """The epoch metrics the latest state holds (to fill a record that missed the last few)."""
