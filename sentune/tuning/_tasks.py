@@ -109,6 +109,12 @@ class WarmEvaluator:
         self.start()
         return self._handle
 
+    def __getstate__(self) -> dict:
+        # Ray pickles the Tuner's callbacks (this, through OnceATrialEnds) into the run folder; a handle to
+        # this process's actor in there made `sentune resume` fail to unpickle it in a new Ray (a resumed
+        # sweep starts its own evaluator)
+        return {**self.__dict__, "_handle": None}
+
     def stop(self) -> None:
         if self._handle is not None:
             import ray
