@@ -36,7 +36,7 @@ def test_a_second_chance_goes_on_from_the_state_a_stopped_trial_never_committed(
     store = ResumeStore(str(tmp_path))
     store.save_state(_state(3), rank=0, barrier=lambda: None)
     store.write_uncommitted(_state(4, fill=4.0))  # stopped at epoch 3's report: never committed
-    store.mark_finished("stopped_early", {"epoch": 3}, keep_uncommitted=True)
+    store.mark_finished("stopped_early", {"epoch": 3}, keep_state=True)
     store.reopen(3)  # it had trained 3 epochs
     assert not store.finished() and store.next_epoch() == 4
     assert float(store.load_state().train["w"][0, 0]) == 4.0
@@ -52,12 +52,28 @@ def test_reopen_takes_only_the_state_after_the_epochs_the_record_has(tmp_path):
     assert store.next_epoch() == 2
 
 
-def test_the_driver_removes_a_stopped_trials_uncommitted_state(tmp_path):
+def test_a_finished_trial_keeps_no_state_unless_second_chances_may_revive_it(tmp_path):
+    """Every state of a trial that is over goes, the uncommitted one too: a sweep of hundreds of trials kept each
+    one's weights and optimizer state in the run folder. The trial's last result stays, for a restarted driver."""
     store = ResumeStore(str(tmp_path))
     store.save_state(_state(2), rank=0, barrier=lambda: None)
     store.write_uncommitted(_state(3))
     store.mark_finished("stopped_early", {"epoch": 2})
-    assert _folders(tmp_path) == ["state-000002-000000010"] and store.next_epoch() == 2
+    assert _folders(tmp_path) == [] and store.latest() is None and store.load_state() is None
+    assert store.finished_result() == {"status": "stopped_early", "last": {"epoch": 2}}
+    kept = ResumeStore(str(tmp_path / "kept"))
+    kept.save_state(_state(2), rank=0, barrier=lambda: None)
+    kept.write_uncommitted(_state(3))
+    kept.mark_finished("stopped_early", {"epoch": 2}, keep_state=True)
+    assert _folders(tmp_path / "kept") == ["state-000002-000000010", "state-000003-000000020"]
+
+
+def test_without_its_last_result_a_finished_trial_keeps_its_latest_state(tmp_path):
+    store = ResumeStore(str(tmp_path))
+    store.save_state(_state(2), rank=0, barrier=lambda: None)
+    store.write_uncommitted(_state(3))
+    store.mark_finished("stopped_early")
+    assert _folders(tmp_path) == ["state-000002-000000010"] and store.history() == _state(2).history
 
 
 def test_a_failed_write_raises_and_keeps_the_state_before(tmp_path):
@@ -87,3 +103,21 @@ def test_the_loop_writes_each_epochs_state_before_its_report_and_commits_after(s
     lt.fit(p, data, lt.LoopContext(report=report, resume=store))
     assert seen == [(1, 1, True), (2, 2, True)]  # written before each report, committed after it
     assert store.next_epoch() == 3
+
+
+@pytest.mark.parametrize("revivable", [True, False])
+def test_a_resumed_sweep_keeps_a_stopped_trials_state_only_when_second_chances_may_revive_it(tmp_path, revivable):
+    """A trial the record has as stopped, whose driver was killed before it was marked finished: ``reconcile``
+    marks it by the same rule as the sweep's callback (the state a second chance goes on from stays)."""
+    from sentune.results import RunRecorder
+    from sentune.tuning._reconcile import reconcile
+
+    rec = RunRecorder(tmp_path / "run", job="j", run_id="r", metric="val_macro_f1", mode="max", max_epochs=4)
+    rec.trial("t1", {"lr": 0.1})
+    rec.result("t1", {"lr": 0.1}, {"epoch": 1, "val_macro_f1": 0.4, "training_iteration": 1})
+    rec.completed("t1", {"lr": 0.1})
+    store = ResumeStore(str(tmp_path / "resume" / "t1"))
+    store.save_state(_state(2), rank=0, barrier=lambda: None)
+    reconcile(rec, str(tmp_path / "resume"), revivable=revivable)
+    assert store.finished_result()["status"] == "stopped_early"
+    assert _folders(tmp_path / "resume" / "t1") == (["state-000002-000000010"] if revivable else [])

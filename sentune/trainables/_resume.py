@@ -10,7 +10,8 @@ Layout under ``root`` (a local folder or any pyarrow URI: the job's storage, whi
     config.json                         the trial's config, written when it first starts
 
 A state folder is complete once ``LATEST`` names it (written last, after every worker has written its
-file); older folders are then removed, so only the latest is kept. A one-worker trial writes its file before it
+file); older folders are then removed, so only the latest is kept, and once the trial is over (``FINISHED``)
+none is, unless second chances may revive it. A one-worker trial writes its file before it
 reports the epoch and names it LATEST after the report (:meth:`ResumeStore.write_uncommitted`): the newer folder of
 a trial stopped at that report stays uncommitted, for a second chance to go on from, or is removed when the
 driver marks the trial finished. A state is a :class:`ResumeState`;
@@ -295,13 +296,20 @@ class ResumeStore:
     def config(self) -> dict | None:
         return _json_object(self._read(_CONFIG))
 
-    def mark_finished(self, status: str, last: dict | None = None, *, keep_uncommitted: bool = False) -> None:
-        """The trial is over. The state a stopped one-worker trial wrote but never committed (see
-        :meth:`write_uncommitted`) is removed, unless ``keep_uncommitted`` (second chances may go on from it)."""
+    def mark_finished(self, status: str, last: dict | None = None, *, keep_state: bool = False) -> None:
+        """The trial is over: a restarted driver of it returns at once, reporting ``last`` again. Its states are
+        removed (a sweep of hundreds of trials would otherwise keep each one's weights and optimizer state in the
+        run folder), unless ``keep_state``: a stopped trial that second chances may revive keeps them, the
+        uncommitted one too (see :meth:`write_uncommitted`). Without ``last`` the latest state stays (a restarted
+        driver reads the last result from its history)."""
         self._write(json.dumps({"status": status, "last": last}, default=str).encode(), _FINISHED)
-        if not keep_uncommitted:
-            for name in self._states_after(self.latest()):
-                self.fs.delete_dir(self._p(name))
+        if keep_state:
+            return
+        latest = self.latest()
+        for name in self._states_after(None if last is not None else latest):
+            self.fs.delete_dir(self._p(name))
+        if last is not None and latest is not None:
+            self.fs.delete_file(self._p(_LATEST))
 
     def _states_after(self, latest: str | None) -> list[str]:
         """The state folders newer than ``latest`` (all of them when it is None), oldest first."""

@@ -9,7 +9,9 @@ from sentune.spec import JobSpec
 from sentune.trainables._resume import trial_ids
 from sentune.tuning._trial import resume_store
 
-__all__ = ["completed_trials", "drop_cut_confirmations", "ended_by_stopper", "interrupted", "reconcile"]
+__all__ = [
+    "completed_trials", "drop_cut_confirmations", "ended_by_stopper", "interrupted", "mark_trial_finished", "reconcile",
+]  # fmt: skip
 
 
 def interrupted(spec: JobSpec, recorder, *, ended_itself: bool = False) -> bool:
@@ -41,10 +43,17 @@ def drop_cut_confirmations(recorder, resume_root: str) -> None:
         resume_store(resume_root, tid).mark_finished("dropped")
 
 
-def reconcile(recorder, resume_root: str) -> None:
+def mark_trial_finished(recorder, resume_root: str, trial_id: str, status: str, *, revivable: bool) -> None:
+    """Tell the trial's driver it is over (a restarted one returns at once, reporting its last result). Its resume
+    states go, unless it was stopped and the job's second chances (``revivable``) may go on from its state."""
+    keep = revivable and status == results.STATUS_STOPPED
+    resume_store(resume_root, trial_id).mark_finished(status, recorder.last_result(trial_id), keep_state=keep)
+
+
+def reconcile(recorder, resume_root: str, *, revivable: bool) -> None:
     """Before a resumed sweep starts: epochs a trial finished (in its resume checkpoint) after the record's
     last write go into the record, a trial the record had not seen yet included; a trial the record has as
-    ended is marked finished for its driver."""
+    ended is marked finished for its driver (see :func:`mark_trial_finished`)."""
     for tid in sorted(set(recorder.trial_ids()) | set(trial_ids(resume_root))):
         store = resume_store(resume_root, tid)
         status = recorder.status_of(tid)
@@ -52,7 +61,7 @@ def reconcile(recorder, resume_root: str) -> None:
             continue
         if status in results.ENDED:
             if status != results.STATUS_ERRORED and not store.finished():
-                store.mark_finished(status, recorder.last_result(tid))
+                mark_trial_finished(recorder, resume_root, tid, status, revivable=revivable)
             continue
         config = recorder.config_of(tid) if status else store.config()
         if config is None:

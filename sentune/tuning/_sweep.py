@@ -33,14 +33,14 @@ from sentune.tuning._confirm import confirm
 from sentune.tuning._finish import finish, tag_best, trackers, wall_clock
 from sentune.tuning._optuna_mirror import optuna_mirror
 from sentune.tuning._plan import Extension, RunSummary, SweepPlan, make_plan
-from sentune.tuning._reconcile import drop_cut_confirmations, interrupted, reconcile
+from sentune.tuning._reconcile import drop_cut_confirmations, interrupted, mark_trial_finished, reconcile
 from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
 from sentune.tuning._scheduling import sweep_scheduler
 from sentune.tuning._second_chance import second_chances
 from sentune.tuning._session import max_concurrent_trials
 from sentune.tuning._signals import sigterm_as_sigint
 from sentune.tuning._tasks import WarmEvaluator, range_test_on_cluster
-from sentune.tuning._trial import make_trial_driver, resume_store
+from sentune.tuning._trial import make_trial_driver
 from sentune.tuning._tuner import build_tuner
 from sentune.tuning._warm import load_warm_start
 
@@ -154,7 +154,7 @@ def _recorder(plan: SweepPlan, tracker: DiagnosticsTracker):
         return results.RunRecorder(plan.run_dir, **kw)
     recorder = results.RunRecorder.resume(plan.run_dir, **kw)
     drop_cut_confirmations(recorder, plan.folder.resume_root)
-    reconcile(recorder, plan.folder.resume_root)
+    reconcile(recorder, plan.folder.resume_root, revivable=spec.scheduler.second_chance is not None)
     return recorder
 
 
@@ -215,9 +215,8 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
 
     revivable = spec.scheduler.second_chance is not None
 
-    def mark_finished(trial_id: str, status: str) -> None:  # a restarted driver of this trial returns at once
-        resume_store(folder.resume_root, trial_id).mark_finished(status, recorder.last_result(trial_id),
-                                                                 keep_uncommitted=revivable)  # fmt: skip
+    def mark_finished(trial_id: str, status: str) -> None:
+        mark_trial_finished(recorder, folder.resume_root, trial_id, status, revivable=revivable)
 
     view = _view(plan, recorder, progress)
     mirror = optuna_mirror(plan, recorder)
