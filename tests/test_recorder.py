@@ -382,3 +382,52 @@ def test_the_questions_a_resume_asks_the_record(tmp_path):
     assert again.trial_ids() == rec.trial_ids() and again.confirmed_seeds() == {("b", 8)}
     assert again.config_of("c2") == {**base, "seed": 9} and again.baseline_numbers() == [2]
     assert sorted(again.replay_rows()) == sorted(replay)
+
+
+# ---- background writes (the sweep's driver): the record's files on a thread of their own
+
+
+def test_a_background_recorder_does_not_wait_for_its_files(tmp_path):
+    """A trial's end costs the Tune loop no file write: with the writer busy (held here), ``completed``
+    returns at once, and ``sync`` then finds the trial's end on disk."""
+    import threading
+
+    rec = recorder(tmp_path, background=True)
+    feed(rec, trials=range(1), epochs=range(1, 3))
+    rec.sync()
+    gate = threading.Event()
+    rec._writer.submit(gate.wait)  # a slow disk
+    rec.completed("t0", CONFIG)  # would block here if it wrote itself
+    assert set(read_trials(tmp_path).status) == {"running"}  # not written yet
+    gate.set()
+    rec.sync()
+    ended = rec.status_of("t0")
+    assert ended != "running" and set(read_trials(tmp_path).status) == {ended}
+    assert set(read_epochs(tmp_path).trial_status) == {ended}
+
+
+def test_a_background_record_is_the_one_written_in_place(tmp_path):
+    """The same events, written on the writer's thread or in place, make the same files (rows copied when
+    due: a row changed after its write was queued does not change what that write holds)."""
+    written = {}
+    for mode in ("inline", "background"):
+        rec = recorder(tmp_path / mode, tracker=tracker(), background=mode == "background")
+        feed(rec)
+        rec.checkpoint("t1", "/ckpt/t1")
+        for t in ("t0", "t1", "t2"):
+            rec.completed(t, CONFIG)
+        rec.close()
+        epochs = read_epochs(tmp_path / mode).drop(columns=["reported_at"])
+        trials = read_trials(tmp_path / mode).drop(columns=["started_at", "ended_at"], errors="ignore")
+        written[mode] = (epochs, trials)
+    pd.testing.assert_frame_equal(written["inline"][0], written["background"][0])
+    pd.testing.assert_frame_equal(written["inline"][1], written["background"][1])
+
+
+def test_a_failed_background_write_is_raised_by_the_next_sync(tmp_path):
+    rec = recorder(tmp_path, background=True)
+    (tmp_path / "trials.parquet").mkdir()  # trials.parquet cannot be replaced
+    feed(rec, trials=range(1), epochs=range(1, 2))
+    with pytest.raises(OSError):
+        rec.sync()
+    rec.sync()  # raised once

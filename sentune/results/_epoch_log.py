@@ -108,10 +108,19 @@ class EpochLog:
 
     def write_pending(self) -> None:
         """The rows that came since the last write, as a new part (then merged as parts pile up)."""
-        if self._pending:
-            rows = list(self._pending.values())
-            self._write_part(rows_table([self._with_status(r) for r in rows]), level=0)
-            self._pending.clear()
+        self.write_rows(self.take_pending())
+
+    def take_pending(self) -> list[dict]:
+        """The rows that came since the last write (copies, with their ``trial_status`` now), no longer pending:
+        for :meth:`write_rows`, which may run on another thread (nothing else here touches what it writes)."""
+        rows = [self._with_status(r) for r in self._pending.values()]
+        self._pending.clear()
+        return rows
+
+    def write_rows(self, rows: list[dict]) -> None:
+        """``rows`` (from :meth:`take_pending`) as a new part, then merged as parts pile up."""
+        if rows:
+            self._write_part(rows_table(rows), level=0)
             self._merge()
 
     def compact(self) -> None:

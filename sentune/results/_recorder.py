@@ -8,6 +8,10 @@ Parquet parts that hold them); the recorder decides when they are written: the e
 ``flush_every_s`` (a crash loses at most that much: a resumed sweep takes those epochs back from the trials'
 resume checkpoints), at once when a trial ends (its best checkpoint's path is known only to the record), and
 compacted by :meth:`RunRecorder.close` at the end of the run. ``trials.parquet`` is rewritten whole on each write.
+With ``background=True`` (the sweep's driver) the files are written on a thread of their own
+(:class:`~sentune.results._writer.OrderedWriter`), in order, from copies of the rows taken when the write was
+due: Tune's loop waits on its callbacks before a trial goes on, and a write with its ``fsync`` would hold the
+trial up; :meth:`RunRecorder.sync` (and :meth:`RunRecorder.close`) wait until it is all on disk.
 
 A run folder is continued with ``RunRecorder.resume(run_dir, ...)``: the rows and trials on disk are
 loaded, the diagnostics tracker is replayed, and the record goes on from there. The resume logic asks the
@@ -27,7 +31,8 @@ from sentune.diagnostics import DiagnosticsTracker, summarize
 from sentune.results._epoch_log import MERGE_FANOUT, EpochLog
 from sentune.results._layout import SEQ, STATUS_RUNNING, TRIALS
 from sentune.results._tables import plain_value
-from sentune.results._trial_table import TrialTable
+from sentune.results._trial_table import TrialTable, write_trial_rows
+from sentune.results._writer import OrderedWriter
 
 __all__ = ["TUNE_KEYS", "MERGE_FANOUT", "RunRecorder"]
 
@@ -81,6 +86,7 @@ class RunRecorder:
         tracker: DiagnosticsTracker | None = None,
         flush_every_s: float = 2.0,
         resume: bool = False,
+        background: bool = False,
     ):
         self.run_dir = Path(run_dir)
         self.job, self.run_id = job, run_id
@@ -92,6 +98,9 @@ class RunRecorder:
         self.log = EpochLog(self.run_dir, lambda t: self.table.status_of(t) or STATUS_RUNNING, keep=resume)
         self._last_flush = -math.inf  # monotonic time of the last write
         self._trials_dirty = False
+        # background: the files are written on a thread of their own (the rows copied first), so an event costs
+        # its caller no file write; sync() waits for them
+        self._writer = OrderedWriter("sentune-record") if background else None
         if resume:
             self._load()
 
@@ -175,8 +184,16 @@ class RunRecorder:
         """The run ended: compact ``epochs.parquet`` to one part (one row per (trial, epoch), ``trial_status``
         from the trial table) and write ``trials.parquet``. O(rows), once; calling it again costs nothing
         unless something was recorded since. The recorder may go on recording after it."""
+        self.sync()
         self.log.compact()
         self._write(force=True)
+        self.sync()
+
+    def sync(self) -> None:
+        """Wait until every write handed to the background writer is on disk (at once without one); a failed
+        write's error is raised here."""
+        if self._writer is not None:
+            self._writer.drain()
 
     # ---- what the resume logic asks ----
 
@@ -272,13 +289,19 @@ class RunRecorder:
         if not force and now - self._last_flush < self.flush_every_s:
             return
         self._last_flush = now
-        self.log.write_pending()
-        if self._trials_dirty and self.table.rows:
-            self._write_trials()
-
-    def _write_trials(self) -> None:
-        self.table.write(self.run_dir / TRIALS)
+        rows = self.log.take_pending()
+        trials = self.table.snapshot() if self._trials_dirty and self.table.rows else None
         self._trials_dirty = False
+        if self._writer is None:
+            self._store(rows, trials)
+        else:
+            self._writer.submit(self._store, rows, trials)
+
+    def _store(self, rows: list[dict], trials: list[dict] | None) -> None:
+        """Write new epoch rows (a part) and, if given, the whole trial table (on the writer's thread, if any)."""
+        self.log.write_rows(rows)
+        if trials is not None:
+            write_trial_rows(self.run_dir / TRIALS, trials)
 
     # ---- resuming ----
 

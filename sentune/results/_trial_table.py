@@ -27,7 +27,7 @@ from sentune.results._layout import (
 from sentune.results._store import read_parquet_file, read_trials, write_table
 from sentune.results._tables import plain_value, rows_table
 
-__all__ = ["TrialTable"]
+__all__ = ["TrialTable", "write_trial_rows"]
 
 
 class TrialTable:
@@ -160,12 +160,21 @@ class TrialTable:
     def write(self, path: Path) -> None:
         """trials.parquet, whole: as write_parquet stores rows (mixed values as JSON text), without pandas in
         between (~10 ms for 2,000 trials)."""
-        write_table(path, rows_table(list(self.rows.values())))
+        write_trial_rows(path, list(self.rows.values()))
+
+    def snapshot(self) -> list[dict]:
+        """Copies of the rows as they are now (for :func:`write_trial_rows` on another thread)."""
+        return [dict(r) for r in self.rows.values()]
 
     def load(self, run_dir: Path) -> None:
         """The rows of the run's trials.parquet, replacing these; a damaged table is one line naming it."""
         read_trials(run_dir)  # the columns every reader relies on
         self.rows = {rec["trial_id"]: rec for rec in read_parquet_file(Path(run_dir) / TRIALS).to_pylist()}
+
+
+def write_trial_rows(path: Path, rows: list[dict]) -> None:
+    """trials.parquet, whole, of these rows (see :meth:`TrialTable.write`)."""
+    write_table(path, rows_table(rows))
 
 
 def _number(value: Any) -> float | None:

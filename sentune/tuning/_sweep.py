@@ -148,7 +148,7 @@ def _recorder(plan: SweepPlan, tracker: DiagnosticsTracker):
     spec = plan.spec
     kw: dict[str, Any] = dict(
         job=spec.name, run_id=plan.folder.run_id, metric=spec.scheduler.metric, mode=spec.scheduler.direction.mode,
-        max_epochs=spec.epochs_max, tracker=tracker,
+        max_epochs=spec.epochs_max, tracker=tracker, background=True,  # Tune's loop waits on its callbacks
     )  # fmt: skip
     if not plan.restore:
         return results.RunRecorder(plan.run_dir, **kw)
