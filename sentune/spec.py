@@ -121,11 +121,16 @@ class FailureConfig(_Strict):
     """What a trial survives, and how much of it a failure may cost: a trial (or its worker group) whose
     process or node dies is retried up to ``max_failures`` times and goes on from its resume checkpoint,
     written after every ``checkpoint_every_epochs``-th epoch (and every ``checkpoint_every_steps``
-    optimizer steps inside an epoch, for long epochs). Only the latest resume checkpoint is kept."""
+    optimizer steps inside an epoch, for long epochs), but not within ``checkpoint_min_interval_s`` of the
+    trial's start or its last one (always after its last epoch): epochs of a fraction of a second are not
+    each worth a state file, and a failure repeats at most that much training. Only the latest resume
+    checkpoint is kept. A job with second chances writes one after every due epoch (a revived trial goes on
+    from where it stopped)."""
 
     max_failures: int = Field(3, ge=0)
     checkpoint_every_epochs: int = Field(1, ge=1)
     checkpoint_every_steps: int | None = Field(None, ge=1)
+    checkpoint_min_interval_s: float = Field(10.0, ge=0)
 
 
 class MlflowConfig(_Strict):

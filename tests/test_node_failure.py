@@ -59,7 +59,7 @@ def test_a_trial_on_a_killed_node_goes_on_from_its_last_epoch_with_the_same_resu
         search={"algorithm": "grid"},
         scheduler={"type": "fifo"},
         resources={"cpus": 1, "workers_per_trial": 1, "max_concurrent_trials": 2},
-        failure={"max_failures": 2},
+        failure={"max_failures": 2, "checkpoint_min_interval_s": 0},  # every epoch's state: what the kill finds
         storage_path=str(store),
         seed=0,
     )

@@ -85,14 +85,19 @@ def test_a_failed_write_raises_and_keeps_the_state_before(tmp_path):
     assert store.next_epoch() == 2
 
 
-def test_the_loop_writes_each_epochs_state_before_its_report_and_commits_after(sst_dir, tmp_path):
-    """The real llama loop: while epoch e is reported its state is written but LATEST still names epoch e's
-    start (a failure there repeats epoch e); once the report returns it names the next epoch."""
+def _llama(sst_dir, epochs=2):
     from sentune.data import DataConfig, load_splits
     from sentune.trainables import llama_torch as lt
 
-    p = lt.LlamaTorchParams(backbone="random:tiny", option="finetune", epochs=2, lr=3e-3, batch_size=16, max_len=24)
-    data = lt.prepare(p, load_splits(DataConfig(train=sst_dir / "train.txt", dev=sst_dir / "dev.txt")))
+    p = lt.LlamaTorchParams(backbone="random:tiny", option="finetune", epochs=epochs, lr=3e-3, batch_size=16,
+                            max_len=24)  # fmt: skip
+    return lt, p, lt.prepare(p, load_splits(DataConfig(train=sst_dir / "train.txt", dev=sst_dir / "dev.txt")))
+
+
+def test_the_loop_writes_each_epochs_state_before_its_report_and_commits_after(sst_dir, tmp_path):
+    """The real llama loop: while epoch e is reported its state is written but LATEST still names epoch e's
+    start (a failure there repeats epoch e); once the report returns it names the next epoch."""
+    lt, p, data = _llama(sst_dir)
     store = ResumeStore(str(tmp_path / "r"))
     seen = []
 
@@ -102,7 +107,34 @@ def test_the_loop_writes_each_epochs_state_before_its_report_and_commits_after(s
 
     lt.fit(p, data, lt.LoopContext(report=report, resume=store))
     assert seen == [(1, 1, True), (2, 2, True)]  # written before each report, committed after it
-    assert store.next_epoch() == 3
+    assert store.next_epoch() == 3 and [n[:12] for n in _folders(tmp_path / "r")] == ["state-000003"]
+
+
+class _Stopped(BaseException):
+    """What Tune's report raises in a trial it stopped (SystemExit there)."""
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_trial_stopped_at_a_report_keeps_that_epochs_state_only_if_the_driver_keeps_it(sst_dir, tmp_path, keep):
+    """The driver marks a trial finished before the stop reaches its report: what it asked for holds once the
+    report has raised (the state written for that report there for a second chance when kept; no state folder
+    left when not)."""
+    lt, p, data = _llama(sst_dir, epochs=3)
+    store = ResumeStore(str(tmp_path / "r"))
+
+    def report(metrics, save):
+        if metrics["epoch"] == 2:
+            ResumeStore(store.root).mark_finished("stopped_early", {"epoch": 2}, keep_state=keep)  # the driver
+            raise _Stopped
+
+    with pytest.raises(_Stopped):
+        lt.fit(p, data, lt.LoopContext(report=report, resume=store))
+    if keep:
+        assert [n[:12] for n in _folders(tmp_path / "r")] == ["state-000002", "state-000003"]
+        store.reopen(2)  # a second chance goes on from the state written at the stopping report
+        assert store.next_epoch() == 3
+    else:
+        assert _folders(tmp_path / "r") == []
 
 
 @pytest.mark.parametrize("revivable", [True, False])
@@ -121,3 +153,28 @@ def test_a_resumed_sweep_keeps_a_stopped_trials_state_only_when_second_chances_m
     reconcile(rec, str(tmp_path / "resume"), revivable=revivable)
     assert store.finished_result()["status"] == "stopped_early"
     assert _folders(tmp_path / "resume" / "t1") == (["state-000002-000000010"] if revivable else [])
+
+
+def test_an_epochs_state_waits_for_the_interval_but_the_last_epochs_does_not(sst_dir, tmp_path):
+    """Epochs of a fraction of a second are not each worth a state file: within ``min_interval_s`` none is
+    written (a failure there starts the trial again), after the last epoch one always is."""
+    lt, p, data = _llama(sst_dir, epochs=3)
+    store = ResumeStore(str(tmp_path / "r"), min_interval_s=3600)
+    seen = []
+    lt.fit(p, data, lt.LoopContext(report=lambda m, s: seen.append((m["epoch"], store.next_epoch())), resume=store))
+    assert seen == [(1, 1), (2, 1), (3, 1)]
+    assert store.next_epoch() == 4 and [n[:12] for n in _folders(tmp_path / "r")] == ["state-000004"]
+
+
+def test_a_job_with_second_chances_writes_every_epochs_state():
+    from sentune.spec import parse_job
+    from sentune.tuning._sweep import _failure
+
+    space = {"lr": {"loguniform": [1.0e-4, 1.0e-2]}, "backbone": "random:tiny", "epochs": 4}
+    base = dict(name="t", trainable="llama_torch", data={"builtin": "en-movie-5"}, search_space=space)
+    asha = {"type": "asha", "metric": "val_loss", "mode": "min", "grace_period": 1, "reduction_factor": 2}
+    plain = parse_job({**base, "scheduler": asha})
+    assert _failure(plain).checkpoint_min_interval_s == 10.0 == plain.failure.checkpoint_min_interval_s
+    revivable = parse_job({**base, "scheduler": {**asha, "second_chance": {"budget": 0.5}}})
+    assert _failure(revivable).checkpoint_min_interval_s == 0.0
+    assert _failure(revivable).max_failures == revivable.failure.max_failures

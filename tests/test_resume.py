@@ -113,6 +113,7 @@ def _job(sst_dir: Path, root: Path, name: str, **changes) -> Path:
         num_samples=6,
         scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
         resources={"cpus": 1, "max_concurrent_trials": 2},
+        failure={"checkpoint_min_interval_s": 0},  # every epoch's state: the kills here land between them
         storage_path=str(root / "results"),
         seed=11,
     )

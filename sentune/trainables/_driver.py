@@ -98,6 +98,7 @@ class _RunState:
     pos: int = 0
     partial: dict | None = None
     resumed_at: int = 0  # the epoch a resumed run went on from (reported; 0: a fresh run)
+    saved_at: float = field(default_factory=time.monotonic)  # when the run started or last wrote a resume state
     devices: dict = field(default_factory=dict)  # every epoch's device columns: gpu_ids, worker_node_ids
 
     @classmethod
@@ -137,8 +138,9 @@ def run_epochs(params: CoreParams, data: PreparedData, hooks: LoopHooks, ctx: Lo
     With ``ctx.resume`` the run first takes up the latest resume state there (weights, optimizer, RNG
     states, schedule position, the best epoch and its weights, the history), goes on from the next epoch
     or step with the same results it would have had without the interruption (same seed: the same data
-    order), and writes a new state at the end of every ``every_epochs``-th epoch (and every
-    ``every_steps`` steps, if set) after reporting."""
+    order), and writes a new state at the end of every ``every_epochs``-th epoch (not within the store's
+    ``min_interval_s`` of the start or the last state; the last epoch's always) and every ``every_steps``
+    steps, if set."""
     loop = _Loop.of(params, data, hooks, ctx)
     saved = ctx.resume.load_state(ctx.rank) if ctx.resume is not None else None
     if saved is not None:
@@ -182,6 +184,7 @@ def _train_epoch(loop: _Loop, run: _RunState, epoch: int) -> _TrainedEpoch:
         if every_steps and run.step % every_steps == 0 and i + len(idx) < len(shard):
             part = {"sums": sums.tolist(), "norms": norms, "seconds": time.perf_counter() - started}
             loop.save(run.resume_state(hooks, epoch, i + len(idx), part))
+            run.saved_at = time.monotonic()
     sums = hooks.all_reduce_sum(sums)
     hooks.end_epoch()
     return _TrainedEpoch(epoch, sums, norms, lr, started)
@@ -253,8 +256,10 @@ def _report_epoch(loop: _Loop, run: _RunState, metrics: dict) -> None:
     run.history.append(metrics)
     now = run.resume_state(hooks, epoch + 1, 0, None) if ctx.state_in_checkpoint else None  # nothing trains until saved
     store, last = ctx.resume, epoch == loop.params.epochs or epoch == ctx.stop_after
-    due = store is not None and (epoch % store.every_epochs == 0 or last)
+    due = store is not None and (last or (epoch % store.every_epochs == 0 and _interval_passed(run, store)))
     state = (now if now is not None else run.resume_state(hooks, epoch + 1, 0, None)) if due else None
+    if due:
+        run.saved_at = time.monotonic()
     written = (
         store.write_uncommitted(state) if store is not None and state is not None and ctx.world_size == 1 else None
     )
@@ -264,6 +269,11 @@ def _report_epoch(loop: _Loop, run: _RunState, metrics: dict) -> None:
         store.commit(written)
     elif state is not None:
         loop.save(state)
+
+
+def _interval_passed(run: _RunState, store) -> bool:
+    """``store.min_interval_s`` has passed since the run started or last wrote a resume state."""
+    return time.monotonic() - run.saved_at >= store.min_interval_s
 
 
 def _checkpoint_writer(hooks: LoopHooks, weights: Any, now: ResumeState | None) -> Callable[[Path], None]:

@@ -136,11 +136,15 @@ class ResumeStore:
     """Where one trial keeps its resume checkpoint, and how often it writes one.
 
     ``every_epochs``: write at the end of every n-th epoch (and the last); ``every_steps``: also every
-    n optimizer steps inside an epoch (for long epochs; None: only at epoch ends)."""
+    n optimizer steps inside an epoch (for long epochs; None: only at epoch ends); ``min_interval_s``: an
+    epoch's state only once that many seconds have passed since the run started or last wrote one (the
+    last epoch's always)."""
 
-    def __init__(self, root: str, *, every_epochs: int = 1, every_steps: int | None = None):
+    def __init__(
+        self, root: str, *, every_epochs: int = 1, every_steps: int | None = None, min_interval_s: float = 0.0
+    ):
         self.root = str(root).rstrip("/")
-        self.every_epochs, self.every_steps = every_epochs, every_steps
+        self.every_epochs, self.every_steps, self.min_interval_s = every_epochs, every_steps, min_interval_s
         self._fs = None
 
     def __getstate__(self):  # a pyarrow filesystem does not travel to a worker; it is made again there

@@ -198,6 +198,14 @@ def _study(plan: SweepPlan, recorder) -> StudyStopper | None:
                         earlier_seconds=plan.earlier_seconds)  # fmt: skip
 
 
+def _failure(spec):
+    """The job's ``failure:`` block as the trials use it: with second chances, a resume state after every due
+    epoch (a revived trial goes on from the epoch it stopped at, not from an older state)."""
+    if spec.scheduler.second_chance is None:
+        return spec.failure
+    return spec.failure.model_copy(update={"checkpoint_min_interval_s": 0.0})
+
+
 def _build(plan: SweepPlan, progress: str) -> _Sweep:
     """The trial driver, the record, the scheduler, the callbacks and stoppers, and the Tuner."""
     from ray.tune.logger import JsonLoggerCallback
@@ -206,7 +214,7 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     driver = make_trial_driver(
         plan.entry, plan.data_ref, workers=res.workers_per_trial, cpus=res.cpus, gpus=res.gpus,
         storage_path=results.join_uri(folder.ray_storage, "train"), resume_root=folder.resume_root,
-        failure=spec.failure, job=spec.name, pbt=spec.scheduler.type == "pbt",
+        failure=_failure(spec), job=spec.name, pbt=spec.scheduler.type == "pbt",
         forecast_to=spec.scheduler.max_t or spec.epochs_max, memory_gb=res.memory_gb, placement=res.placement,
     )  # fmt: skip
     tracker = DiagnosticsTracker(spec.diagnostics, plan.splits.dev.class_counts().tolist(), plan.splits.label_names)

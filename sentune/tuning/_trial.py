@@ -205,7 +205,8 @@ def trial_resources(workers: int, cpus: float, gpus: float, *, memory_gb: float 
 def resume_store(resume_root: str, trial_id: str, failure=None) -> ResumeStore:
     """The fixed place of a trial's resume checkpoint (``failure``: the job's ``failure:`` block)."""
     every = {} if failure is None else {"every_epochs": failure.checkpoint_every_epochs,
-                                        "every_steps": failure.checkpoint_every_steps}  # fmt: skip
+                                        "every_steps": failure.checkpoint_every_steps,
+                                        "min_interval_s": failure.checkpoint_min_interval_s}  # fmt: skip
     return ResumeStore(f"{resume_root.rstrip('/')}/{trial_id}", **every)
 
 
