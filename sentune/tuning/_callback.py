@@ -14,7 +14,7 @@ from sentune.results import RunRecorder
 from sentune.tuning._trial import revived
 
 __all__ = [
-    "AllStoppers", "BudgetStopper", "DiagnosticsStopper", "OnceATrialEnds", "RecordCallback", "StudyStopper",
+    "AllStoppers", "BudgetStopper", "DiagnosticsStopper", "RecordCallback", "StudyStopper",
     "TrialRoles",
 ]  # fmt: skip
 
@@ -205,23 +205,3 @@ class AllStoppers(Stopper):
 
     def stop_all(self):
         return any(s.stop_all() for s in self.stoppers)
-
-
-class OnceATrialEnds(Callback):
-    """Calls ``then()`` once, when a trial ends (completes or fails) and at least ``trials`` trials exist. The
-    warm evaluator starts at the first trial's end: by then the trials' own processes have started and imported
-    their framework, the busiest moment of a sweep, which the evaluator's start-up no longer competes with."""
-
-    def __init__(self, trials: int, then: Callable[[], None]):
-        self.trials, self.then, self.done = trials, then, False
-
-    def _ended(self, trials) -> None:
-        if not self.done and len(trials) >= self.trials:
-            self.done = True
-            self.then()
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._ended(trials)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._ended(trials)

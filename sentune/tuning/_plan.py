@@ -23,7 +23,7 @@ from sentune.tuning._placement import check_fits, nodes_from_ray, placement_note
 from sentune.tuning._ray_compat import check_ray, warm_driver
 from sentune.tuning._run_folder import _LOCK_FILE, RunFolder, unlock_run
 from sentune.tuning._session import init_ray
-from sentune.tuning._tasks import prepare_on_cluster
+from sentune.tuning._tasks import WarmEvaluator, prepare_on_cluster
 
 __all__ = ["Extension", "RunSummary", "SweepPlan", "check_data", "make_plan"]
 
@@ -73,6 +73,8 @@ class SweepPlan:
     earlier_seconds: float = 0.0
     extend: Extension | None = None  # a finished run given more trials (``sentune extend``): a fresh Tuner
     warm: Any = None  # the job's ``warm_start:`` runs as read (tuning._warm.WarmStart), or None
+    # a process importing the framework for the finish's evaluation, started with the data's preparation
+    evaluator: WarmEvaluator | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -155,13 +157,19 @@ def _prepare(spec, entry, splits, folder, *, restore, earlier_seconds) -> SweepP
 
     t0 = time.perf_counter()
     data_ref = prepare_on_cluster(entry, spec.constants, splits, cpus=spec.resources.cpus, gpus=spec.resources.gpus)
+    # the warm evaluator imports meanwhile, beside the one task running: neither the sweep nor its trials wait
+    evaluator = WarmEvaluator(entry, gpus=spec.resources.gpus) if spec.kind == "tune" else None
+    if evaluator is not None:
+        evaluator.start()
     warm_driver()
     try:
         ray.get(data_ref)
     except ray.exceptions.RayTaskError as exc:
+        if evaluator is not None:
+            evaluator.stop()
         cause = exc.as_instanceof_cause()
         last = str(cause).strip().splitlines()[-1]
         raise SentuneError(f"preparing the data failed: {type(cause).__name__}: {last}") from None
     prepare_s = time.perf_counter() - t0
     log_line(f"data prepared once in {prepare_s:.1f} s (shared through the object store)")
-    return SweepPlan(spec, entry, splits, folder, data_ref, prepare_s, restore, earlier_seconds)
+    return SweepPlan(spec, entry, splits, folder, data_ref, prepare_s, restore, earlier_seconds, evaluator=evaluator)

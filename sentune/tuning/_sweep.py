@@ -24,7 +24,6 @@ from sentune.tuning._callback import (
     AllStoppers,
     BudgetStopper,
     DiagnosticsStopper,
-    OnceATrialEnds,
     RecordCallback,
     StudyStopper,
     TrialRoles,
@@ -37,7 +36,6 @@ from sentune.tuning._reconcile import drop_cut_confirmations, interrupted, mark_
 from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
 from sentune.tuning._scheduling import sweep_scheduler
 from sentune.tuning._second_chance import second_chances
-from sentune.tuning._session import max_concurrent_trials
 from sentune.tuning._signals import sigterm_as_sigint
 from sentune.tuning._tasks import WarmEvaluator, range_test_on_cluster
 from sentune.tuning._trial import make_trial_driver
@@ -232,13 +230,10 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     spend = BudgetStopper(spec.max_total_epochs, recorder.recorded_epochs())
     study = _study(plan, recorder)
     roles = _roles(plan, recorder)
-    evaluator = WarmEvaluator(plan.entry, gpus=res.gpus)
-    if spec.trial_count <= 2 * max_concurrent_trials(res):  # a small sweep: its finish comes soon, warm it now
-        evaluator.start()
+    evaluator = plan.evaluator or WarmEvaluator(plan.entry, gpus=res.gpus)  # (started with the data's preparation)
     callbacks = [
         RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles, budget=spend, study=study),
         JsonLoggerCallback(),
-        OnceATrialEnds(1, evaluator.start),  # the warm evaluator, once the trials' start-up is over
         *tracking,
     ]
     stoppers = [DiagnosticsStopper(tracker), spend, *([study] if study is not None else [])]

@@ -88,10 +88,11 @@ class _Evaluator:
 
 
 class WarmEvaluator:
-    """The warm evaluator of a CPU job (none on GPUs: the evaluation then takes a GPU as a task), started when
-    the sweep's first trial ends (:meth:`start`: the trials' own start-up is over by then; a small sweep, whose
-    finish comes soon, starts it at once), or when the finish asks for it (:attr:`handle`). Started with a
-    20-trial sweep, its process's start-up competed with the trials' and took 1.2 s of its 10.8 s, even niced."""
+    """The warm evaluator of a CPU job (none on GPUs: the evaluation then takes a GPU as a task), started while
+    the data is prepared (:meth:`start`, by the sweep plan: one task runs then, so its imports take a core that
+    would idle, and they are over when the trials start; started at the first trial's end instead, they
+    competed with the trials for the CPUs: bench/scale.py ratio_320 1.10 then, 1.08 now), or when the finish
+    asks for it (:attr:`handle`)."""
 
     def __init__(self, entry: TrainableEntry, *, gpus: float):
         self.entry, self.wanted = entry, gpus <= 0
@@ -110,9 +111,8 @@ class WarmEvaluator:
         return self._handle
 
     def __getstate__(self) -> dict:
-        # Ray pickles the Tuner's callbacks (this, through OnceATrialEnds) into the run folder; a handle to
-        # this process's actor in there made `sentune resume` fail to unpickle it in a new Ray (a resumed
-        # sweep starts its own evaluator)
+        # a handle to this process's actor does not travel: unpickled in a new Ray (as a Tuner's pickled
+        # callbacks are by `sentune resume`) it fails to load; a resumed sweep starts its own evaluator
         return {**self.__dict__, "_handle": None}
 
     def stop(self) -> None:
