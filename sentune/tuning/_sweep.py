@@ -301,6 +301,8 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
         try:
             if sweep is not None:
                 sweep.evaluator.stop()
+            elif plan.evaluator is not None:  # the build failed: the plan's evaluator goes too
+                plan.evaluator.stop()
         finally:
             plan.folder.close()  # the upload and the lock, whatever happened to the evaluator
     summary.wall_seconds = time.perf_counter() - t_start
