@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import sentune.results._recorder as _recorder  # noqa: E402
 from sentune.diagnostics import DiagnosticsConfig, DiagnosticsTracker  # noqa: E402
 from sentune.results import RunRecorder  # noqa: E402
 from sentune.results._store import STATUS_RUNNING, rows_table, write_parquet, write_table  # noqa: E402
@@ -114,14 +115,14 @@ def rows(rec: RunRecorder) -> int:
 TRIALS_WRITE_S = [0.0]  # time spent writing trials.parquet
 
 
-def _timed_write_trials(self) -> None:
+def _timed_write_trials(path: Path, trials: list[dict]) -> None:
     t0 = time.perf_counter()
-    _write_trials(self)
+    _write_trials(path, trials)
     TRIALS_WRITE_S[0] += time.perf_counter() - t0
 
 
-_write_trials = RunRecorder._write_trials
-RunRecorder._write_trials = _timed_write_trials  # type: ignore[method-assign]
+_write_trials = _recorder.write_trial_rows
+_recorder.write_trial_rows = _timed_write_trials  # the recorder's own writes of trials.parquet, timed
 
 
 def timed(feeder: Feeder, results: int, *, every: int) -> tuple[float, float]:

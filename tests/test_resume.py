@@ -94,9 +94,11 @@ def test_lstm_loop_goes_on_from_its_resume_checkpoint_with_the_same_results(tmp_
 
 @pytest.fixture(scope="module")
 def slow_sst(tmp_path_factory):
-    """960 train rows: epochs long enough (~0.7 s) to stop a sweep in the middle."""
-    root = tmp_path_factory.mktemp("sst960")
-    write_sst_file(root / "train.txt", synthetic_rows(960, 1))
+    """1920 train rows: epochs long enough (~1 s) to stop a sweep in the middle. While trials run, the record is
+    written at most every 2 s (``flush_every_s``), so a trial must run well past that for the record to show
+    it running with an epoch done (960 rows, ~0.5 s epochs, ended 4-epoch trials before a write showed them)."""
+    root = tmp_path_factory.mktemp("sst1920")
+    write_sst_file(root / "train.txt", synthetic_rows(1920, 1))
     write_sst_file(root / "dev.txt", synthetic_rows(80, 2))
     write_sst_file(root / "test.txt", synthetic_rows(80, 3))
     return root
