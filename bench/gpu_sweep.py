@@ -199,15 +199,14 @@ def run_sweep_only(spec) -> tuple[float, object]:
     from sentune.tuning._sweep import _build, _fit
 
     plan = make_plan(spec, RunFolder.new(spec), address=None, verbose=False)
-    sweep = None
     try:
         sweep = _build(plan, "quiet")
         t0 = time.perf_counter()
         _fit(plan, sweep)
         return time.perf_counter() - t0, plan.run_dir
     finally:
-        if sweep is not None:
-            sweep.evaluator.stop()
+        if plan.evaluator is not None:  # the plan's, started with the data's preparation
+            plan.evaluator.stop()
         plan.folder.close()
 
 

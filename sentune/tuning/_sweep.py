@@ -37,7 +37,7 @@ from sentune.tuning._run_folder import RUN_FORMAT, RunFolder, reopen
 from sentune.tuning._scheduling import sweep_scheduler
 from sentune.tuning._second_chance import second_chances
 from sentune.tuning._signals import sigterm_as_sigint
-from sentune.tuning._tasks import WarmEvaluator, range_test_on_cluster
+from sentune.tuning._tasks import range_test_on_cluster
 from sentune.tuning._trial import make_trial_driver
 from sentune.tuning._tuner import build_tuner
 from sentune.tuning._warm import load_warm_start
@@ -130,7 +130,6 @@ class _Sweep:
     spend: BudgetStopper
     trackers: list
     tuner: Any
-    evaluator: WarmEvaluator  # a process importing the framework in the sweep's tail, for the finish
     study: StudyStopper | None = None  # the job's ``stop:``: the sweep ends itself
     mirror: Any = None  # the Optuna study mirroring the record (tracking.optuna), also among the trackers
 
@@ -230,7 +229,6 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     spend = BudgetStopper(spec.max_total_epochs, recorder.recorded_epochs())
     study = _study(plan, recorder)
     roles = _roles(plan, recorder)
-    evaluator = plan.evaluator or WarmEvaluator(plan.entry, gpus=res.gpus)  # (started with the data's preparation)
     callbacks = [
         RecordCallback(recorder, progress=view, on_finished=mark_finished, roles=roles, budget=spend, study=study),
         JsonLoggerCallback(),
@@ -238,7 +236,7 @@ def _build(plan: SweepPlan, progress: str) -> _Sweep:
     ]
     stoppers = [DiagnosticsStopper(tracker), spend, *([study] if study is not None else [])]
     tuner = build_tuner(plan, driver, callbacks=callbacks, scheduler=scheduler, stop=AllStoppers(*stoppers))
-    return _Sweep(driver, recorder, view, spend, tracking, tuner, evaluator, study, mirror)
+    return _Sweep(driver, recorder, view, spend, tracking, tuner, study, mirror)
 
 
 def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
@@ -263,7 +261,6 @@ def _fit(plan: SweepPlan, sweep: _Sweep) -> None:
 
 
 def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
-    sweep = None
     try:
         sweep = _build(plan, progress)
         t_fit, fit_at = time.perf_counter(), time.time()
@@ -285,7 +282,7 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
             board = results.leaderboard(plan.run_dir) if sweep.recorder.trials else pd.DataFrame()
             summary = RunSummary(plan.run_dir, board, None, None, 0.0, plan.folder.remote, interrupted=True)
         else:
-            summary = finish(plan, sweep.evaluator.handle)
+            summary = finish(plan, plan.evaluator.handle if plan.evaluator is not None else None)
             tag_best(plan.spec, plan.run_dir)
             plan.folder.set_status("finished", wall_seconds=wall_clock(t_start, plan))
         summary.progress = sweep.view.summary()
@@ -299,9 +296,7 @@ def _run(plan: SweepPlan, t_start: float, progress: str) -> RunSummary:
         }
     finally:
         try:
-            if sweep is not None:
-                sweep.evaluator.stop()
-            elif plan.evaluator is not None:  # the build failed: the plan's evaluator goes too
+            if plan.evaluator is not None:  # started with the data's preparation, whether or not the build worked
                 plan.evaluator.stop()
         finally:
             plan.folder.close()  # the upload and the lock, whatever happened to the evaluator

@@ -111,8 +111,8 @@ class WarmEvaluator:
         return self._handle
 
     def __getstate__(self) -> dict:
-        # a handle to this process's actor does not travel: unpickled in a new Ray (as a Tuner's pickled
-        # callbacks are by `sentune resume`) it fails to load; a resumed sweep starts its own evaluator
+        # a handle to this process's actor does not travel: unpickled in another Ray (a resumed sweep's) it
+        # fails to load; a copy starts its own actor when asked (:attr:`handle`)
         return {**self.__dict__, "_handle": None}
 
     def stop(self) -> None:
